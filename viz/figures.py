@@ -1,0 +1,591 @@
+"""Plotly figures for the distillation demo: pure functions, data in, ``go.Figure`` out.
+
+Every function validates its input and raises ``ValueError`` with a message saying what to
+change; the app shows such a message with :func:`empty_figure`.
+
+Trace-count conventions (what tests and callers may rely on):
+
+- :func:`aligned_scatter`: per model, in the order models first appear in the frame: one line
+  trace (when ``line_to`` is not None), then one scatter trace per language, in the frame's
+  language order with ``line_to`` moved first. Every model gets every language's trace (empty
+  if that model has no rows of it), so ``len(fig.data) == n_models * (n_langs + 1)``
+  (``n_models * n_langs`` with ``line_to=None``).
+- :func:`similarity_heatmaps`: one heatmap trace per matrix, in dict order.
+- :func:`training_curves`: the loss trace, then one accuracy trace per language (first
+  appearance order), then one horizontal line trace per reference (dict order):
+  ``1 + n_langs + n_references``.
+- :func:`accuracy_bars`: one bar trace per model/stage, in first appearance order.
+- :func:`empty_figure`: no traces, one annotation.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import textwrap
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.colors
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+__all__ = [
+    "accuracy_bars",
+    "aligned_scatter",
+    "empty_figure",
+    "language_colors",
+    "similarity_heatmaps",
+    "training_curves",
+]
+
+ANCHOR_COLOR = "#1f1f1f"
+LINE_COLOR = "rgba(110, 110, 110, 0.35)"
+_PALETTE = list(dict.fromkeys(plotly.colors.qualitative.Plotly + plotly.colors.qualitative.Dark24))
+_HOVER_WRAP = 80
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _require_columns(df: object, columns: Sequence[str], name: str) -> pd.DataFrame:
+    if not isinstance(df, pd.DataFrame):
+        raise ValueError(f"{name} must be a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(
+            f"{name} lacks column(s) {missing}; it needs {list(columns)}, has {list(df.columns)}"
+        )
+    return df
+
+
+def _numeric(series: pd.Series, name: str, *, allow_nan: bool = False) -> np.ndarray:
+    try:
+        arr = pd.to_numeric(series, errors="raise").to_numpy(dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"column {name!r} must be numeric") from None
+    bad = np.isinf(arr) if allow_nan else ~np.isfinite(arr)
+    if bad.any():
+        raise ValueError(
+            f"column {name!r} has {int(bad.sum())} non-finite value(s) (first at row "
+            f"{int(np.flatnonzero(bad)[0])}); drop or recompute them"
+        )
+    return arr
+
+
+def _hover_text(sentence: str) -> str:
+    """HTML-escaped sentence, broken with <br> every ~80 characters so hovers stay narrow."""
+    text = str(sentence)
+    if len(text) > _HOVER_WRAP:
+        return "<br>".join(html.escape(line) for line in textwrap.wrap(text, _HOVER_WRAP))
+    return html.escape(text)
+
+
+def _plain(value: object) -> object:
+    """A numpy scalar as the Python number it holds (for readable customdata)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _order(values: pd.Series) -> list[str]:
+    return list(dict.fromkeys(values.astype(str)))
+
+
+def language_colors(langs: Sequence[str], *, anchor: str | None = "en") -> dict[str, str]:
+    """Map languages to colours: ``anchor`` near-black, the others a qualitative palette.
+
+    The mapping depends only on the order of ``langs``, so passing the same list gives every
+    figure the same colours.
+
+    Example:
+        >>> language_colors(["en", "de", "fr"])["en"]
+        '#1f1f1f'
+    """
+    colors: dict[str, str] = {}
+    i = 0
+    for lang in dict.fromkeys(langs):
+        if lang == anchor:
+            colors[lang] = ANCHOR_COLOR
+        else:
+            colors[lang] = _PALETTE[i % len(_PALETTE)]
+            i += 1
+    return colors
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def aligned_scatter(
+    df: pd.DataFrame,
+    *,
+    line_to: str | None = "en",
+    title: str | None = None,
+    height: int = 480,
+) -> go.Figure:
+    """Aligned-space scatter: one facet per model, shared axes, colour by language.
+
+    Thin grey lines join each translation (a row whose ``lang`` is not ``line_to``) to the
+    ``line_to`` row with the same ``pair_id`` in the same model, so a well-distilled student
+    shows short lines and an untrained one long lines. If a model has several ``line_to`` rows
+    with one ``pair_id``, the first is used; translations with no such row get no line.
+
+    Args:
+        df: long-form frame with columns ``x, y, lang, model, sentence, pair_id``, e.g. from
+            :func:`viz.project.project_frame` (one fit, so all facets share coordinates).
+        line_to: the anchor language lines go to (drawn as larger diamonds); None: no lines.
+        title: figure title.
+        height: figure height in pixels.
+
+    Returns:
+        A figure with ``n_models * (n_langs + 1)`` traces (see the module docstring); each
+        language trace has ``text`` = the HTML-escaped sentences and
+        ``customdata`` = rows of ``[lang, model, pair_id]``, shown on hover.
+
+    Raises:
+        ValueError: on missing columns, no rows, or non-finite coordinates.
+
+    Example:
+        >>> df = pd.DataFrame({"x": [0, 1, 0, 0.1], "y": [0, 1, 0, 0.1],
+        ...                    "lang": ["en", "de"] * 2, "model": ["teacher"] * 2 + ["student"] * 2,
+        ...                    "sentence": ["Hi", "Hallo"] * 2, "pair_id": [0, 0, 0, 0]})
+        >>> len(aligned_scatter(df).data)  # 2 models x (1 line trace + 2 languages)
+        6
+    """
+    _require_columns(df, ["x", "y", "lang", "model", "sentence", "pair_id"], "df")
+    if len(df) == 0:
+        raise ValueError("df has no rows; project at least two sentences first")
+    x = _numeric(df["x"], "x")
+    y = _numeric(df["y"], "y")
+    lang = df["lang"].astype(str).to_numpy()
+    model = df["model"].astype(str).to_numpy()
+    pair = df["pair_id"].to_numpy()
+    sentence = df["sentence"].astype(str).to_numpy()
+
+    models = _order(df["model"])
+    langs = _order(df["lang"])
+    if line_to is not None and line_to in langs:
+        langs.remove(line_to)
+        langs.insert(0, line_to)
+    colors = language_colors(langs, anchor=line_to)
+
+    fig = make_subplots(
+        rows=1,
+        cols=len(models),
+        shared_xaxes="all",
+        shared_yaxes="all",
+        subplot_titles=models,
+        horizontal_spacing=0.02 if len(models) > 1 else 0.0,
+    )
+    traces: list[go.Scatter] = []
+    for col, name in enumerate(models, start=1):
+        axes = {"xaxis": f"x{col}" if col > 1 else "x", "yaxis": f"y{col}" if col > 1 else "y"}
+        in_model = model == name
+        if line_to is not None:
+            anchors: dict[object, int] = {}
+            for i in np.flatnonzero(in_model & (lang == line_to)):
+                anchors.setdefault(pair[i], int(i))
+            src = [i for i in np.flatnonzero(in_model & (lang != line_to)) if pair[i] in anchors]
+            dst = [anchors[pair[i]] for i in src]
+            # Segments [translation, anchor, NaN] flattened: NaN breaks the line between pairs.
+            seg_x = np.column_stack([x[src], x[dst], np.full(len(src), np.nan)]).ravel()
+            seg_y = np.column_stack([y[src], y[dst], np.full(len(src), np.nan)]).ravel()
+            traces.append(
+                go.Scatter(
+                    x=seg_x,
+                    y=seg_y,
+                    mode="lines",
+                    line={"color": LINE_COLOR, "width": 0.8},
+                    hoverinfo="skip",
+                    name=f"translation \u2192 {line_to}",
+                    legendgroup="__lines__",
+                    showlegend=col == 1,
+                    **axes,
+                )
+            )
+        for code in langs:
+            rows = np.flatnonzero(in_model & (lang == code))
+            anchor = code == line_to
+            traces.append(
+                go.Scatter(
+                    x=x[rows],
+                    y=y[rows],
+                    mode="markers",
+                    name=code,
+                    legendgroup=code,
+                    showlegend=col == 1,
+                    marker={
+                        "color": colors[code],
+                        "size": 8 if anchor else 6,
+                        "symbol": "diamond" if anchor else "circle",
+                        "opacity": 0.85,
+                        "line": {"width": 0},
+                    },
+                    text=np.asarray([_hover_text(s) for s in sentence[rows]], dtype=object),
+                    customdata=pair[rows],
+                    hovertemplate=(
+                        f"%{{text}}<br><i>lang</i> {html.escape(code)} \u00b7 <i>model</i> "
+                        f"{html.escape(name)} \u00b7 <i>pair</i> %{{customdata}}<extra></extra>"
+                    ),
+                    **axes,
+                )
+            )
+    fig.add_traces(traces)
+    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
+    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
+    fig.update_layout(
+        title=title,
+        height=height,
+        legend={
+            "title": {"text": "language"},
+            "itemsizing": "constant",
+            "orientation": "h",
+            "x": 0.5,
+            "xanchor": "center",
+            "y": 0,
+            "yanchor": "top",
+        },
+        plot_bgcolor="white",
+        margin={"l": 20, "r": 20, "t": 60 if title else 40, "b": 20},
+        hoverlabel={"align": "left"},
+    )
+    return fig
+
+
+def similarity_heatmaps(
+    matrices: Mapping[str, np.ndarray],
+    labels: Sequence[str],
+    *,
+    zmin: float | None = None,
+    zmax: float = 1.0,
+    show_values: bool | None = None,
+    title: str | None = None,
+    label_chars: int = 28,
+) -> go.Figure:
+    """Cosine-similarity matrices side by side with one shared colour scale.
+
+    Args:
+        matrices: model name -> (n, n) cosine matrix of the same n sentences (see
+            :func:`viz.metrics.cosine_matrix`), in the order to show them.
+        labels: the n sentences; axis labels are cut to ``label_chars`` characters, the full
+            sentences are in the hover.
+        zmin: bottom of the shared colour scale; default ``min(-0.2, smallest value)``.
+        zmax: top of the shared colour scale (1.0: cosine's maximum).
+        show_values: write each value in its cell; default: when n <= 12.
+        title: figure title.
+        label_chars: longest axis label.
+
+    Returns:
+        One ``go.Heatmap`` per matrix (``z`` is the matrix, row i = ``labels[i]``, drawn top
+        to bottom), all on ``layout.coloraxis`` with ``cmin=zmin, cmax=zmax``.
+
+    Raises:
+        ValueError: on no matrices, a non-square or wrongly sized matrix, or NaN/inf values.
+
+    Example:
+        >>> m = np.array([[1.0, 0.5], [0.5, 1.0]])
+        >>> fig = similarity_heatmaps({"teacher": m, "student": m}, ["Hi", "Hallo"])
+        >>> len(fig.data), fig.layout.coloraxis.cmax
+        (2, 1.0)
+    """
+    if not matrices:
+        raise ValueError("matrices is empty; pass at least one model -> (n, n) cosine matrix")
+    n = len(labels)
+    if n < 1:
+        raise ValueError("labels is empty; pass one label per row of the matrices")
+    arrays: dict[str, np.ndarray] = {}
+    for name, mat in matrices.items():
+        try:
+            arr = np.asarray(mat, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"matrix of {name!r} must be numeric") from None
+        if arr.shape != (n, n):
+            raise ValueError(
+                f"matrix of {name!r} has shape {arr.shape} but there are {n} labels; pass an "
+                f"({n}, {n}) similarity matrix per model"
+            )
+        if not np.isfinite(arr).all():
+            raise ValueError(f"matrix of {name!r} has NaN or inf; recompute the similarities")
+        arrays[str(name)] = arr
+    lowest = min(float(a.min()) for a in arrays.values())
+    if zmin is None:
+        zmin = min(-0.2, math.floor(lowest * 10) / 10)
+    if not zmin < zmax:
+        raise ValueError(f"zmin ({zmin}) must be below zmax ({zmax})")
+    if show_values is None:
+        show_values = n <= 12
+
+    full = [str(s) for s in labels]
+    short = [s if len(s) <= label_chars else s[: label_chars - 1] + "\u2026" for s in full]
+    escaped = [html.escape(s) for s in full]
+    hover = np.empty((n, n, 2), dtype=object)
+    hover[:, :, 0] = np.asarray(escaped, dtype=object)[:, None]
+    hover[:, :, 1] = np.asarray(escaped, dtype=object)[None, :]
+    ticks = list(range(n))  # integer positions: two labels cut to the same text stay apart
+
+    names = list(arrays)
+    fig = make_subplots(
+        rows=1,
+        cols=len(names),
+        shared_yaxes="all",
+        subplot_titles=names,
+        horizontal_spacing=0.03 if len(names) > 1 else 0.0,
+    )
+    for col, name in enumerate(names, start=1):
+        fig.add_trace(
+            go.Heatmap(
+                z=arrays[name],
+                x=ticks,
+                y=ticks,
+                coloraxis="coloraxis",
+                customdata=hover,
+                hovertemplate=(
+                    "%{customdata[0]}<br>vs %{customdata[1]}<br>cos = %{z:.3f}"
+                    f"<extra>{html.escape(name)}</extra>"
+                ),
+                texttemplate="%{z:.2f}" if show_values else None,
+                name=name,
+            ),
+            row=1,
+            col=col,
+        )
+    fig.update_xaxes(tickvals=ticks, ticktext=short, tickangle=-45, showgrid=False)
+    fig.update_yaxes(tickvals=ticks, ticktext=short, autorange="reversed", showgrid=False)
+    for col in range(2, len(names) + 1):
+        fig.update_yaxes(showticklabels=False, row=1, col=col)
+    fig.update_layout(
+        title=title,
+        coloraxis={
+            "colorscale": "Viridis",
+            "cmin": zmin,
+            "cmax": zmax,
+            "colorbar": {"title": {"text": "cosine"}},
+        },
+        height=max(360, 28 * n + 200) if n <= 30 else 900,
+        plot_bgcolor="white",
+    )
+    return fig
+
+
+def training_curves(
+    history: pd.DataFrame,
+    accuracy: pd.DataFrame | None = None,
+    references: Mapping[str, float] | None = None,
+    *,
+    title: str | None = None,
+    log_loss: bool = False,
+) -> go.Figure:
+    """Training loss and per-language dev accuracy against step, with reference levels.
+
+    Input format (both long-form, so they grow by appending one record per event):
+
+    - ``history``: one row per logged training step, columns ``step`` (int) and ``loss``
+      (float; NaN rows are skipped). Zero rows is fine (nothing logged yet).
+    - ``accuracy``: one row per (evaluation step, language), columns ``step``, ``lang``,
+      ``accuracy`` in 0..1 (e.g. ``mean_accuracy`` of translation retrieval on dev pairs).
+      Add a ``lang`` such as ``"mean"`` for an average line.
+    - ``references``: label -> accuracy level, drawn as dashed horizontal lines over the step
+      range on the accuracy panel, e.g. ``{"teacher (en-en)": 0.97, "untrained student":
+      0.41}``.
+
+    Args:
+        history: the loss log, as above.
+        accuracy: the dev-accuracy log, as above, or None.
+        references: reference accuracy levels, or None.
+        title: figure title.
+        log_loss: draw the loss on a log axis.
+
+    Returns:
+        Two panels (loss | dev accuracy) with ``1 + n_langs + n_references`` traces in that
+        order (the loss trace is always there, possibly empty).
+
+    Raises:
+        ValueError: on missing columns, non-numeric values, accuracy outside 0..1, or a
+            non-finite reference.
+
+    Example:
+        >>> h = pd.DataFrame({"step": [1, 2, 3], "loss": [0.9, 0.5, 0.4]})
+        >>> a = pd.DataFrame({"step": [0, 3], "lang": ["de", "de"], "accuracy": [0.3, 0.8]})
+        >>> len(training_curves(h, a, {"teacher": 0.95}).data)
+        3
+    """
+    _require_columns(history, ["step", "loss"], "history")
+    steps = _numeric(history["step"], "step")
+    loss = _numeric(history["loss"], "loss", allow_nan=True)
+    keep = ~np.isnan(loss)
+    all_steps = [steps]
+
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=("training loss", "dev accuracy"), horizontal_spacing=0.1
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=steps[keep],
+            y=loss[keep],
+            mode="lines",
+            name="loss",
+            line={"color": ANCHOR_COLOR, "width": 1.5},
+            hovertemplate="step %{x}<br>loss %{y:.4g}<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
+
+    if accuracy is not None:
+        _require_columns(accuracy, ["step", "lang", "accuracy"], "accuracy")
+        a_steps = _numeric(accuracy["step"], "step")
+        a_vals = _numeric(accuracy["accuracy"], "accuracy")
+        if ((a_vals < 0) | (a_vals > 1)).any():
+            raise ValueError("accuracy values must be in 0..1; divide percentages by 100")
+        a_langs = accuracy["lang"].astype(str).to_numpy()
+        colors = language_colors(_order(accuracy["lang"]), anchor="mean")
+        all_steps.append(a_steps)
+        for code in _order(accuracy["lang"]):
+            rows = np.flatnonzero(a_langs == code)
+            rows = rows[np.argsort(a_steps[rows], kind="stable")]
+            fig.add_trace(
+                go.Scatter(
+                    x=a_steps[rows],
+                    y=a_vals[rows],
+                    mode="lines+markers",
+                    name=code,
+                    legendgroup=code,
+                    line={"color": colors[code], "width": 3 if code == "mean" else 1.5},
+                    marker={"size": 5},
+                    hovertemplate=f"{html.escape(code)}<br>step %{{x}}<br>accuracy %{{y:.3f}}"
+                    "<extra></extra>",
+                ),
+                row=1,
+                col=2,
+            )
+
+    stacked = np.concatenate(all_steps)
+    lo, hi = (float(stacked.min()), float(stacked.max())) if stacked.size else (0.0, 1.0)
+    if hi <= lo:
+        hi = lo + 1.0
+    dashes = ("dash", "dot", "dashdot", "longdash")
+    for k, (label, level) in enumerate((references or {}).items()):
+        try:
+            value = float(level)
+        except (TypeError, ValueError):
+            raise ValueError(f"reference {label!r} must be a number, got {level!r}") from None
+        if not math.isfinite(value):
+            raise ValueError(f"reference {label!r} is not finite ({level!r}); pass a number")
+        fig.add_trace(
+            go.Scatter(
+                x=[lo, hi],
+                y=[value, value],
+                mode="lines",
+                name=f"{label} ({value:.2f})",
+                line={"dash": dashes[k % len(dashes)], "width": 1.5, "color": "#666"},
+                hovertemplate=f"{html.escape(str(label))}: {value:.3f}<extra></extra>",
+            ),
+            row=1,
+            col=2,
+        )
+
+    fig.update_xaxes(title_text="step")
+    fig.update_yaxes(title_text="loss", type="log" if log_loss else "linear", row=1, col=1)
+    fig.update_yaxes(title_text="accuracy", range=[0, 1.02], row=1, col=2)
+    fig.update_layout(title=title, height=420, plot_bgcolor="white", hovermode="closest")
+    fig.update_xaxes(showgrid=True, gridcolor="#eee")
+    fig.update_yaxes(showgrid=True, gridcolor="#eee")
+    return fig
+
+
+def accuracy_bars(
+    df: pd.DataFrame,
+    *,
+    group: str = "model",
+    value: str = "accuracy",
+    title: str | None = None,
+) -> go.Figure:
+    """Per-language grouped bars of retrieval accuracy, one bar group per model or stage.
+
+    Args:
+        df: long-form frame, one row per (language, model): columns ``lang``, ``group``
+            (default ``model``; pass ``group="stage"`` for a ``stage`` column) and ``value``
+            (default ``accuracy``, in 0..1).
+        group: the column whose values become the bar series (e.g. "before" / "after").
+        value: the column with the accuracy.
+        title: figure title.
+
+    Returns:
+        One ``go.Bar`` per group value, first appearance order; ``x`` = languages in first
+        appearance order (the same for every bar trace), ``y`` = accuracy or None where a
+        group has no row for that language.
+
+    Raises:
+        ValueError: on missing columns, no rows, duplicate (lang, group) rows or values
+            outside 0..1.
+
+    Example:
+        >>> df = pd.DataFrame({"lang": ["de", "de"], "model": ["before", "after"],
+        ...                    "accuracy": [0.4, 0.9]})
+        >>> [t.name for t in accuracy_bars(df).data]
+        ['before', 'after']
+    """
+    _require_columns(df, ["lang", group, value], "df")
+    if len(df) == 0:
+        raise ValueError("df has no rows; pass one row per (language, model)")
+    vals = _numeric(df[value], value)
+    if ((vals < 0) | (vals > 1)).any():
+        raise ValueError(f"{value!r} values must be in 0..1; divide percentages by 100")
+    keys = pd.DataFrame({"lang": df["lang"].astype(str), "group": df[group].astype(str)})
+    dup = keys.duplicated()
+    if dup.any():
+        first = keys[dup].iloc[0]
+        raise ValueError(
+            f"more than one row for lang {first['lang']!r} and {group} {first['group']!r}; "
+            "pass one accuracy per (language, model)"
+        )
+    langs = _order(df["lang"])
+    lookup = {(k.lang, k.group): v for k, v in zip(keys.itertuples(), vals, strict=True)}
+    fig = go.Figure()
+    for name in _order(df[group]):
+        ys = [lookup.get((code, name)) for code in langs]
+        fig.add_trace(
+            go.Bar(
+                x=langs,
+                y=ys,
+                name=name,
+                text=[None if v is None else f"{v:.2f}" for v in ys],
+                textposition="outside",
+                hovertemplate=f"{html.escape(name)}<br>%{{x}}: %{{y:.3f}}<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        barmode="group",
+        title=title,
+        yaxis={"title": {"text": value}, "range": [0, 1.1]},
+        xaxis={"title": {"text": "language"}},
+        legend={"title": {"text": group}},
+        plot_bgcolor="white",
+        height=420,
+    )
+    fig.update_yaxes(showgrid=True, gridcolor="#eee")
+    return fig
+
+
+def empty_figure(message: str, *, height: int = 360) -> go.Figure:
+    """A figure with no data and ``message`` written in its middle (for bad input or no data).
+
+    Example:
+        >>> empty_figure("pick at least two sentences").layout.annotations[0].text
+        'pick at least two sentences'
+    """
+    fig = go.Figure()
+    fig.add_annotation(
+        text=html.escape(str(message)),
+        xref="paper",
+        yref="paper",
+        x=0.5,
+        y=0.5,
+        showarrow=False,
+        font={"size": 15, "color": "#555"},
+    )
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.update_layout(
+        height=height, plot_bgcolor="white", margin={"l": 20, "r": 20, "t": 20, "b": 20}
+    )
+    return fig

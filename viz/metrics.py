@@ -1,0 +1,202 @@
+"""Numbers to print beside the pictures, so they are not just pretty.
+
+Distances in a 2-D map mean little, so alignment is measured in the ORIGINAL embedding space
+(:func:`translation_cosine`), and the map itself gets a score of how far to believe it
+(:func:`projection_trustworthiness`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "cosine_matrix",
+    "projection_trustworthiness",
+    "translation_cosine",
+    "translation_cosine_by_lang",
+]
+
+
+def _unit_rows(vectors: object, name: str) -> np.ndarray:
+    try:
+        arr = np.asarray(vectors, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a numeric (n, d) array") from None
+    if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ValueError(f"{name} must be a non-empty 2-D (n, d) array, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} has NaN or inf; re-encode those sentences or drop them")
+    norms = np.linalg.norm(arr, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise ValueError(f"{name} has an all-zero row; cosine is undefined for it")
+    return arr / norms
+
+
+def cosine_matrix(vectors: np.ndarray) -> np.ndarray:
+    """(n, n) cosine similarities of the rows of ``vectors`` (n, d).
+
+    Example:
+        >>> cosine_matrix(np.array([[1.0, 0.0], [1.0, 1.0]])).round(3).tolist()
+        [[1.0, 0.707], [0.707, 1.0]]
+    """
+    unit = _unit_rows(vectors, "vectors")
+    return np.clip(unit @ unit.T, -1.0, 1.0)
+
+
+def translation_cosine_by_lang(
+    vectors_by_model: Mapping[str, np.ndarray],
+    langs: Sequence[str],
+    pair_ids: Sequence[int],
+    *,
+    anchor: str = "en",
+) -> pd.DataFrame:
+    """Mean cosine between each translation and its ``anchor`` sentence, per model and language.
+
+    Row i of every matrix is the sentence in ``langs[i]`` with pair ``pair_ids[i]``; a
+    translation is compared with the ``anchor`` row of the same pair (the first, if a pair has
+    several). Translations without an anchor row are skipped.
+
+    Returns:
+        Long-form frame with columns ``model, lang, cosine, n_pairs``, models in dict order,
+        languages in first appearance order.
+
+    Raises:
+        ValueError: on no models, mismatched lengths, bad vectors, or no translation that has
+            an ``anchor`` row.
+
+    Example:
+        >>> v = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+        >>> translation_cosine_by_lang({"m": v}, ["en", "de", "en", "de"], [0, 0, 1, 1])
+          model lang    cosine  n_pairs
+        0     m   de  0.853553        2
+    """
+    if not vectors_by_model:
+        raise ValueError("vectors_by_model is empty; pass at least one model -> (n, d) vectors")
+    n = len(langs)
+    if len(pair_ids) != n:
+        raise ValueError(f"got {n} langs but {len(pair_ids)} pair_ids; pass one of each per row")
+    lang = np.asarray([str(x) for x in langs], dtype=object)
+    pair = np.asarray(pair_ids)
+    anchors: dict[object, int] = {}
+    for i in np.flatnonzero(lang == anchor):
+        anchors.setdefault(pair[i].item(), int(i))
+    src = [i for i in range(n) if lang[i] != anchor and pair[i].item() in anchors]
+    if not src:
+        raise ValueError(
+            f"no translation has an {anchor!r} sentence with the same pair_id; pass rows in "
+            f"{anchor!r} and in other languages that share pair_ids"
+        )
+    src_idx = np.asarray(src)
+    dst_idx = np.asarray([anchors[pair[i].item()] for i in src])
+    order = list(dict.fromkeys(lang[src_idx]))
+    rows = []
+    for model, vectors in vectors_by_model.items():
+        unit = _unit_rows(vectors, f"vectors of model {model!r}")
+        if unit.shape[0] != n:
+            raise ValueError(
+                f"model {model!r} has {unit.shape[0]} vectors but there are {n} langs; pass "
+                "one vector per sentence"
+            )
+        cos = np.einsum("ij,ij->i", unit[src_idx], unit[dst_idx])  # (n_pairs,)
+        for code in order:
+            mask = lang[src_idx] == code
+            rows.append((str(model), code, float(cos[mask].mean()), int(mask.sum())))
+    return pd.DataFrame(rows, columns=["model", "lang", "cosine", "n_pairs"])
+
+
+def translation_cosine(
+    vectors_by_model: Mapping[str, np.ndarray],
+    langs: Sequence[str],
+    pair_ids: Sequence[int],
+    *,
+    anchor: str = "en",
+) -> dict[str, float]:
+    """For each model, mean cosine between each translation and its English sentence.
+
+    Measured in the original embedding space (not in 2-D), over all translation rows that have
+    an ``anchor`` row with the same pair id. 1.0 means every translation sits exactly on its
+    English sentence.
+
+    Args:
+        vectors_by_model: model name -> (n, d) vectors, row i = sentence i for every model.
+        langs: n language codes.
+        pair_ids: n integers; a translation and its English source share one.
+        anchor: the language translations are compared with.
+
+    Returns:
+        ``{model: mean cosine}`` in dict order.
+
+    Raises:
+        ValueError: as :func:`translation_cosine_by_lang`.
+
+    Example:
+        >>> v = np.array([[1.0, 0.0], [1.0, 0.0]])
+        >>> translation_cosine({"teacher": v}, ["en", "de"], [7, 7])
+        {'teacher': 1.0}
+    """
+    per_lang = translation_cosine_by_lang(vectors_by_model, langs, pair_ids, anchor=anchor)
+    weighted = per_lang["cosine"] * per_lang["n_pairs"]
+    sums = weighted.groupby(per_lang["model"], sort=False).sum()
+    counts = per_lang["n_pairs"].groupby(per_lang["model"], sort=False).sum()
+    return {str(m): float(sums[m] / counts[m]) for m in sums.index}
+
+
+def projection_trustworthiness(
+    high: np.ndarray,
+    low: np.ndarray,
+    n_neighbors: int = 5,
+    *,
+    max_points: int = 2000,
+    seed: int = 0,
+    metric: str = "cosine",
+) -> float:
+    """How far to believe a 2-D map: ``sklearn.manifold.trustworthiness`` in 0..1.
+
+    1.0 means every point's nearest neighbours on the map are also near it in the original
+    space. Above ``max_points`` points a seeded random subset is scored (the cost is quadratic).
+
+    Args:
+        high: (n, d) vectors that were projected (all models stacked, as projected).
+        low: (n, 2) coordinates of the same rows.
+        n_neighbors: neighbourhood size; lowered to fit small n (it must be below n / 2).
+        max_points: score at most this many rows.
+        seed: seed of the subsample.
+        metric: distance in the original space (cosine, as the projection uses).
+
+    Returns:
+        The trustworthiness, a float in 0..1.
+
+    Raises:
+        ValueError: on mismatched row counts, fewer than 4 rows, or NaN/inf.
+
+    Example:
+        >>> x = np.random.default_rng(0).normal(size=(100, 5))
+        >>> round(projection_trustworthiness(x, x[:, :2], metric="euclidean"), 2) > 0.5
+        True
+    """
+    from sklearn.manifold import trustworthiness
+
+    hi = np.asarray(high, dtype=np.float64)
+    lo = np.asarray(low, dtype=np.float64)
+    if hi.ndim != 2 or lo.ndim != 2:
+        raise ValueError(f"high and low must be 2-D arrays, got shapes {hi.shape} and {lo.shape}")
+    if hi.shape[0] != lo.shape[0]:
+        raise ValueError(
+            f"high has {hi.shape[0]} rows but low has {lo.shape[0]}; pass the coordinates of "
+            "the same rows that were projected"
+        )
+    n = hi.shape[0]
+    if n < 4:
+        raise ValueError(f"trustworthiness needs at least 4 points, got {n}")
+    if not (np.isfinite(hi).all() and np.isfinite(lo).all()):
+        raise ValueError("high or low has NaN or inf; project finite vectors")
+    if int(n_neighbors) < 1:
+        raise ValueError(f"n_neighbors must be >= 1, got {n_neighbors!r}")
+    if n > max_points:
+        keep = np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
+        hi, lo, n = hi[keep], lo[keep], max_points
+    k = min(int(n_neighbors), (n - 1) // 2)  # sklearn requires n_neighbors < n / 2
+    return float(trustworthiness(hi, lo, n_neighbors=k, metric=metric))
