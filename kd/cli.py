@@ -1,0 +1,357 @@
+"""The ``kd`` command line: distill, eval, embed, models, plot.
+
+Every user mistake ends in one line on stderr (``kd: error: ...``) and exit status 2; never a
+traceback. Long jobs show tqdm progress bars.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from kd.langs import DEV_LANGS
+
+log = logging.getLogger("kd")
+
+
+def _floats(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def _ints(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from kd.config import LOSSES, TrainConfig
+
+    d = TrainConfig()
+    p = argparse.ArgumentParser(
+        prog="kd",
+        description="Make an English sentence-embedding model multilingual by distillation.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("distill", help="train a multilingual student to mimic an English teacher")
+    s.add_argument("--out", required=True, help="directory for the student (and its checkpoint)")
+    s.add_argument("--teacher", default=d.teacher, help=f"teacher id or directory ({d.teacher})")
+    s.add_argument("--student", default=d.student, help=f"student id or directory ({d.student})")
+    s.add_argument("--langs", default=",".join(DEV_LANGS), help="comma-separated language codes")
+    s.add_argument(
+        "--max-pairs", type=_ints, default=d.max_pairs, help="parallel pairs per language"
+    )
+    s.add_argument(
+        "--english-rows",
+        type=_ints,
+        default=d.english_rows,
+        help="everyday English sentences without translation",
+    )
+    s.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        help="extra parallel data (TSV english<TAB>translation, JSONL); repeatable",
+    )
+    s.add_argument("--epochs", type=_ints, default=d.epochs)
+    s.add_argument("--batch-size", type=_ints, default=d.batch_size)
+    s.add_argument("--lr", type=_floats, default=d.lr, help="learning rate of the student layers")
+    s.add_argument("--head-lr", type=_floats, default=d.head_lr, help="learning rate of the head")
+    s.add_argument("--loss", choices=LOSSES, default=d.loss)
+    s.add_argument("--temperature", type=_floats, default=d.temperature, help="for --loss kl")
+    s.add_argument(
+        "--freeze-layers",
+        type=_ints,
+        default=d.freeze_layers,
+        help="bottom student layers kept frozen and cached",
+    )
+    s.add_argument("--max-seq-length", type=_ints, default=d.max_seq_length)
+    s.add_argument(
+        "--eval-pairs",
+        type=_ints,
+        default=d.eval_pairs,
+        help="held-out pairs per language for the before/after evaluation",
+    )
+    s.add_argument(
+        "--eval-every", type=_ints, default=0, help="evaluate every N steps (0: at the end)"
+    )
+    s.add_argument("--checkpoint-every", type=_ints, default=d.checkpoint_every)
+    s.add_argument("--max-steps", type=_ints, default=0, help="stop after N steps (0: no cap)")
+    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    s.add_argument("--seed", type=_ints, default=0)
+    s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+
+    e = sub.add_parser("eval", help="translation retrieval and teacher-space metrics on Tatoeba")
+    e.add_argument("--model", required=True, help="distilled student directory or model id")
+    e.add_argument("--tatoeba", required=True, help="directory in the LASER Tatoeba format")
+    e.add_argument("--langs", default=",".join(DEV_LANGS))
+    e.add_argument(
+        "--teacher", default=None, help="teacher (default: the one the student learnt from)"
+    )
+    e.add_argument(
+        "--baseline",
+        default=None,
+        help="untrained student to compare with (default: the one the run started from)",
+    )
+    e.add_argument("--max-pairs", type=_ints, default=0, help="use the first N pairs (0: all)")
+    e.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
+    m = sub.add_parser("embed", help="embed one sentence per line into a .npy matrix")
+    m.add_argument("--model", required=True)
+    m.add_argument("--in", dest="inp", required=True, help="UTF-8 text file, one sentence per line")
+    m.add_argument("--out", required=True, help="output .npy file")
+    m.add_argument("--batch-size", type=_ints, default=64)
+    m.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
+    sub.add_parser("models", help="list the models available offline and where they come from")
+
+    pl = sub.add_parser("plot", help="write aligned-space and accuracy figures as HTML (and PNG)")
+    pl.add_argument("--model", required=True, help="distilled student directory")
+    pl.add_argument("--tatoeba", required=True, help="Tatoeba-format directory for the sentences")
+    pl.add_argument("--langs", default=",".join(DEV_LANGS))
+    pl.add_argument("--n", type=_ints, default=100, help="sentences per language")
+    pl.add_argument("--method", choices=("umap", "pca"), default="umap")
+    pl.add_argument("--out", required=True, help="directory for the figures")
+    pl.add_argument("--png", action="store_true", help="also write PNG (needs kaleido + chromium)")
+    pl.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    return p
+
+
+# ---- commands ------------------------------------------------------------------------------------
+def cmd_distill(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from kd.config import TrainConfig
+    from kd.train import distill
+
+    cfg = TrainConfig(
+        out=args.out,
+        teacher=args.teacher,
+        student=args.student,
+        langs=args.langs,
+        max_pairs=args.max_pairs,
+        english_rows=args.english_rows,
+        data=args.data,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        head_lr=args.head_lr,
+        loss=args.loss,
+        temperature=args.temperature,
+        freeze_layers=args.freeze_layers,
+        max_seq_length=args.max_seq_length,
+        eval_pairs=args.eval_pairs,
+        eval_every=args.eval_every,
+        checkpoint_every=args.checkpoint_every,
+        max_steps=args.max_steps,
+        device=args.device,
+        seed=args.seed,
+        resume=args.resume,
+    )
+    bars: dict[str, tqdm] = {}
+
+    def progress(phase: str, done: int, total: int) -> None:
+        bar = bars.get(phase)
+        if bar is None:
+            bar = bars[phase] = tqdm(total=total, desc=phase, unit="sent", leave=False)
+        bar.update(done - bar.n)
+
+    train_bar: list[tqdm] = []
+
+    def on_step(step: int, m: dict) -> None:
+        if not train_bar:
+            train_bar.append(
+                tqdm(total=m["total_steps"], initial=step - 1, desc="distill", unit="step")
+            )
+        bar = train_bar[0]
+        bar.update(step - bar.n)
+        bar.set_postfix(loss=f"{m['loss']:.4f}", epoch=f"{m['epoch']:.2f}")
+        if "eval" in m:
+            mean = m["eval"]["mean"]
+            tqdm.write(
+                f"step {step}: cross-model acc {mean.get('cross_mean_accuracy', 0):.3f}, "
+                f"student acc {mean['student_mean_accuracy']:.3f}"
+            )
+
+    def status(message: str) -> None:
+        for phase in list(bars):  # a new phase: finished progress bars go away
+            bars.pop(phase).close()
+        tqdm.write(f"kd: {message}")
+
+    result = distill(cfg, on_step=on_step, status=status, progress=progress)
+    for bar in [*bars.values(), *train_bar]:
+        bar.close()
+    _print_run_summary(result.metrics)
+    print(f"kd: student saved to {result.out} (SentenceTransformer('{result.out}') loads it)")
+    return 0
+
+
+def _print_run_summary(metrics: dict) -> None:
+    from kd.evaluate import format_table
+
+    table = {
+        k: {"mean": metrics[k]["mean"]}
+        for k in ("teacher", "student_untrained", "student_distilled")
+        if k in metrics
+    }
+    if table:
+        print("held-out pairs from the training source, mean over languages:")
+        print(format_table(table))
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from kd.data import read_tatoeba
+    from kd.evaluate import evaluate, format_table
+    from kd.langs import parse_langs
+    from kd.models import DEFAULT_TEACHER, Encoder, pick_device, prepare_torch, resolve_model
+
+    device = pick_device(args.device)
+    prepare_torch(device)
+    langs = parse_langs(args.langs)
+    sets_pairs = read_tatoeba(args.tatoeba, langs)
+    sets = {}
+    for lang, pairs in sets_pairs.items():
+        if args.max_pairs:
+            pairs = pairs[: args.max_pairs]
+        sets[lang] = ([p.en for p in pairs], [p.other for p in pairs])
+    run_cfg = {}
+    cfg_path = Path(resolve_model(args.model)) / "kd_config.json"
+    if cfg_path.exists():
+        run_cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    teacher_id = args.teacher or run_cfg.get("teacher", DEFAULT_TEACHER)
+    baseline_id = args.baseline or run_cfg.get("student")
+
+    teacher = Encoder.load(teacher_id, device)
+    teacher_en = {lang: teacher.encode(en) for lang, (en, _x) in sets.items()}
+    results = {"teacher": evaluate(sets, teacher_en, teacher.encode)}
+    if baseline_id:
+        base = Encoder.load(baseline_id, device)
+        results["student_untrained"] = evaluate(sets, teacher_en, base.encode)
+        del base
+    model = Encoder.load(args.model, device)
+    results["student_distilled" if baseline_id else "model"] = evaluate(
+        sets, teacher_en, model.encode
+    )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "teacher_id": teacher_id,
+                    "baseline_id": baseline_id,
+                    "model": args.model,
+                    "results": results,
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(format_table(results))
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from kd.models import Encoder, pick_device, prepare_torch
+
+    path = Path(args.inp)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not valid UTF-8 (save the file as UTF-8)") from None
+    if not lines:
+        raise ValueError(f"{path}: empty file, nothing to embed")
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            raise ValueError(f"{path}:{i}: empty line (row i of the output is line i; remove it)")
+    device = pick_device(args.device)
+    prepare_torch(device)
+    model = Encoder.load(args.model, device)
+    from tqdm import tqdm
+
+    with tqdm(total=len(lines), desc="embed", unit="sent") as bar:
+        vecs = model.encode(
+            lines, batch_size=args.batch_size, progress=lambda d, n: bar.update(d - bar.n)
+        )
+    out = Path(args.out)
+    import io
+
+    from kd.io import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.save(buf, vecs)
+    atomic_write_bytes(out, buf.getvalue())
+    print(f"kd: wrote {vecs.shape[0]} x {vecs.shape[1]} float32 to {out}")
+    return 0
+
+
+def cmd_models(_args: argparse.Namespace) -> int:
+    from kd.models import offline_models
+
+    for row in offline_models():
+        print(f"{row['id']}  [{row['role']}, available: {row['available']}]")
+        print(f"    {row['note']}")
+        print(f"    package: {row['package']}")
+        print(f"    path: {row['path']}")
+    print("Any other Hub id or local directory (safetensors weights) also works where it can load.")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from kd.plots import plot_run
+
+    paths = plot_run(
+        model=args.model,
+        tatoeba=args.tatoeba,
+        langs=args.langs,
+        n=args.n,
+        method=args.method,
+        out=args.out,
+        png=args.png,
+        device=args.device,
+    )
+    for p in paths:
+        print(f"kd: wrote {p}")
+    return 0
+
+
+COMMANDS = {
+    "distill": cmd_distill,
+    "eval": cmd_eval,
+    "embed": cmd_embed,
+    "models": cmd_models,
+    "plot": cmd_plot,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``kd`` console script."""
+    logging.basicConfig(level=logging.WARNING, format="kd: %(message)s")
+    from kd.models import quiet_transformers
+
+    quiet_transformers()
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ValueError as err:
+        print(f"kd: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kd: interrupted (a distill run continues with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

