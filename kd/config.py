@@ -30,11 +30,11 @@ class TrainConfig:
     student: str = DEFAULT_STUDENT
     langs: list[str] = field(default_factory=lambda: list(DEV_LANGS))
     # Parallel pairs per language from the offline gettext catalogs (and --data files).
-    max_pairs: int = 250
+    max_pairs: int = 300
     # Everyday English sentences with no translation: they pull student(en) to teacher(en).
-    english_rows: int = 4000
+    english_rows: int = 16000
     data: list[str] = field(default_factory=list)
-    epochs: int = 3
+    epochs: int = 2
     batch_size: int = 32
     lr: float = 1e-4
     head_lr: float = 1e-3
@@ -43,7 +43,7 @@ class TrainConfig:
     loss: str = "mse"
     temperature: float = 0.05
     # Bottom transformer layers kept frozen; their outputs are computed once and cached.
-    freeze_layers: int = 8
+    freeze_layers: int = 10
     max_seq_length: int = 48
     eval_pairs: int = 100
     eval_every: int = 0

@@ -74,11 +74,12 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 
 @contextlib.contextmanager
-def atomic_directory(path: str | Path) -> Iterator[Path]:
+def atomic_directory(path: str | Path, keep: tuple[str, ...] = ()) -> Iterator[Path]:
     """Build a directory under a temporary name and rename it into place when the block ends.
 
     If the block raises, the temporary directory is removed and ``path`` is untouched. An
-    existing ``path`` is replaced only after the new one is complete.
+    existing ``path`` is replaced only after the new one is complete; its entries named in
+    ``keep`` (e.g. a training checkpoint) are carried over into the new one.
 
     Example:
         >>> import tempfile, pathlib
@@ -97,6 +98,9 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         old = None
+        for name in keep:
+            if (path / name).exists() and not (tmp / name).exists():
+                os.replace(path / name, tmp / name)
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, old)

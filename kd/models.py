@@ -325,7 +325,8 @@ class Encoder(nn.Module):
     ) -> np.ndarray:
         """Embed sentences: ``np.ndarray (n, dim)`` float32, in input order.
 
-        Batches are formed over length-sorted inputs so little padding is computed.
+        All texts are tokenized in one call, then batched in order of token count, so little
+        padding is computed even when scripts of very different density (Chinese, German) mix.
         """
         texts = [_check_text(t) for t in texts]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
@@ -333,10 +334,15 @@ class Encoder(nn.Module):
             return out
         was_training = self.training
         self.eval()
-        order = np.argsort([-len(t) for t in texts], kind="stable")
+        limit = min(max_length or self.max_seq_length, self.max_seq_length)
+        ids = self.tokenizer([self.prefix + t for t in texts], truncation=True, max_length=limit)[
+            "input_ids"
+        ]
+        order = np.argsort([-len(x) for x in ids], kind="stable")
         for start in range(0, len(texts), batch_size):
             idx = order[start : start + batch_size]
-            batch = self.tokenize([texts[i] for i in idx], max_length)
+            padded = self.tokenizer.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt")
+            batch = {k: padded[k].to(self.device_name) for k in ("input_ids", "attention_mask")}
             with _autocast(self.device_name):
                 emb = self(batch)
             out[idx] = emb.float().cpu().numpy()
@@ -346,8 +352,11 @@ class Encoder(nn.Module):
         return out
 
     # ---- saving ------------------------------------------------------------------------------
-    def save(self, out: str | Path) -> Path:
-        """Write a sentence-transformers folder (atomically) that reproduces :meth:`encode`."""
+    def save(self, out: str | Path, keep: tuple[str, ...] = ()) -> Path:
+        """Write a sentence-transformers folder (atomically) that reproduces :meth:`encode`.
+
+        Entries of an existing ``out`` named in ``keep`` survive the replacement.
+        """
         from sentence_transformers import SentenceTransformer
         from sentence_transformers.models import Dense, Normalize
 
@@ -371,7 +380,7 @@ class Encoder(nn.Module):
             default_prompt_name="query" if self.prefix else None,
         )
         st.max_seq_length = self.max_seq_length
-        with atomic_directory(out) as tmp, warnings.catch_warnings():
+        with atomic_directory(out, keep=keep) as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             st.save(str(tmp), safe_serialization=True)
         self.to(self.device_name)

@@ -80,8 +80,12 @@ def load_pairs(cfg: TrainConfig) -> list[Pair]:
     if cfg.max_pairs > 0:
         per_lang = cfg.max_pairs + cfg.eval_pairs
         pairs = sample_per_lang(gettext_pairs(cfg.langs), per_lang, seed=cfg.seed)
+    # A file without an ``en<TAB>xx`` header is in the run's language when there is only one.
+    default_lang = cfg.langs[0] if len(cfg.langs) == 1 else None
     for path in cfg.data:
-        pairs += [p for p in read_pairs(path) if p.lang in cfg.langs or p.lang == "en"]
+        pairs += [
+            p for p in read_pairs(path, default_lang) if p.lang in cfg.langs or p.lang == "en"
+        ]
     return pairs
 
 
@@ -354,6 +358,9 @@ def distill(
         if stopped or step >= total:
             break
 
+    if stopped and step and cfg.checkpoint_every:
+        # Stopped early: checkpoint where we are, so --resume continues from here exactly.
+        save_checkpoint(ckpt, named, optimizer, {"step": step, "config": cfg.to_dict()})
     student.eval()
     if data.eval_sets:
         say("evaluating the distilled student")
@@ -367,7 +374,7 @@ def distill(
         "peak_rss_gb": peak_rss_gb(),
     }
     say(f"saving the student to {out}")
-    student.save(out)
+    student.save(out, keep=(CHECKPOINT,))
     atomic_write_json(out / "kd_config.json", cfg.to_dict())
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_json(out / "history.json", history)

@@ -27,7 +27,7 @@ def _write_pairs(path, n=120, seed=0):
         en = " ".join(rng.choice(EN) for _ in range(k))
         fr = " ".join(rng.choice(FR) for _ in range(k))
         lines.append(f"{en}\t{fr}")
-    path.write_text("\n".join(dict.fromkeys(lines)) + "\n", encoding="utf-8")
+    path.write_text("en\tfr\n" + "\n".join(dict.fromkeys(lines)) + "\n", encoding="utf-8")
     return path
 
 
@@ -52,11 +52,6 @@ def _cfg(tmp_path, tiny_teacher, tiny_student, **kw):
     )
     base.update(kw)
     return TrainConfig(**base)
-
-
-def _with_lang(path, lang="fr"):
-    text = path.read_text(encoding="utf-8")
-    path.write_text(f"en\t{lang}\n" + text, encoding="utf-8")
 
 
 def test_losses_hand_checked():
@@ -102,7 +97,6 @@ def test_distill_saves_a_loadable_student(tmp_path, tiny_teacher, tiny_student, 
     from sentence_transformers import SentenceTransformer
 
     cfg = _cfg(tmp_path, tiny_teacher, tiny_student)
-    _with_lang(tmp_path / "fr.tsv")
     steps = []
     result = distill(cfg, on_step=lambda s, m: steps.append((s, m["loss"])))
     assert result.steps == len(steps) > 0 and not result.stopped
@@ -122,11 +116,11 @@ def test_distill_saves_a_loadable_student(tmp_path, tiny_teacher, tiny_student, 
 def test_short_run_does_not_collapse(tmp_path, tiny_teacher, tiny_student, isolated_cache):
     """After training, distinct sentences keep distinct vectors that track the teacher's."""
     cfg = _cfg(tmp_path, tiny_teacher, tiny_student, epochs=5)
-    _with_lang(tmp_path / "fr.tsv")
     distill(cfg)
     student = Encoder.load(str(tmp_path / "student"))
     teacher = Encoder.load(tiny_teacher)
-    sents = [line.split("\t")[0] for line in (tmp_path / "fr.tsv").read_text().splitlines()[1:60]]
+    lines = (tmp_path / "fr.tsv").read_text().splitlines()[1:60]
+    sents = [line.split("\t")[0] for line in lines]
     s, t = student.encode(sents), teacher.encode(sents)
     off = ~np.eye(len(s), dtype=bool)
     # Collapse would put every sentence on one direction (mean cosine -> 1); the student keeps
@@ -139,7 +133,6 @@ def test_short_run_does_not_collapse(tmp_path, tiny_teacher, tiny_student, isola
 
 def test_stop_then_resume_continues(tmp_path, tiny_teacher, tiny_student, isolated_cache):
     cfg = _cfg(tmp_path, tiny_teacher, tiny_student, checkpoint_every=2)
-    _with_lang(tmp_path / "fr.tsv")
     calls = {"n": 0}
 
     def stop_after_four():
@@ -158,7 +151,6 @@ def test_stop_then_resume_continues(tmp_path, tiny_teacher, tiny_student, isolat
 
 def test_resume_refuses_other_settings(tmp_path, tiny_teacher, tiny_student, isolated_cache):
     cfg = _cfg(tmp_path, tiny_teacher, tiny_student, checkpoint_every=1)
-    _with_lang(tmp_path / "fr.tsv")
     distill(cfg, should_stop=iter([False, False, True]).__next__)
     changed = _cfg(tmp_path, tiny_teacher, tiny_student, checkpoint_every=1, resume=True, lr=5e-4)
     with pytest.raises(ValueError, match="different settings.*lr"):
@@ -167,7 +159,6 @@ def test_resume_refuses_other_settings(tmp_path, tiny_teacher, tiny_student, iso
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path, tiny_teacher, tiny_student, isolated_cache):
     cfg = _cfg(tmp_path, tiny_teacher, tiny_student, checkpoint_every=1)
-    _with_lang(tmp_path / "fr.tsv")
     distill(cfg, should_stop=iter([False, False, True]).__next__)
     state = tmp_path / "student" / "checkpoint" / "state.safetensors"
     state.write_bytes(state.read_bytes()[:100])
@@ -178,13 +169,11 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, tiny_teacher, tiny_studen
 @pytest.mark.parametrize("loss", ["kl", "cos"])
 def test_other_losses_train(tmp_path, tiny_teacher, tiny_student, isolated_cache, loss):
     cfg = _cfg(tmp_path, tiny_teacher, tiny_student, loss=loss, epochs=1)
-    _with_lang(tmp_path / "fr.tsv")
     assert distill(cfg).steps > 0
 
 
 def test_full_forward_path(tmp_path, tiny_teacher, tiny_student, isolated_cache):
     cfg = _cfg(tmp_path, tiny_teacher, tiny_student, freeze_layers=0, epochs=1)
-    _with_lang(tmp_path / "fr.tsv")
     assert distill(cfg).steps > 0
 
 
