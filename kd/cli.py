@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -135,30 +136,9 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from kd.config import TrainConfig
     from kd.train import distill
 
-    cfg = TrainConfig(
-        out=args.out,
-        teacher=args.teacher,
-        student=args.student,
-        langs=args.langs,
-        max_pairs=args.max_pairs,
-        english_rows=args.english_rows,
-        data=args.data,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        head_lr=args.head_lr,
-        loss=args.loss,
-        temperature=args.temperature,
-        freeze_layers=args.freeze_layers,
-        max_seq_length=args.max_seq_length,
-        eval_pairs=args.eval_pairs,
-        eval_every=args.eval_every,
-        checkpoint_every=args.checkpoint_every,
-        max_steps=args.max_steps,
-        device=args.device,
-        seed=args.seed,
-        resume=args.resume,
-    )
+    # Every distill option is named after the TrainConfig field it sets.
+    names = {f.name for f in fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
     bars: dict[str, tqdm] = {}
 
     def progress(phase: str, done: int, total: int) -> None:
