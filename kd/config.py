@@ -37,7 +37,7 @@ class TrainConfig:
     epochs: int = 2
     batch_size: int = 32
     lr: float = 1e-4
-    head_lr: float = 1e-3
+    head_lr: float = 1e-4
     warmup: float = 0.1
     weight_decay: float = 0.01
     loss: str = "mse"

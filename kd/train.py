@@ -31,6 +31,7 @@ import logging
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -304,8 +305,10 @@ def distill(
         meta = load_checkpoint(ckpt, named, optimizer)
         _check_resumable(cfg, meta)
         step = int(meta["step"])
-        for _ in range(step):
-            schedule.step()
+        with warnings.catch_warnings():  # fast-forwarding the schedule, not skipping a step
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(step):
+                schedule.step()
         say(f"resumed from {ckpt} at step {step} of {total}")
 
     targets = torch.from_numpy(tvec).to(device)  # (U, D)

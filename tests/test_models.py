@@ -127,6 +127,9 @@ def test_bad_model_names_are_clear_errors(name):
 
 def test_unknown_hub_id_offline_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ValueError, match="cannot load model 'nobody/no-such-model-kd'"):
         Encoder.load("nobody/no-such-model-kd")
 

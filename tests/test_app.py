@@ -1,0 +1,582 @@
+"""The Gradio app: handlers called directly with tiny models, then through a server and a browser.
+
+The handlers are plain functions (``app.compare``, ``app.aligned_space``, ``app.prepare_run``,
+``app.run_distillation``, ``app.request_stop``), so most tests need no server. The
+``gradio_client`` and headless-Chromium tests launch the app on 127.0.0.1 on a free port.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import shutil
+import socket
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+gr = pytest.importorskip("gradio")
+
+import app  # noqa: E402
+from tests.conftest import TATOEBA_DEV, WORDS  # noqa: E402
+
+EN = WORDS[:17]
+FR = WORDS[17:30]
+TEXT = "the cat sits on the mat\nle chat est sur le tapis\nthe dog runs\nhello world"
+
+
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path, monkeypatch):
+    """Visitors' run folders go to the test's temporary folder, not the system's."""
+    monkeypatch.setattr(app, "WORK_ROOT", tmp_path / "visitors")
+
+
+def _pairs_file(path: Path, n: int = 120, lang: str = "fr", seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    lines = {}
+    for _ in range(n):
+        k = rng.randint(3, 7)
+        lines[" ".join(rng.choice(EN) for _ in range(k))] = " ".join(
+            rng.choice(FR) for _ in range(k)
+        )
+    body = "".join(f"{en}\t{fr}\n" for en, fr in lines.items())
+    path.write_text(f"en\t{lang}\n{body}", encoding="utf-8")
+    return path
+
+
+def _form(teacher: str, student: str, pairs: Path | None, /, **kw) -> list:
+    """The Distill form in wiring order (see ``build_demo``), sized for tiny models."""
+    values = dict(
+        teacher=teacher,
+        student=student,
+        langs=["fr"],
+        more_langs=[],
+        max_pairs=0,
+        english_rows=0,
+        epochs=1,
+        batch_size=8,
+        lr=1e-3,
+        loss="mse",
+        eval_pairs=20,
+        evals=2,
+        freeze_layers=1,
+        own_pairs=str(pairs) if pairs else None,
+    )
+    values.update(kw)
+    return list(values.values())
+
+
+def _message(err: pytest.ExceptionInfo) -> str:
+    return str(getattr(err.value, "message", err.value))
+
+
+# ---- construction ------------------------------------------------------------------------------
+def test_build_demo_loads_no_model(monkeypatch):
+    from kd.models import Encoder
+
+    def refuse(*a, **k):
+        raise AssertionError("build_demo must not load a model")
+
+    monkeypatch.setattr(Encoder, "load", classmethod(refuse))
+    before = app._load_encoder.cache_info().currsize
+    demo = app.build_demo()
+    assert isinstance(demo, gr.Blocks)
+    assert app._load_encoder.cache_info().currsize == before
+    names = {fn.api_name for fn in demo.fns.values()}
+    assert {"compare", "aligned", "distill", "prepare_run", "stop"} <= names
+    training = next(fn for fn in demo.fns.values() if fn.api_name == "distill")
+    assert training.concurrency_limit == 1
+
+
+def test_kd_and_viz_never_import_gradio():
+    root = Path(app.__file__).parent
+    for path in [*root.glob("kd/*.py"), *root.glob("viz/*.py")]:
+        text = path.read_text(encoding="utf-8")
+        assert "import gradio" not in text and "from gradio" not in text, path
+
+
+def test_assets_cover_eight_languages_and_four_scripts():
+    rows = [line.split("\t") for line in app.COMPARE_FILE.read_text("utf-8").splitlines()[1:]]
+    assert len({lang for lang, _ in rows}) >= 8
+    scripts = set()
+    for _, sentence in rows:
+        for ch in sentence:
+            if ch.isalpha():
+                import unicodedata
+
+                scripts.add(unicodedata.name(ch).split()[0])
+    assert len(scripts & {"LATIN", "CJK", "HIRAGANA", "KATAKANA", "ARABIC", "CYRILLIC"}) >= 4
+    assert len(app.builtin_langs()) >= 8
+    assert len(app.default_compare_text().splitlines()) == len(rows)
+
+
+def test_state_is_per_visitor():
+    demo = app.build_demo()
+    state = next(b for b in demo.blocks.values() if isinstance(b, gr.State))
+    first, second = copy.deepcopy(state.value), copy.deepcopy(state.value)
+    first.student_dir = "/somewhere"
+    assert second.student_dir is None and state.value.student_dir is None
+    assert state.time_to_live == app.VISITOR_TTL_S
+
+
+# ---- Compare -----------------------------------------------------------------------------------
+def test_compare_gives_one_heatmap_per_model(tiny_teacher, tiny_student):
+    fig, table = app.compare(TEXT, tiny_teacher, tiny_student, app.Visitor())
+    assert [t.type for t in fig.data] == ["heatmap", "heatmap"]
+    assert [t.name for t in fig.data] == ["teacher", "student, untrained"]
+    z = np.asarray(fig.data[0].z)
+    assert z.shape == (4, 4) and np.allclose(np.diag(z), 1.0, atol=1e-5)
+    assert list(table.columns[:3]) == ["rank", "sentence A", "sentence B"]
+    assert len(table) == 6  # 4 sentences: 6 pairs
+    ranked = table["cos (student, untrained)"].to_numpy()
+    assert (np.diff(ranked) <= 1e-9).all()
+
+
+def test_models_and_vectors_are_cached(tiny_teacher, tiny_student):
+    app.compare(TEXT, tiny_teacher, tiny_student, None)
+    loads = app._load_encoder.cache_info().misses
+    hits = app._encode_cached.cache_info().hits
+    app.compare(TEXT, tiny_teacher, tiny_student, None)
+    assert app._encode_cached.cache_info().hits == hits + 2
+    app.compare(TEXT + "\nthe red house", tiny_teacher, tiny_student, None)
+    assert app._load_encoder.cache_info().misses == loads  # new sentences, same models
+    assert app._model_state[tiny_teacher] == "ready"
+    vectors = app.encode(tiny_teacher, ["the cat"])
+    assert vectors.shape == (1, 32) and not vectors.flags.writeable
+
+
+@pytest.mark.parametrize(
+    ("text", "teacher", "expected"),
+    [
+        ("", None, "empty"),
+        ("   \n  \n", None, "empty"),
+        ("just one line", None, "at least two"),
+        ("x" * (app.MAX_TEXT_CHARS + 1), None, "limit"),
+        ("\n".join(["a b"] * (app.MAX_LINES + 1)), None, "at most"),
+        ("short\n" + "y" * (app.MAX_LINE_CHARS + 1), None, "sentence 2"),
+        (TEXT, "not a model!!", "unknown model"),
+        (TEXT, "", "no model chosen"),
+    ],
+)
+def test_compare_bad_input_is_a_gr_error(tiny_teacher, tiny_student, text, teacher, expected):
+    with pytest.raises(gr.Error) as err:
+        app.compare(text, tiny_teacher if teacher is None else teacher, tiny_student, None)
+    assert expected in _message(err)
+
+
+def test_error_messages_are_escaped():
+    err = app.user_error("bad <b>input</b> for --lr")
+    assert "&lt;b&gt;" in err.message and "'learning rate'" in err.message
+
+
+# ---- Aligned spaces ----------------------------------------------------------------------------
+def _aligned(tiny_teacher, tiny_student, visitor=None, **kw):
+    args = dict(
+        source=app.SOURCES[0],
+        tatoeba_dir="",
+        upload=None,
+        langs_text="de,fr",
+        per_lang=16,
+        method="pca",
+        which=["teacher", "untrained", "distilled"],
+        teacher=tiny_teacher,
+        student=tiny_student,
+        visitor=visitor,
+    )
+    args.update(kw)
+    return app.aligned_space(**args)
+
+
+def test_aligned_space_builtin(tiny_teacher, tiny_student):
+    fig, numbers, table = _aligned(tiny_teacher, tiny_student)
+    # 2 models x (1 line trace + en, de, fr)
+    assert len(fig.data) == 8
+    assert "48 sentences per model" in numbers
+    assert "Trustworthiness" in numbers and "No distilled student yet" in numbers
+    assert list(table.columns) == ["lang", "teacher", "student, untrained"]
+    assert set(table["lang"]) == {"de", "fr"}
+
+
+def test_aligned_space_upload_and_tatoeba(tmp_path, tiny_teacher, tiny_student):
+    path = _pairs_file(tmp_path / "mine.tsv", n=30)
+    fig, numbers, _ = _aligned(
+        tiny_teacher, tiny_student, source=app.SOURCES[2], upload=str(path), langs_text="fr"
+    )
+    assert len(fig.data) == 6 and "Trustworthiness" in numbers
+    if TATOEBA_DEV.is_dir():
+        fig, _, table = _aligned(
+            tiny_teacher,
+            tiny_student,
+            source=app.SOURCES[1],
+            tatoeba_dir=str(TATOEBA_DEV),
+            langs_text="de,ja",
+            per_lang=10,
+        )
+        assert set(table["lang"]) == {"de", "ja"}
+
+
+def test_aligned_bad_input_is_a_gr_error(tmp_path, tiny_teacher, tiny_student):
+    malformed = tmp_path / "broken.tsv"
+    malformed.write_text("en\tfr\none\ttwo\tthree\n", encoding="utf-8")
+    huge = tmp_path / "huge.tsv"
+    with open(huge, "wb") as fh:
+        fh.truncate(app.MAX_UPLOAD_BYTES + 1)
+    binary = tmp_path / "weights.bin"
+    binary.write_bytes(b"\0" * 10)
+    cases = [
+        (dict(langs_text="xx"), "unknown language code 'xx'"),
+        (dict(langs_text=""), "no languages"),
+        (dict(langs_text="en"), "besides English"),
+        (dict(langs_text="ko"), "no ko"),
+        (dict(per_lang=0), "at least 1"),
+        (dict(which=[]), "at least one model"),
+        (dict(teacher="no such/model dir!"), "unknown model"),
+        (dict(source=app.SOURCES[1], tatoeba_dir=""), "path"),
+        (dict(source=app.SOURCES[1], tatoeba_dir=str(tmp_path / "nope")), "not a directory"),
+        (dict(source=app.SOURCES[2], upload=None), "no file uploaded"),
+        (dict(source=app.SOURCES[2], upload=str(malformed)), "broken.tsv:2"),
+        (dict(source=app.SOURCES[2], upload=str(huge)), "limit is 5 MB"),
+        (dict(source=app.SOURCES[2], upload=str(binary)), "unknown file type"),
+        (dict(source="somewhere else"), "unknown sentence source"),
+    ]
+    for kw, expected in cases:
+        with pytest.raises(gr.Error) as err:
+            _aligned(tiny_teacher, tiny_student, **kw)
+        assert expected in _message(err), (kw, _message(err))
+        assert str(tmp_path) not in _message(err) or "nope" in str(kw), _message(err)
+
+
+# ---- Distill -----------------------------------------------------------------------------------
+def test_prepare_run_rejects_bad_settings(tmp_path, tiny_teacher, tiny_student):
+    pairs = _pairs_file(tmp_path / "fr.tsv")
+    cases = [
+        (dict(lr=-1.0), "'learning rate' must be a positive number"),
+        (dict(lr=None), "'learning rate' is empty"),
+        (dict(langs=[], own_pairs=None), "at least one language"),
+        (dict(langs=["xx"]), "unknown language code 'xx'"),
+        (dict(epochs=0), "'epochs' must be a whole number from 1"),
+        (dict(max_pairs=2.5), "'pairs per language' must be a whole number"),
+        (dict(max_pairs=0, english_rows=0, own_pairs=None), "no training data"),
+        (dict(loss="hinge"), "'loss' must be one of"),
+        (dict(teacher="not a model!!"), "unknown model"),
+        (dict(student=""), "empty model name"),
+    ]
+    for kw, expected in cases:
+        form = _form(tiny_teacher, tiny_student, pairs, **kw)
+        with pytest.raises(gr.Error) as err:
+            app.prepare_run(*form, app.Visitor())
+        assert expected in _message(err), (kw, _message(err))
+    status, visitor = app.prepare_run(*_form(tiny_teacher, tiny_student, pairs), None)
+    assert "Queued" in status and isinstance(visitor, app.Visitor)
+
+
+def test_make_config_adds_the_uploaded_languages(tmp_path, tiny_teacher, tiny_student):
+    from kd.config import TrainConfig
+
+    pairs = _pairs_file(tmp_path / "de.tsv", lang="de")
+    cfg = app.make_config(*_form(tiny_teacher, tiny_student, pairs))
+    assert cfg.langs == ["fr", "de"] and cfg.data == [str(pairs)]
+    assert cfg.eval_every > 0 and cfg.checkpoint_every == 0
+    # A file without a header is in the chosen language when there is exactly one.
+    bare = tmp_path / "bare.tsv"
+    bare.write_text(pairs.read_text("utf-8").split("\n", 1)[1], encoding="utf-8")
+    assert app.make_config(*_form(tiny_teacher, tiny_student, bare)).langs == ["fr"]
+    with pytest.raises(ValueError, match="language"):
+        app.make_config(*_form(tiny_teacher, tiny_student, bare, langs=["fr", "de"]))
+    assert TrainConfig().freeze_layers == app.FREEZE_LAYERS
+
+
+def test_distill_then_compare_with_per_visitor_students(
+    tmp_path, tiny_teacher, tiny_student, isolated_cache
+):
+    from sentence_transformers import SentenceTransformer
+
+    pairs = _pairs_file(tmp_path / "fr.tsv")
+    alice, bob = app.Visitor(), app.Visitor()
+    outputs = list(app.run_distillation(*_form(tiny_teacher, tiny_student, pairs), alice))
+    status, curve, table, bars, zip_path, visitor = outputs[-1]
+    assert visitor is alice and not alice.training
+    assert "Distillation finished" in status
+    assert any(o[1] is not gr.skip() and o[1] is not None for o in outputs[1:-1])
+    loss_trace = curve.data[0]
+    assert loss_trace.name == "loss" and len(loss_trace.x) > 0
+    assert any(t.name == "mean" for t in curve.data)  # dev evaluations during training
+    assert set(table["model"]) == {"teacher", "student, untrained", "student, distilled"}
+    assert list(table["language"].unique()) == ["mean", "fr"]
+    assert [t.name for t in bars.data] == ["teacher", "student, untrained", "student, distilled"]
+
+    # The zip holds a folder that SentenceTransformer loads.
+    unpacked = tmp_path / "unzipped"
+    with zipfile.ZipFile(zip_path) as zf:
+        zf.extractall(unpacked)
+    vecs = SentenceTransformer(str(unpacked), device="cpu").encode(["le chat"])
+    assert vecs.shape == (1, 32)
+
+    # Alice sees her student; Bob, with his own state, does not.
+    fig_a, table_a = app.compare(TEXT, tiny_teacher, tiny_student, alice)
+    fig_b, _ = app.compare(TEXT, tiny_teacher, tiny_student, bob)
+    assert len(fig_a.data) == 3 and len(fig_b.data) == 2
+    assert "cos (student, distilled)" in table_a.columns
+    assert bob.student_dir is None and alice.student_dir != bob.student_dir
+    fig, numbers, _ = _aligned(tiny_teacher, tiny_student, alice)
+    assert len(fig.data) == 12 and "No distilled student" not in numbers
+
+    # A second run replaces the first student on disk.
+    first = Path(alice.student_dir)
+    list(app.run_distillation(*_form(tiny_teacher, tiny_student, pairs, evals=0), alice))
+    assert not first.exists() and Path(alice.student_dir).is_dir()
+    app.forget_visitor(alice)
+    assert not Path(alice.workdir).exists()
+
+
+def test_stop_before_start_and_during_a_run(tmp_path, tiny_teacher, tiny_student, isolated_cache):
+    pairs = _pairs_file(tmp_path / "fr.tsv", n=200)
+    visitor = app.Visitor()
+    assert "Nothing" in app.request_stop(None) and "Nothing" in app.request_stop(visitor)
+    assert not visitor.stop_requested
+    _, visitor = app.prepare_run(*_form(tiny_teacher, tiny_student, pairs), visitor)
+    assert visitor.queued and "before" in app.request_stop(visitor)
+    outputs = list(app.run_distillation(*_form(tiny_teacher, tiny_student, pairs), visitor))
+    assert len(outputs) == 1 and "before the run started" in outputs[0][0]
+    assert visitor.student_dir is None and not visitor.stop_requested and not visitor.queued
+
+    form = _form(tiny_teacher, tiny_student, pairs, epochs=5, batch_size=4, evals=0)
+    run = app.run_distillation(*form, visitor)
+    last = None
+    for out in run:
+        last = out
+        if visitor.training and not visitor.stop_requested and out[1] is not gr.skip():
+            assert "Stopping" in app.request_stop(visitor)
+    status = last[0]
+    assert "stopped early" in status, status
+    assert Path(visitor.student_dir).is_dir() and not visitor.training
+
+
+def test_leaving_mid_run_stops_the_worker(tmp_path, tiny_teacher, tiny_student, isolated_cache):
+    pairs = _pairs_file(tmp_path / "fr.tsv", n=200)
+    visitor = app.Visitor()
+    run = app.run_distillation(*_form(tiny_teacher, tiny_student, pairs, epochs=5), visitor)
+    assert next(run)[0] == "Starting…" and visitor.training
+    run.close()  # what gradio does when the tab closes or the event is cancelled
+    assert visitor.stop_requested and not visitor.training
+    assert app._trainings["running"] == 0
+    deadline = time.monotonic() + 60
+    while any(t.name == "kd-distill" for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "the training thread did not stop"
+        time.sleep(0.1)
+
+
+def test_bad_model_during_the_run_is_a_gr_error(tmp_path, tiny_student, isolated_cache):
+    pairs = _pairs_file(tmp_path / "fr.tsv")
+    visitor = app.Visitor()
+    form = _form(str(tmp_path / "no-such-dir"), tiny_student, pairs)
+    with pytest.raises(gr.Error) as err:
+        list(app.run_distillation(*form, visitor))
+    assert "unknown model" in _message(err) or "no-such-dir" in _message(err)
+    assert not visitor.training and app._trainings["running"] == 0
+
+
+def test_server_status_mentions_models_and_umap(tiny_teacher):
+    app.get_encoder(tiny_teacher)
+    line = app.server_status()
+    assert "UMAP" in line and "ready" in line
+
+
+# ---- through a server --------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served():
+    demo = app.build_demo()
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield demo, f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+def _heatmap_names(plot_payload) -> list[str]:
+    plot = plot_payload["plot"] if isinstance(plot_payload, dict) else plot_payload
+    data = json.loads(plot)["data"] if isinstance(plot, str) else plot["data"]
+    return [trace["name"] for trace in data if trace["type"] == "heatmap"]
+
+
+def test_client_calls_compare_and_gets_errors(served, tiny_teacher, tiny_student):
+    from gradio_client import Client
+
+    _, url = served
+    client = Client(url, verbose=False)
+    plot, table = client.predict(TEXT, tiny_teacher, tiny_student, api_name="/compare")
+    assert _heatmap_names(plot) == ["teacher", "student, untrained"]
+    assert len(table["data"]) == 6
+    with pytest.raises(Exception, match="empty"):
+        client.predict("", tiny_teacher, tiny_student, api_name="/compare")
+    # The server keeps serving after an error.
+    plot, _ = client.predict(TEXT, tiny_teacher, tiny_student, api_name="/compare")
+    assert len(_heatmap_names(plot)) == 2
+
+
+def test_ten_visitors_compare_while_one_trains(
+    served, tmp_path, tiny_teacher, tiny_student, isolated_cache
+):
+    from gradio_client import Client, handle_file
+
+    _, url = served
+    pairs = _pairs_file(tmp_path / "fr.tsv", n=200)
+    trainer = Client(url, verbose=False)
+    form = _form(tiny_teacher, tiny_student, None, epochs=3, batch_size=4)
+    form[-1] = handle_file(str(pairs))
+    job = trainer.submit(*form, api_name="/distill")
+
+    answers: list = [None] * 10
+    errors: list = []
+
+    def visit(i: int) -> None:
+        try:
+            client = Client(url, verbose=False)
+            text = f"{TEXT}\nthe big red house {i}"
+            plot, table = client.predict(text, tiny_teacher, tiny_student, api_name="/compare")
+            answers[i] = (_heatmap_names(plot), len(table["data"]))
+        except Exception as err:  # pragma: no cover - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=visit, args=(i,)) for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    assert all(a == (["teacher", "student, untrained"], 10) for a in answers), answers
+
+    final = job.result(timeout=300)
+    assert "Distillation finished" in final[0]
+    plot, _ = trainer.predict(TEXT, tiny_teacher, tiny_student, api_name="/compare")
+    assert _heatmap_names(plot)[-1] == "student, distilled"
+    other = Client(url, verbose=False)
+    plot, _ = other.predict(TEXT, tiny_teacher, tiny_student, api_name="/compare")
+    assert "student, distilled" not in _heatmap_names(plot)
+
+
+# ---- in a real browser -------------------------------------------------------------------------
+CHROMIUM = os.environ.get("KD_CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.mark.slow
+def test_browser_end_to_end(served, tmp_path, tiny_teacher, tiny_student, isolated_cache):
+    """Headless Chromium: a short distillation, Compare, Aligned spaces, an error toast.
+
+    Screenshots go to ``$KD_SCREENSHOTS`` (default: the test's temporary folder).
+    """
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    shots = Path(os.environ.get("KD_SCREENSHOTS", tmp_path / "screenshots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    _, url = served
+    pairs = _pairs_file(tmp_path / "fr.tsv", n=200)
+
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(60_000)
+        page.goto(url)
+        page.get_by_text("Multilingual knowledge distillation").first.wait_for()
+        page.wait_for_function(
+            "() => document.querySelector('#server-status')?.innerText.includes('UMAP')"
+        )
+
+        for label, value in (("teacher (English)", tiny_teacher), ("student", tiny_student)):
+            box = page.get_by_label(label).first
+            box.fill(value)
+            box.press("Enter")
+
+        # Distill: tiny models, own pairs only (French), a few epochs.
+        page.get_by_role("tab", name="Distill").click()
+        page.locator("#distill-langs label", has_text="(").first.wait_for()  # counts loaded
+        for code in ("de", "es", "ru", "ja", "zh", "ar"):
+            page.locator("#distill-langs label", has_text=f"{code} · ").first.click()
+        for label, value in (
+            ("pairs per language", "0"),
+            ("English-only rows", "0"),
+            ("epochs", "3"),
+            ("batch size", "4"),
+        ):
+            box = page.get_by_label(f"number input for {label}")
+            box.fill(value)
+            box.press("Tab")
+        page.get_by_text("advanced").click()
+        page.locator("#own-pairs input[type=file]").set_input_files(str(pairs))
+        page.locator("#own-pairs", has_text="fr.tsv").wait_for()
+        page.locator("#start").click()
+        try:
+            page.wait_for_function(
+                "() => document.querySelector('#curve .js-plotly-plot')?._fullData?.[0]?._length",
+                timeout=120_000,
+            )
+        except Exception:
+            page.screenshot(path=str(shots / "failure.png"), full_page=True)
+            raise
+        page.screenshot(path=str(shots / "distill-running.png"), full_page=True)
+        page.get_by_text("Distillation finished").wait_for(timeout=180_000)
+        assert page.locator("#results table").count() >= 1
+        page.screenshot(path=str(shots / "distill.png"), full_page=True)
+
+        # Compare: three heatmaps now (teacher, untrained, distilled).
+        page.get_by_role("tab", name="Compare").click()
+        page.locator("#compare-text textarea").fill(TEXT)
+        page.locator("#compare-btn").click()
+        page.wait_for_function(
+            "() => document.querySelector('#heatmaps .js-plotly-plot')?.data?.length === 3"
+        )
+        page.screenshot(path=str(shots / "compare.png"), full_page=True)
+
+        # Bad input: an error toast, and the page keeps working.
+        page.locator("#compare-text textarea").fill("")
+        page.locator("#compare-btn").click()
+        page.get_by_text("the text box is empty").first.wait_for()
+
+        # Aligned spaces: the built-in set, PCA, three facets.
+        page.get_by_role("tab", name="Aligned spaces").click()
+        page.locator("#draw").click()
+        page.wait_for_function(
+            "() => document.querySelector('#scatter .js-plotly-plot')?.data?.length > 0"
+        )
+        page.get_by_text("Trustworthiness").first.wait_for()
+        page.screenshot(path=str(shots / "aligned.png"), full_page=True)
+        page.get_by_role("tab", name="Learn").click()
+        page.get_by_text("Cite").first.wait_for()
+        page.screenshot(path=str(shots / "learn.png"), full_page=True)
+        browser.close()
+    for name in ("distill-running", "distill", "compare", "aligned", "learn"):
+        assert (shots / f"{name}.png").stat().st_size > 10_000, name
+
+
+def test_requirements_txt_matches_pyproject():
+    tomllib = pytest.importorskip("tomllib")
+    root = Path(app.__file__).parent
+    project = tomllib.loads((root / "pyproject.toml").read_text("utf-8"))["project"]
+    wanted = project["dependencies"]
+    lines = (root / "requirements.txt").read_text("utf-8").splitlines()
+    listed = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    assert sorted(listed) == sorted(wanted)
+
+
+def test_model_ids_match_the_core():
+    from kd.models import DEFAULT_STUDENT, DEFAULT_TEACHER, OFFLINE_MODELS
+
+    assert (app.DEFAULT_TEACHER, app.DEFAULT_STUDENT) == (DEFAULT_TEACHER, DEFAULT_STUDENT)
+    assert set(app.TEACHER_CHOICES + app.STUDENT_CHOICES) <= set(OFFLINE_MODELS)
