@@ -224,3 +224,38 @@ def test_models_lists_the_offline_defaults(capsys):
     assert rc == 0
     assert "sentence-transformers/all-MiniLM-L6-v2" in out
     assert "intfloat/multilingual-e5-small" in out
+
+
+def test_plot_writes_figures(
+    tmp_path, capsys, tiny_teacher, tiny_student, pairs_file, isolated_cache
+):
+    rc, _, err = _run(
+        capsys,
+        *_distill(
+            tmp_path, tiny_teacher, tiny_student, pairs_file, "--epochs", "1", "--batch-size", "2"
+        ),
+    )
+    assert rc == 0, err
+    tatoeba = tmp_path / "tatoeba"
+    tatoeba.mkdir()
+    (tatoeba / "tatoeba.deu-eng.deu").write_text("der hund\nhallo\ndie katze\nrot blau\n")
+    (tatoeba / "tatoeba.deu-eng.eng").write_text("the dog\nhello\nthe cat\nred blue\n")
+    rc, out, err = _run(
+        capsys,
+        "plot",
+        "--model",
+        str(tmp_path / "out"),
+        "--tatoeba",
+        str(tatoeba),
+        "--langs",
+        "de",
+        "--method",
+        "pca",
+        "--out",
+        str(tmp_path / "figs"),
+    )
+    assert rc == 0, err
+    written = sorted(p.name for p in (tmp_path / "figs").iterdir())
+    assert written == ["accuracy.html", "aligned_space.html", "training.html"]
+    html = (tmp_path / "figs" / "aligned_space.html").read_text(encoding="utf-8")
+    assert "the dog" in html and "der hund" in html  # hover text made it into the page
