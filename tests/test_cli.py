@@ -62,6 +62,15 @@ def _distill(tmp_path, tiny_teacher, tiny_student, data, *extra):
     )
 
 
+def _tiny_tatoeba(tmp_path):
+    """A four-pair German set in the LASER Tatoeba layout."""
+    tatoeba = tmp_path / "tatoeba"
+    tatoeba.mkdir()
+    (tatoeba / "tatoeba.deu-eng.deu").write_text("der hund\nhallo\ndie katze\nrot blau\n")
+    (tatoeba / "tatoeba.deu-eng.eng").write_text("the dog\nhello\nthe cat\nred blue\n")
+    return tatoeba
+
+
 def test_embed_writes_one_row_per_line(tmp_path, capsys, tiny_teacher):
     src = tmp_path / "in.txt"
     src.write_text(
@@ -169,10 +178,7 @@ def test_distill_runs_and_eval_reports_baselines(
     )
     assert rc == 0, err
     assert "student saved to" in out
-    tatoeba = tmp_path / "tatoeba"
-    tatoeba.mkdir()
-    (tatoeba / "tatoeba.deu-eng.deu").write_text("der hund\nhallo\ndie katze\n")
-    (tatoeba / "tatoeba.deu-eng.eng").write_text("the dog\nhello\nthe cat\n")
+    tatoeba = _tiny_tatoeba(tmp_path)
     rc, out, err = _run(
         capsys,
         "eval",
@@ -236,10 +242,7 @@ def test_plot_writes_figures(
         ),
     )
     assert rc == 0, err
-    tatoeba = tmp_path / "tatoeba"
-    tatoeba.mkdir()
-    (tatoeba / "tatoeba.deu-eng.deu").write_text("der hund\nhallo\ndie katze\nrot blau\n")
-    (tatoeba / "tatoeba.deu-eng.eng").write_text("the dog\nhello\nthe cat\nred blue\n")
+    tatoeba = _tiny_tatoeba(tmp_path)
     rc, out, err = _run(
         capsys,
         "plot",
