@@ -105,16 +105,6 @@ def evaluate(
     return per_lang
 
 
-def teacher_baseline(
-    sets: dict[str, tuple[list[str], list[str]]], teacher_en: dict[str, np.ndarray], encode: Encode
-) -> dict[str, dict[str, float]]:
-    """The English teacher used as if it were multilingual: the floor distillation starts from.
-
-    Its student-vs-student and cross-model accuracies coincide (it is both models).
-    """
-    return evaluate(sets, teacher_en, encode)
-
-
 SUMMARY_KEYS = ("cross_mean_accuracy", "student_mean_accuracy", "english_fidelity", "mse_x100")
 
 

@@ -343,7 +343,7 @@ class Encoder(nn.Module):
             idx = order[start : start + batch_size]
             padded = self.tokenizer.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt")
             batch = {k: padded[k].to(self.device_name) for k in ("input_ids", "attention_mask")}
-            with _autocast(self.device_name):
+            with autocast(self.device_name):
                 emb = self(batch)
             out[idx] = emb.float().cpu().numpy()
             if progress:
@@ -398,7 +398,8 @@ def _check_text(text: str) -> str:
     return text[:MAX_TEXT_CHARS]
 
 
-def _autocast(device: str):
+def autocast(device: str):
+    """bf16 autocast on CUDA; a no-op context on the CPU, where fp32 is faster."""
     if device == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     import contextlib

@@ -43,10 +43,10 @@ from torch import nn
 from kd.checkpoint import load_checkpoint, save_checkpoint
 from kd.config import TrainConfig
 from kd.data import Pair, read_pairs, sample_per_lang, split_by_english
-from kd.evaluate import evaluate, mean_over_langs
+from kd.evaluate import evaluate
 from kd.io import atomic_write_bytes, atomic_write_json, cache_dir
 from kd.losses import distillation_loss
-from kd.models import Encoder, pick_device, prepare_torch
+from kd.models import Encoder, autocast, pick_device, prepare_torch
 from kd.student_forward import make_runner, trainable_parameters
 
 log = logging.getLogger("kd")
@@ -328,7 +328,7 @@ def distill(
             if should_stop and should_stop():
                 stopped = True
                 break
-            with _autocast(device):
+            with autocast(device):
                 s = runner.embed(idx)  # (B, D)
             t = targets[target_idx[idx].to(device)]  # (B, D)
             loss = distillation_loss(cfg.loss, s.float(), t, cfg.temperature)
@@ -413,18 +413,10 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
-def _autocast(device: str):
-    import contextlib
-
-    if device == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
-__all__ = ["Dataset", "RunResult", "build_dataset", "distill", "fit_linear_head", "mean_over_langs"]
+__all__ = ["Dataset", "RunResult", "build_dataset", "distill", "fit_linear_head"]
