@@ -13,8 +13,6 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-import numpy as np
-
 from kd.langs import DEV_LANGS
 
 log = logging.getLogger("kd")
@@ -266,13 +264,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
             lines, batch_size=args.batch_size, progress=lambda d, n: bar.update(d - bar.n)
         )
     out = Path(args.out)
-    import io
+    from kd.io import atomic_write_npy
 
-    from kd.io import atomic_write_bytes
-
-    buf = io.BytesIO()
-    np.save(buf, vecs)
-    atomic_write_bytes(out, buf.getvalue())
+    atomic_write_npy(out, vecs)
     print(f"kd: wrote {vecs.shape[0]} x {vecs.shape[1]} float32 to {out}")
     return 0
 

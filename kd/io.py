@@ -73,6 +73,17 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
+def atomic_write_npy(path: str | Path, array) -> None:
+    """Write a numpy array as a ``.npy`` file atomically."""
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, array)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 @contextlib.contextmanager
 def atomic_directory(path: str | Path, keep: tuple[str, ...] = ()) -> Iterator[Path]:
     """Build a directory under a temporary name and rename it into place when the block ends.

@@ -44,7 +44,7 @@ from kd.checkpoint import load_checkpoint, save_checkpoint
 from kd.config import TrainConfig
 from kd.data import Pair, read_pairs, sample_per_lang, split_by_english
 from kd.evaluate import evaluate
-from kd.io import atomic_write_bytes, atomic_write_json, cache_dir
+from kd.io import atomic_write_json, atomic_write_npy, cache_dir
 from kd.losses import distillation_loss
 from kd.models import Encoder, autocast, pick_device, prepare_torch
 from kd.student_forward import make_runner, trainable_parameters
@@ -144,11 +144,7 @@ def teacher_vectors(teacher: Encoder, sentences: list[str], progress=None) -> np
             log.warning("%s: unreadable cache file, recomputing", path)
     vecs = teacher.encode(sentences, progress=progress)
     vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, vecs)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_npy(path, vecs)
     return vecs
 
 
