@@ -1,7 +1,7 @@
 """The Gradio app: handlers called directly with tiny models, then through a server and a browser.
 
-The handlers are plain functions (``app.compare``, ``app.aligned_space``, ``app.prepare_run``,
-``app.run_distillation``, ``app.request_stop``), so most tests need no server. The
+The handlers are plain functions (``compare``, ``aligned_space``, ``prepare_run``,
+``run_distillation``, ``request_stop``), so most tests need no server. The
 ``gradio_client`` and headless-Chromium tests launch the app on 127.0.0.1 on a free port.
 """
 
@@ -25,6 +25,12 @@ gr = pytest.importorskip("gradio")
 
 import app  # noqa: E402
 from tests.conftest import TATOEBA_DEV, WORDS  # noqa: E402
+from webapp import model_cache, settings  # noqa: E402
+from webapp.aligned import aligned_space, builtin_langs  # noqa: E402
+from webapp.compare import compare, default_compare_text  # noqa: E402
+from webapp.distill import make_config, prepare_run, request_stop, run_distillation  # noqa: E402
+from webapp.model_cache import encode, get_encoder, server_status  # noqa: E402
+from webapp.session import Visitor, forget_visitor, user_error  # noqa: E402
 
 EN = WORDS[:17]
 FR = WORDS[17:30]
@@ -34,7 +40,7 @@ TEXT = "the cat sits on the mat\nle chat est sur le tapis\nthe dog runs\nhello w
 @pytest.fixture(autouse=True)
 def _work_in_tmp(tmp_path, monkeypatch):
     """Visitors' run folders go to the test's temporary folder, not the system's."""
-    monkeypatch.setattr(app, "WORK_ROOT", tmp_path / "visitors")
+    monkeypatch.setattr(settings, "WORK_ROOT", tmp_path / "visitors")
 
 
 def _pairs_file(path: Path, n: int = 120, lang: str = "fr", seed: int = 0) -> Path:
@@ -84,10 +90,10 @@ def test_build_demo_loads_no_model(monkeypatch):
         raise AssertionError("build_demo must not load a model")
 
     monkeypatch.setattr(Encoder, "load", classmethod(refuse))
-    before = app._load_encoder.cache_info().currsize
+    before = model_cache._load_encoder.cache_info().currsize
     demo = app.build_demo()
     assert isinstance(demo, gr.Blocks)
-    assert app._load_encoder.cache_info().currsize == before
+    assert model_cache._load_encoder.cache_info().currsize == before
     names = {fn.api_name for fn in demo.fns.values()}
     assert {"compare", "aligned", "distill", "prepare_run", "stop"} <= names
     training = next(fn for fn in demo.fns.values() if fn.api_name == "distill")
@@ -102,7 +108,7 @@ def test_kd_and_viz_never_import_gradio():
 
 
 def test_assets_cover_eight_languages_and_four_scripts():
-    rows = [line.split("\t") for line in app.COMPARE_FILE.read_text("utf-8").splitlines()[1:]]
+    rows = [line.split("\t") for line in settings.COMPARE_FILE.read_text("utf-8").splitlines()[1:]]
     assert len({lang for lang, _ in rows}) >= 8
     scripts = set()
     for _, sentence in rows:
@@ -112,8 +118,8 @@ def test_assets_cover_eight_languages_and_four_scripts():
 
                 scripts.add(unicodedata.name(ch).split()[0])
     assert len(scripts & {"LATIN", "CJK", "HIRAGANA", "KATAKANA", "ARABIC", "CYRILLIC"}) >= 4
-    assert len(app.builtin_langs()) >= 8
-    assert len(app.default_compare_text().splitlines()) == len(rows)
+    assert len(builtin_langs()) >= 8
+    assert len(default_compare_text().splitlines()) == len(rows)
 
 
 def test_state_is_per_visitor():
@@ -122,12 +128,12 @@ def test_state_is_per_visitor():
     first, second = copy.deepcopy(state.value), copy.deepcopy(state.value)
     first.student_dir = "/somewhere"
     assert second.student_dir is None and state.value.student_dir is None
-    assert state.time_to_live == app.VISITOR_TTL_S
+    assert state.time_to_live == settings.VISITOR_TTL_S
 
 
 # ---- Compare -----------------------------------------------------------------------------------
 def test_compare_gives_one_heatmap_per_model(tiny_teacher, tiny_student):
-    fig, table = app.compare(TEXT, tiny_teacher, tiny_student, app.Visitor())
+    fig, table = compare(TEXT, tiny_teacher, tiny_student, Visitor())
     assert [t.type for t in fig.data] == ["heatmap", "heatmap"]
     assert [t.name for t in fig.data] == ["teacher", "student, untrained"]
     z = np.asarray(fig.data[0].z)
@@ -139,15 +145,15 @@ def test_compare_gives_one_heatmap_per_model(tiny_teacher, tiny_student):
 
 
 def test_models_and_vectors_are_cached(tiny_teacher, tiny_student):
-    app.compare(TEXT, tiny_teacher, tiny_student, None)
-    loads = app._load_encoder.cache_info().misses
-    hits = app._encode_cached.cache_info().hits
-    app.compare(TEXT, tiny_teacher, tiny_student, None)
-    assert app._encode_cached.cache_info().hits == hits + 2
-    app.compare(TEXT + "\nthe red house", tiny_teacher, tiny_student, None)
-    assert app._load_encoder.cache_info().misses == loads  # new sentences, same models
-    assert app._model_state[tiny_teacher] == "ready"
-    vectors = app.encode(tiny_teacher, ["the cat"])
+    compare(TEXT, tiny_teacher, tiny_student, None)
+    loads = model_cache._load_encoder.cache_info().misses
+    hits = model_cache._encode_cached.cache_info().hits
+    compare(TEXT, tiny_teacher, tiny_student, None)
+    assert model_cache._encode_cached.cache_info().hits == hits + 2
+    compare(TEXT + "\nthe red house", tiny_teacher, tiny_student, None)
+    assert model_cache._load_encoder.cache_info().misses == loads  # new sentences, same models
+    assert model_cache._model_state[tiny_teacher] == "ready"
+    vectors = encode(tiny_teacher, ["the cat"])
     assert vectors.shape == (1, 32) and not vectors.flags.writeable
 
 
@@ -157,28 +163,28 @@ def test_models_and_vectors_are_cached(tiny_teacher, tiny_student):
         ("", None, "empty"),
         ("   \n  \n", None, "empty"),
         ("just one line", None, "at least two"),
-        ("x" * (app.MAX_TEXT_CHARS + 1), None, "limit"),
-        ("\n".join(["a b"] * (app.MAX_LINES + 1)), None, "at most"),
-        ("short\n" + "y" * (app.MAX_LINE_CHARS + 1), None, "sentence 2"),
+        ("x" * (settings.MAX_TEXT_CHARS + 1), None, "limit"),
+        ("\n".join(["a b"] * (settings.MAX_LINES + 1)), None, "at most"),
+        ("short\n" + "y" * (settings.MAX_LINE_CHARS + 1), None, "sentence 2"),
         (TEXT, "not a model!!", "unknown model"),
         (TEXT, "", "no model chosen"),
     ],
 )
 def test_compare_bad_input_is_a_gr_error(tiny_teacher, tiny_student, text, teacher, expected):
     with pytest.raises(gr.Error) as err:
-        app.compare(text, tiny_teacher if teacher is None else teacher, tiny_student, None)
+        compare(text, tiny_teacher if teacher is None else teacher, tiny_student, None)
     assert expected in _message(err)
 
 
 def test_error_messages_are_escaped():
-    err = app.user_error("bad <b>input</b> for --lr")
+    err = user_error("bad <b>input</b> for --lr")
     assert "&lt;b&gt;" in err.message and "'learning rate'" in err.message
 
 
 # ---- Aligned spaces ----------------------------------------------------------------------------
 def _aligned(tiny_teacher, tiny_student, visitor=None, **kw):
     args = dict(
-        source=app.SOURCES[0],
+        source=settings.SOURCES[0],
         tatoeba_dir="",
         upload=None,
         langs_text="de,fr",
@@ -190,7 +196,7 @@ def _aligned(tiny_teacher, tiny_student, visitor=None, **kw):
         visitor=visitor,
     )
     args.update(kw)
-    return app.aligned_space(**args)
+    return aligned_space(**args)
 
 
 def test_aligned_space_builtin(tiny_teacher, tiny_student):
@@ -206,14 +212,14 @@ def test_aligned_space_builtin(tiny_teacher, tiny_student):
 def test_aligned_space_upload_and_tatoeba(tmp_path, tiny_teacher, tiny_student):
     path = _pairs_file(tmp_path / "mine.tsv", n=30)
     fig, numbers, _ = _aligned(
-        tiny_teacher, tiny_student, source=app.SOURCES[2], upload=str(path), langs_text="fr"
+        tiny_teacher, tiny_student, source=settings.SOURCES[2], upload=str(path), langs_text="fr"
     )
     assert len(fig.data) == 6 and "Trustworthiness" in numbers
     if TATOEBA_DEV.is_dir():
         fig, _, table = _aligned(
             tiny_teacher,
             tiny_student,
-            source=app.SOURCES[1],
+            source=settings.SOURCES[1],
             tatoeba_dir=str(TATOEBA_DEV),
             langs_text="de,ja",
             per_lang=10,
@@ -226,7 +232,7 @@ def test_aligned_bad_input_is_a_gr_error(tmp_path, tiny_teacher, tiny_student):
     malformed.write_text("en\tfr\none\ttwo\tthree\n", encoding="utf-8")
     huge = tmp_path / "huge.tsv"
     with open(huge, "wb") as fh:
-        fh.truncate(app.MAX_UPLOAD_BYTES + 1)
+        fh.truncate(settings.MAX_UPLOAD_BYTES + 1)
     binary = tmp_path / "weights.bin"
     binary.write_bytes(b"\0" * 10)
     cases = [
@@ -237,12 +243,12 @@ def test_aligned_bad_input_is_a_gr_error(tmp_path, tiny_teacher, tiny_student):
         (dict(per_lang=0), "at least 1"),
         (dict(which=[]), "at least one model"),
         (dict(teacher="no such/model dir!"), "unknown model"),
-        (dict(source=app.SOURCES[1], tatoeba_dir=""), "path"),
-        (dict(source=app.SOURCES[1], tatoeba_dir=str(tmp_path / "nope")), "not a directory"),
-        (dict(source=app.SOURCES[2], upload=None), "no file uploaded"),
-        (dict(source=app.SOURCES[2], upload=str(malformed)), "broken.tsv:2"),
-        (dict(source=app.SOURCES[2], upload=str(huge)), "limit is 5 MB"),
-        (dict(source=app.SOURCES[2], upload=str(binary)), "unknown file type"),
+        (dict(source=settings.SOURCES[1], tatoeba_dir=""), "path"),
+        (dict(source=settings.SOURCES[1], tatoeba_dir=str(tmp_path / "nope")), "not a directory"),
+        (dict(source=settings.SOURCES[2], upload=None), "no file uploaded"),
+        (dict(source=settings.SOURCES[2], upload=str(malformed)), "broken.tsv:2"),
+        (dict(source=settings.SOURCES[2], upload=str(huge)), "limit is 5 MB"),
+        (dict(source=settings.SOURCES[2], upload=str(binary)), "unknown file type"),
         (dict(source="somewhere else"), "unknown sentence source"),
     ]
     for kw, expected in cases:
@@ -270,26 +276,26 @@ def test_prepare_run_rejects_bad_settings(tmp_path, tiny_teacher, tiny_student):
     for kw, expected in cases:
         form = _form(tiny_teacher, tiny_student, pairs, **kw)
         with pytest.raises(gr.Error) as err:
-            app.prepare_run(*form, app.Visitor())
+            prepare_run(*form, Visitor())
         assert expected in _message(err), (kw, _message(err))
-    status, visitor = app.prepare_run(*_form(tiny_teacher, tiny_student, pairs), None)
-    assert "Queued" in status and isinstance(visitor, app.Visitor)
+    status, visitor = prepare_run(*_form(tiny_teacher, tiny_student, pairs), None)
+    assert "Queued" in status and isinstance(visitor, Visitor)
 
 
 def test_make_config_adds_the_uploaded_languages(tmp_path, tiny_teacher, tiny_student):
     from kd.config import TrainConfig
 
     pairs = _pairs_file(tmp_path / "de.tsv", lang="de")
-    cfg = app.make_config(*_form(tiny_teacher, tiny_student, pairs))
+    cfg = make_config(*_form(tiny_teacher, tiny_student, pairs))
     assert cfg.langs == ["fr", "de"] and cfg.data == [str(pairs)]
     assert cfg.eval_every > 0 and cfg.checkpoint_every == 0
     # A file without a header is in the chosen language when there is exactly one.
     bare = tmp_path / "bare.tsv"
     bare.write_text(pairs.read_text("utf-8").split("\n", 1)[1], encoding="utf-8")
-    assert app.make_config(*_form(tiny_teacher, tiny_student, bare)).langs == ["fr"]
+    assert make_config(*_form(tiny_teacher, tiny_student, bare)).langs == ["fr"]
     with pytest.raises(ValueError, match="language"):
-        app.make_config(*_form(tiny_teacher, tiny_student, bare, langs=["fr", "de"]))
-    assert TrainConfig().freeze_layers == app.FREEZE_LAYERS
+        make_config(*_form(tiny_teacher, tiny_student, bare, langs=["fr", "de"]))
+    assert TrainConfig().freeze_layers == settings.FREEZE_LAYERS
 
 
 def test_distill_then_compare_with_per_visitor_students(
@@ -298,8 +304,8 @@ def test_distill_then_compare_with_per_visitor_students(
     from sentence_transformers import SentenceTransformer
 
     pairs = _pairs_file(tmp_path / "fr.tsv")
-    alice, bob = app.Visitor(), app.Visitor()
-    outputs = list(app.run_distillation(*_form(tiny_teacher, tiny_student, pairs), alice))
+    alice, bob = Visitor(), Visitor()
+    outputs = list(run_distillation(*_form(tiny_teacher, tiny_student, pairs), alice))
     status, curve, table, bars, zip_path, visitor = outputs[-1]
     assert visitor is alice and not alice.training
     assert "Distillation finished" in status
@@ -319,8 +325,8 @@ def test_distill_then_compare_with_per_visitor_students(
     assert vecs.shape == (1, 32)
 
     # Alice sees her student; Bob, with his own state, does not.
-    fig_a, table_a = app.compare(TEXT, tiny_teacher, tiny_student, alice)
-    fig_b, _ = app.compare(TEXT, tiny_teacher, tiny_student, bob)
+    fig_a, table_a = compare(TEXT, tiny_teacher, tiny_student, alice)
+    fig_b, _ = compare(TEXT, tiny_teacher, tiny_student, bob)
     assert len(fig_a.data) == 3 and len(fig_b.data) == 2
     assert "cos (student, distilled)" in table_a.columns
     assert bob.student_dir is None and alice.student_dir != bob.student_dir
@@ -329,30 +335,30 @@ def test_distill_then_compare_with_per_visitor_students(
 
     # A second run replaces the first student on disk.
     first = Path(alice.student_dir)
-    list(app.run_distillation(*_form(tiny_teacher, tiny_student, pairs, evals=0), alice))
+    list(run_distillation(*_form(tiny_teacher, tiny_student, pairs, evals=0), alice))
     assert not first.exists() and Path(alice.student_dir).is_dir()
-    app.forget_visitor(alice)
+    forget_visitor(alice)
     assert not Path(alice.workdir).exists()
 
 
 def test_stop_before_start_and_during_a_run(tmp_path, tiny_teacher, tiny_student, isolated_cache):
     pairs = _pairs_file(tmp_path / "fr.tsv", n=200)
-    visitor = app.Visitor()
-    assert "Nothing" in app.request_stop(None) and "Nothing" in app.request_stop(visitor)
+    visitor = Visitor()
+    assert "Nothing" in request_stop(None) and "Nothing" in request_stop(visitor)
     assert not visitor.stop_requested
-    _, visitor = app.prepare_run(*_form(tiny_teacher, tiny_student, pairs), visitor)
-    assert visitor.queued and "before" in app.request_stop(visitor)
-    outputs = list(app.run_distillation(*_form(tiny_teacher, tiny_student, pairs), visitor))
+    _, visitor = prepare_run(*_form(tiny_teacher, tiny_student, pairs), visitor)
+    assert visitor.queued and "before" in request_stop(visitor)
+    outputs = list(run_distillation(*_form(tiny_teacher, tiny_student, pairs), visitor))
     assert len(outputs) == 1 and "before the run started" in outputs[0][0]
     assert visitor.student_dir is None and not visitor.stop_requested and not visitor.queued
 
     form = _form(tiny_teacher, tiny_student, pairs, epochs=5, batch_size=4, evals=0)
-    run = app.run_distillation(*form, visitor)
+    run = run_distillation(*form, visitor)
     last = None
     for out in run:
         last = out
         if visitor.training and not visitor.stop_requested and out[1] is not gr.skip():
-            assert "Stopping" in app.request_stop(visitor)
+            assert "Stopping" in request_stop(visitor)
     status = last[0]
     assert "stopped early" in status, status
     assert Path(visitor.student_dir).is_dir() and not visitor.training
@@ -360,12 +366,12 @@ def test_stop_before_start_and_during_a_run(tmp_path, tiny_teacher, tiny_student
 
 def test_leaving_mid_run_stops_the_worker(tmp_path, tiny_teacher, tiny_student, isolated_cache):
     pairs = _pairs_file(tmp_path / "fr.tsv", n=200)
-    visitor = app.Visitor()
-    run = app.run_distillation(*_form(tiny_teacher, tiny_student, pairs, epochs=5), visitor)
+    visitor = Visitor()
+    run = run_distillation(*_form(tiny_teacher, tiny_student, pairs, epochs=5), visitor)
     assert next(run)[0] == "Starting…" and visitor.training
     run.close()  # what gradio does when the tab closes or the event is cancelled
     assert visitor.stop_requested and not visitor.training
-    assert app._trainings["running"] == 0
+    assert model_cache._trainings["running"] == 0
     deadline = time.monotonic() + 60
     while any(t.name == "kd-distill" for t in threading.enumerate()):
         assert time.monotonic() < deadline, "the training thread did not stop"
@@ -374,17 +380,17 @@ def test_leaving_mid_run_stops_the_worker(tmp_path, tiny_teacher, tiny_student, 
 
 def test_bad_model_during_the_run_is_a_gr_error(tmp_path, tiny_student, isolated_cache):
     pairs = _pairs_file(tmp_path / "fr.tsv")
-    visitor = app.Visitor()
+    visitor = Visitor()
     form = _form(str(tmp_path / "no-such-dir"), tiny_student, pairs)
     with pytest.raises(gr.Error) as err:
-        list(app.run_distillation(*form, visitor))
+        list(run_distillation(*form, visitor))
     assert "unknown model" in _message(err) or "no-such-dir" in _message(err)
-    assert not visitor.training and app._trainings["running"] == 0
+    assert not visitor.training and model_cache._trainings["running"] == 0
 
 
 def test_server_status_mentions_models_and_umap(tiny_teacher):
-    app.get_encoder(tiny_teacher)
-    line = app.server_status()
+    get_encoder(tiny_teacher)
+    line = server_status()
     assert "UMAP" in line and "ready" in line
 
 
@@ -578,5 +584,8 @@ def test_requirements_txt_matches_pyproject():
 def test_model_ids_match_the_core():
     from kd.models import DEFAULT_STUDENT, DEFAULT_TEACHER, OFFLINE_MODELS
 
-    assert (app.DEFAULT_TEACHER, app.DEFAULT_STUDENT) == (DEFAULT_TEACHER, DEFAULT_STUDENT)
-    assert set(app.TEACHER_CHOICES + app.STUDENT_CHOICES) <= set(OFFLINE_MODELS)
+    assert (settings.DEFAULT_TEACHER, settings.DEFAULT_STUDENT) == (
+        DEFAULT_TEACHER,
+        DEFAULT_STUDENT,
+    )
+    assert set(settings.TEACHER_CHOICES + settings.STUDENT_CHOICES) <= set(OFFLINE_MODELS)

@@ -1,0 +1,102 @@
+"""The Compare tab: cosine heatmaps of a visitor's sentences under each model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from webapp.model_cache import encode
+from webapp.session import Visitor, user_error
+from webapp.settings import COMPARE_FILE, MAX_LINE_CHARS, MAX_LINES, MAX_TEXT_CHARS, MODEL_LABELS
+
+
+def default_compare_text() -> str:
+    """The Compare tab's prefilled sentences (assets/compare_sentences.tsv), one per line."""
+    lines = COMPARE_FILE.read_text(encoding="utf-8").splitlines()[1:]
+    return "\n".join(line.split("\t", 1)[1] for line in lines if "\t" in line)
+
+
+def read_sentences(text: str | None) -> list[str]:
+    """The sentences of a text box, one per line, cleaned; ``ValueError`` if unusable."""
+    from kd.data import clean_text
+
+    if text is None or not text.strip():
+        raise ValueError("the text box is empty; type at least two sentences, one per line")
+    if len(text) > MAX_TEXT_CHARS:
+        raise ValueError(
+            f"the text has {len(text):,} characters; the limit is {MAX_TEXT_CHARS:,}: "
+            "compare fewer or shorter sentences"
+        )
+    sentences = [s for s in (clean_text(line) for line in text.splitlines()) if s]
+    if len(sentences) < 2:
+        raise ValueError("type at least two sentences, one per line")
+    if len(sentences) > MAX_LINES:
+        raise ValueError(f"{len(sentences)} sentences; compare at most {MAX_LINES} at a time")
+    for i, s in enumerate(sentences, start=1):
+        if len(s) > MAX_LINE_CHARS:
+            raise ValueError(
+                f"sentence {i} has {len(s):,} characters; the limit is {MAX_LINE_CHARS:,}"
+            )
+    return sentences
+
+
+def model_vectors(
+    sentences: list[str], teacher: str, student: str, visitor: Visitor | None, which=None
+) -> dict:
+    """label -> vectors of the sentences by the teacher, the untrained student and the
+    visitor's own distilled student (if they have one), in that order."""
+    which = which or list(MODEL_LABELS)
+    vectors = {}
+    if "teacher" in which:
+        vectors[MODEL_LABELS["teacher"]] = encode(teacher, sentences)
+    if "untrained" in which:
+        vectors[MODEL_LABELS["untrained"]] = encode(student, sentences)
+    if "distilled" in which and visitor is not None and visitor.student_dir:
+        if not Path(visitor.student_dir).is_dir():
+            raise ValueError("your distilled student has expired; run the Distill tab again")
+        vectors[MODEL_LABELS["distilled"]] = encode(visitor.student_dir, sentences, public=False)
+    return vectors
+
+
+def closest_pairs(sentences: list[str], matrices: dict, top: int = 10):
+    """The ``top`` most similar pairs of different sentences, ranked by the last model."""
+    import numpy as np
+    import pandas as pd
+
+    names = list(matrices)
+    rank_by = matrices[names[-1]]
+    i, j = np.triu_indices(len(sentences), k=1)
+    keep = np.array([sentences[a] != sentences[b] for a, b in zip(i, j, strict=True)], dtype=bool)
+    i, j = i[keep], j[keep]
+    order = np.argsort(-rank_by[i, j], kind="stable")[:top]
+    rows = {
+        "rank": np.arange(1, len(order) + 1),
+        "sentence A": [sentences[k] for k in i[order]],
+        "sentence B": [sentences[k] for k in j[order]],
+    }
+    for name in names:
+        rows[f"cos ({name})"] = np.round(matrices[name][i[order], j[order]], 3)
+    return pd.DataFrame(rows)
+
+
+def compare(text: str, teacher: str, student: str, visitor: Visitor | None):
+    """Cosine heatmaps of the sentences for each model, and the closest pairs.
+
+    Returns:
+        (figure with one heatmap per model: teacher, untrained student, and the visitor's
+        distilled student if they have one; DataFrame of the closest pairs, ranked by the last
+        model).
+
+    Raises:
+        gr.Error: empty or oversized text, a model that cannot be loaded.
+    """
+    from viz.figures import similarity_heatmaps
+    from viz.metrics import cosine_matrix
+
+    try:
+        sentences = read_sentences(text)
+        vectors = model_vectors(sentences, teacher, student, visitor)
+        matrices = {name: cosine_matrix(v) for name, v in vectors.items()}
+        fig = similarity_heatmaps(matrices, sentences, title="cosine similarity")
+        return fig, closest_pairs(sentences, matrices)
+    except ValueError as err:
+        raise user_error(str(err)) from None

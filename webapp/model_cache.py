@@ -1,0 +1,134 @@
+"""Read-only models (teachers, untrained students, visitors' students by folder), loaded
+lazily, once, behind an LRU cache, with their loading state in the page's status line."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+
+import gradio as gr
+
+from webapp.settings import DEFAULT_STUDENT, DEFAULT_TEACHER, MODEL_CACHE_SIZE
+
+log = logging.getLogger("kd.app")
+
+_model_state: dict[str, str] = {}  # public model name -> "loading" | "ready" | "failed"
+_model_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
+_trainings = {"running": 0}
+_trainings_lock = threading.Lock()
+_warm_up_started = threading.Event()
+
+
+@functools.lru_cache(maxsize=MODEL_CACHE_SIZE)
+def _load_encoder(name: str):
+    from kd.models import Encoder, pick_device, quiet_transformers
+
+    quiet_transformers()
+    return Encoder.load(name, pick_device("auto"))
+
+
+def get_encoder(name: str, *, public: bool = True):
+    """The encoder for a model id or folder, loaded on first use and cached (LRU, by name).
+
+    Args:
+        name: a model id or a sentence-transformers folder.
+        public: show its loading state in the page's status line (False for a visitor's own
+            student, whose folder name is nobody else's business).
+
+    Raises:
+        ValueError: the model cannot be loaded (the message says why).
+    """
+    name = (name or "").strip()
+    if not name:
+        raise ValueError("no model chosen; pick a teacher and a student at the top of the page")
+    with _locks_guard:
+        lock = _model_locks.setdefault(name, threading.Lock())
+    with lock:  # one load per name; other names load (and hit the cache) meanwhile
+        if public and _model_state.get(name) != "ready":
+            _model_state[name] = "loading"
+        try:
+            encoder = _load_encoder(name)
+        except Exception:
+            if public:
+                _model_state[name] = "failed"
+            raise
+        if public:
+            _model_state[name] = "ready"
+        return encoder
+
+
+@functools.lru_cache(maxsize=32)
+def _encode_cached(name: str, sentences: tuple[str, ...], public: bool):
+    vectors = get_encoder(name, public=public).encode(list(sentences))
+    vectors.flags.writeable = False  # shared by every caller that asks for the same sentences
+    return vectors
+
+
+def encode(name: str, sentences: list[str], *, public: bool = True):
+    """``np.ndarray (n, d)`` of a model's vectors, cached by (model, sentences): a redraw with
+    another projection or the same Compare text does not encode again."""
+    return _encode_cached((name or "").strip(), tuple(sentences), public)
+
+
+def _warm_models(names: list[str]) -> None:
+    for name in names:
+        try:
+            get_encoder(name)
+        except Exception as err:  # shown in the status line; the page keeps working
+            log.warning("could not preload %s: %s", name, err)
+
+
+def start_background_warm_up(models: list[str] | None = None) -> None:
+    """Compile UMAP and load the default models in background threads (called at launch)."""
+    from viz.project import warm_up_in_background
+
+    _warm_up_started.set()
+    warm_up_in_background()
+    names = models if models is not None else [DEFAULT_TEACHER, DEFAULT_STUDENT]
+    threading.Thread(target=_warm_models, args=(names,), name="kd-preload", daemon=True).start()
+
+
+def training_started() -> None:
+    """Count a training in the status line (:func:`training_finished` when it ends)."""
+    with _trainings_lock:
+        _trainings["running"] += 1
+
+
+def training_finished() -> None:
+    with _trainings_lock:
+        _trainings["running"] -= 1
+
+
+def server_status() -> str:
+    """One status line: which models are loaded, whether UMAP is compiled, trainings running."""
+    from viz.project import is_warm
+
+    marks = {"ready": "ready", "loading": "loading…", "failed": "failed to load"}
+    models = (
+        ", ".join(
+            f"`{name.rsplit('/', 1)[-1]}` {marks[state]}" for name, state in _model_state.items()
+        )
+        or "none loaded yet (they load on first use)"
+    )
+    if is_warm():
+        umap = "ready"
+    elif _warm_up_started.is_set():
+        umap = "compiling in the background (PCA works meanwhile)"
+    else:
+        umap = "compiles on first use (20-40 s)"
+    running = _trainings["running"]
+    training = f"{running} running" if running else "idle"
+    return f"**Status** · models: {models} · UMAP: {umap} · training: {training}"
+
+
+def status_tick():
+    busy = not all_ready()
+    return server_status(), gr.Timer(value=2 if busy else 15)
+
+
+def all_ready() -> bool:
+    from viz.project import is_warm
+
+    return is_warm() and all(state != "loading" for state in _model_state.values())
