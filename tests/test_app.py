@@ -378,6 +378,27 @@ def test_leaving_mid_run_stops_the_worker(tmp_path, tiny_teacher, tiny_student, 
         time.sleep(0.1)
 
 
+def test_next_run_waits_for_the_previous_worker(
+    tmp_path, tiny_teacher, tiny_student, isolated_cache
+):
+    """A run whose page event ended (tab closed) may still be saving: the next run waits for
+    its worker instead of training beside it on the same cores."""
+    from webapp import distill
+
+    pairs = _pairs_file(tmp_path / "fr.tsv")
+    distill._training_slot.acquire()  # the previous visitor's worker, still winding down
+    try:
+        visitor = Visitor()
+        run = run_distillation(*_form(tiny_teacher, tiny_student, pairs, evals=0), visitor)
+        assert next(run)[0] == "Starting…"
+        assert "waiting for the previous run" in next(run)[0]
+    finally:
+        distill._training_slot.release()
+    status = list(run)[-1][0]
+    assert "Distillation finished" in status and Path(visitor.student_dir).is_dir()
+    assert not distill._training_slot.locked()
+
+
 def test_bad_model_during_the_run_is_a_gr_error(tmp_path, tiny_student, isolated_cache):
     pairs = _pairs_file(tmp_path / "fr.tsv")
     visitor = Visitor()

@@ -254,9 +254,21 @@ def _zip_student(out: Path) -> str:
     return str(path)
 
 
+# Held by the worker thread for the whole run, not just while the page's event lasts: when a
+# visitor closes the tab, gradio frees the event's slot at once, but the worker still needs a
+# moment to notice the stop and save; the next run waits here instead of overlapping with it.
+_training_slot = threading.Lock()
+
+
 def _train_worker(cfg, events: queue.Queue, visitor: Visitor) -> None:
     from kd.train import distill
 
+    if not _training_slot.acquire(blocking=False):
+        events.put(("status", "waiting for the previous run to finish saving…"))
+        while not _training_slot.acquire(timeout=0.5):
+            if visitor.stop_requested:
+                events.put(("error", "stopped before the run started"))
+                return
     try:
         result = distill(
             cfg,
@@ -271,6 +283,8 @@ def _train_worker(cfg, events: queue.Queue, visitor: Visitor) -> None:
     except Exception as err:  # shown to the visitor; the server keeps serving
         log.exception("distillation failed")
         events.put(("error", f"the distillation failed: {type(err).__name__}: {err}"))
+    finally:
+        _training_slot.release()
 
 
 def run_distillation(
