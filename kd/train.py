@@ -374,7 +374,9 @@ def distill(
     }
     say(f"saving the student to {out}")
     student.save(out, keep=(CHECKPOINT,))
-    atomic_write_json(out / "kd_config.json", cfg.to_dict())
+    # The teacher's fingerprint lets an index built by the teacher accept this student's queries.
+    run_config = cfg.to_dict() | {"teacher_fingerprint": teacher.fingerprint()}
+    atomic_write_json(out / "kd_config.json", run_config)
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_json(out / "history.json", history)
     if ckpt.exists() and not stopped:
