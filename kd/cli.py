@@ -1,4 +1,4 @@
-"""The ``kd`` command line: distill, eval, embed, models, plot.
+"""The ``kd`` command line: distill, eval, embed, models, plot, index, search.
 
 Every user mistake ends in one line on stderr (``kd: error: ...``) and exit status 2; never a
 traceback. Long jobs show tqdm progress bars.
@@ -124,6 +124,37 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", required=True, help="directory for the figures")
     pl.add_argument("--png", action="store_true", help="also write PNG (needs kaleido + chromium)")
     pl.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
+    ix = sub.add_parser(
+        "index",
+        help="embed sentences into an SQLite search index (sqlite-vec)",
+        description="Files: .tsv (english<TAB>translation; both sides are indexed), .jsonl "
+        "(objects with 'text', 'lang' and an optional 'id'), .txt (one sentence per line; "
+        "needs --lang). Running it again adds only what is new, and continues an interrupted run.",
+    )
+    ix.add_argument("files", nargs="+", metavar="FILE", help="sentence files to index")
+    ix.add_argument("--model", required=True, help="model id or directory that embeds them")
+    ix.add_argument("--db", required=True, help="index file (created if missing)")
+    ix.add_argument(
+        "--lang", default=None, help="language of .txt lines (and .tsv/.jsonl lacking one)"
+    )
+    ix.add_argument("--batch-size", type=_ints, default=256, help="sentences per committed batch")
+    ix.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
+    se = sub.add_parser("search", help="the sentences of an index nearest to a query")
+    se.add_argument("query", help="the text to search for")
+    se.add_argument("--db", required=True, help="index file made by kd index")
+    se.add_argument(
+        "--model",
+        default=None,
+        help="model that embeds the query (default: the index's; a student distilled from it "
+        "also works)",
+    )
+    se.add_argument("-k", type=_ints, default=10, help="how many results")
+    se.add_argument("--lang", default=None, help="only results in this language")
+    se.add_argument("--exact", action="store_true", help="score every row (slow, for checking)")
+    se.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    se.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     return p
 
 
@@ -301,12 +332,80 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_index(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from kd.models import Encoder, pick_device, prepare_torch
+    from kd.search import index_rows, read_rows
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    rows = [row for name in args.files for row in read_rows(name, args.lang)]
+    device = pick_device(args.device)
+    prepare_torch(device)
+    model = Encoder.load(args.model, device)
+    bars: list[tqdm] = []  # opened once the index is open and checked
+
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, desc="index", unit="sent"))
+        bars[0].update(done - bars[0].n)
+
+    try:
+        counts = index_rows(model, args.db, rows, args.batch_size, progress)
+    finally:
+        for bar in bars:
+            bar.close()
+    print(
+        f"kd: indexed {counts['new']} new sentences ({counts['present']} were already there); "
+        f"{args.db} holds {counts['total']}"
+    )
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from kd.langs import normalize_lang
+    from kd.store import VectorStore, index_info
+
+    query = args.query.strip()
+    if not query:
+        raise ValueError("empty query; give the text to search for")
+    if not 1 <= args.k <= 4096:
+        raise ValueError(f"-k must be from 1 to 4096, got {args.k}")
+    info = index_info(args.db)
+    lang = normalize_lang(args.lang) if args.lang else None
+    if lang is not None and lang not in info["langs"]:
+        held = ", ".join(info["langs"]) or "nothing yet"
+        raise ValueError(f"{args.db} has no sentences in {lang!r}; it holds: {held}")
+    from kd.models import Encoder, pick_device, prepare_torch
+    from kd.search import model_stamp
+
+    device = pick_device(args.device)
+    prepare_torch(device)
+    model = Encoder.load(args.model or info["model"].model_id, device)
+    with VectorStore.open(args.db, model_stamp(model)) as store:
+        if store.note:
+            print(
+                f"kd: note: {store.note} ({model.name} -> {store.model.model_id})", file=sys.stderr
+            )
+        hits = store.search(model.encode([query]), args.k, lang, exact=args.exact)[0]
+    if args.json:
+        print(json.dumps([h.__dict__ for h in hits], ensure_ascii=False, indent=2))
+        return 0
+    for rank, h in enumerate(hits, 1):
+        ident = f" [{h.id}]" if h.id is not None else ""
+        print(f"{rank:>3}  {h.score:.3f}  {h.lang}  {h.text}{ident}  ({h.source})")
+    return 0
+
+
 COMMANDS = {
     "distill": cmd_distill,
     "eval": cmd_eval,
     "embed": cmd_embed,
     "models": cmd_models,
     "plot": cmd_plot,
+    "index": cmd_index,
+    "search": cmd_search,
 }
 
 
@@ -323,7 +422,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kd: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("kd: interrupted (a distill run continues with --resume)", file=sys.stderr)
+        again = {
+            "distill": " (a distill run continues with --resume)",
+            "index": " (finished batches are kept; the same kd index command continues)",
+        }
+        print(f"kd: interrupted{again.get(args.command, '')}", file=sys.stderr)
         return 130
 
 
