@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kd.archive import PICKLE_SUFFIXES
 from kd.io import atomic_directory, cache_dir
 
 log = logging.getLogger("kd")
@@ -34,7 +35,6 @@ log = logging.getLogger("kd")
 DEFAULT_TEACHER = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_STUDENT = "intfloat/multilingual-e5-small"
 MPNET = "sentence-transformers/all-mpnet-base-v2"
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 
 @dataclass(frozen=True)
@@ -147,12 +147,25 @@ def offline_models() -> list[dict[str, str]]:
 
 
 def _check_local_dir(path: Path) -> None:
+    """A model folder must hold safetensors weights and no pickle file, at any depth.
+
+    A pickle next to safetensors weights would not be loaded by the transformer, but a
+    sentence-transformers module folder (``2_Dense/pytorch_model.bin``) without its own
+    safetensors file would be: refusing every pickle keeps the rule simple to state and check.
+    """
     weights = list(path.glob("*.safetensors")) + list(path.glob("*/*.safetensors"))
-    pickles = [p for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES]
-    if not weights and pickles:
+    pickles = sorted(
+        p.relative_to(path).as_posix()
+        for pattern in ("*", "*/*", "*/*/*")
+        for p in path.glob(pattern)
+        if p.suffix.lower() in PICKLE_SUFFIXES
+    )
+    if pickles:
+        what = "only pickle-based weights" if not weights else "pickle files besides safetensors"
         raise ValueError(
-            f"{path}: only pickle-based weights ({pickles[0].name}); kd loads safetensors only, "
-            "because pickle files can run code. Convert the model to safetensors first."
+            f"{path}: {what} ({', '.join(pickles[:3])}); kd loads safetensors only, because "
+            "pickle files can run code when loaded. Convert the model to safetensors "
+            "(save_pretrained(..., safe_serialization=True)) and delete the pickle files."
         )
     if not weights:
         raise ValueError(f"{path}: no model weights (*.safetensors) in this directory")
