@@ -33,10 +33,12 @@ from webapp.distill import (
     RESULT_COLUMNS,
     lang_label,
     language_update,
+    load_student_zip,
     prepare_run,
     request_stop,
     run_distillation,
 )
+from webapp.guards import launch_options
 from webapp.model_cache import server_status, start_background_warm_up, status_tick
 from webapp.session import Visitor, forget_visitor
 from webapp.settings import (
@@ -48,7 +50,6 @@ from webapp.settings import (
     MAX_EPOCHS,
     MAX_EVAL_PAIRS,
     MAX_PAIRS,
-    MAX_UPLOAD_BYTES,
     MODEL_LABELS,
     SOURCES,
     STUDENT_CHOICES,
@@ -70,7 +71,10 @@ def build_demo() -> gr.Blocks:
 
     Loads no model and starts no thread: that happens on first use and in :func:`main`.
     """
-    with gr.Blocks(title="Multilingual knowledge distillation") as demo:
+    # Uploads (up to MAX_STUDENT_ZIP_BYTES each) and served zips leave the disk with the visitor.
+    with gr.Blocks(
+        title="Multilingual knowledge distillation", delete_cache=(3600, VISITOR_TTL_S)
+    ) as demo:
         visitor = gr.State(Visitor(), time_to_live=VISITOR_TTL_S, delete_callback=forget_visitor)
         gr.Markdown(INTRO)
         status = gr.Markdown("**Status** · starting…", elem_id="server-status")
@@ -159,6 +163,12 @@ def build_demo() -> gr.Blocks:
                         label="the distilled student (zip)",
                         interactive=False,
                         elem_id="download",
+                    )
+                    student_zip = gr.File(
+                        label="or bring back a student you downloaded earlier (its zip)",
+                        file_types=[".zip"],
+                        type="filepath",
+                        elem_id="student-zip",
                     )
 
             with gr.Tab("Compare", id="compare"):
@@ -263,6 +273,14 @@ def build_demo() -> gr.Blocks:
             show_progress_on=[run_status],
         )
         stop.click(request_stop, visitor, run_status, concurrency_limit=None, api_name="stop")
+        student_zip.upload(
+            load_student_zip,
+            [student_zip, visitor],
+            [run_status, visitor],
+            concurrency_limit=1,
+            concurrency_id="student-zip",
+            api_name="load_student",
+        )
         compare_btn.click(
             compare,
             [text, teacher, student, visitor],
@@ -313,7 +331,7 @@ def main() -> None:
     demo.launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),
         server_port=port,
-        max_file_size=MAX_UPLOAD_BYTES,
+        **launch_options(),  # the upload cap, and kd's folders blocked from file serving
     )
 
 

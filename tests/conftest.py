@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,14 @@ def tiny_teacher(tmp_path_factory) -> str:
 def tiny_student(tmp_path_factory) -> str:
     """Another tiny random BERT (different seed) to play the student."""
     return str(_build_tiny_bert(tmp_path_factory.mktemp("student"), seed=1))
+
+
+@pytest.fixture
+def allow_tiny_models(monkeypatch, tiny_teacher, tiny_student) -> None:
+    """Let the app load the tiny models: their folders join its allowed model folders through
+    ``KD_MODEL_DIRS``, as an operator lists theirs (the app refuses other server paths)."""
+    folders = [str(Path(tiny_teacher).parent), str(Path(tiny_student).parent)]
+    monkeypatch.setenv("KD_MODEL_DIRS", os.pathsep.join(folders))
 
 
 @pytest.fixture

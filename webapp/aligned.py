@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from kd.langs import parse_langs
 from webapp.compare import model_vectors
+from webapp.guards import check_data_dir
 from webapp.session import Visitor, user_error
 from webapp.settings import MAX_LANGS, MAX_POINTS, PAIRS_DIR, SOURCES
 from webapp.uploads import check_upload, read_upload
@@ -46,9 +46,11 @@ def sentence_set(
             )
         pairs = [p for lang in langs for p in read_tsv(PAIRS_DIR / f"{lang}.tsv")]
     elif source == SOURCES[1]:
-        if not (tatoeba_dir or "").strip():
-            raise ValueError("type the path of a folder with tatoeba.XXX-eng.XXX files")
-        by_lang = read_tatoeba(Path(tatoeba_dir.strip()).expanduser(), langs)
+        folder = check_data_dir(tatoeba_dir)
+        try:
+            by_lang = read_tatoeba(folder, langs)
+        except ValueError as err:  # name the folder as the visitor typed it
+            raise ValueError(str(err).replace(str(folder), tatoeba_dir.strip())) from None
         pairs = [p for lang in langs for p in by_lang[lang]]
     elif source == SOURCES[2]:
         file = check_upload(upload, "a .tsv file of english<TAB>translation lines")

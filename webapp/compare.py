@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from webapp.guards import check_model_name
 from webapp.model_cache import encode
 from webapp.session import Visitor, user_error
 from webapp.settings import COMPARE_FILE, MAX_LINE_CHARS, MAX_LINES, MAX_TEXT_CHARS, MODEL_LABELS
@@ -45,6 +46,8 @@ def model_vectors(
     """label -> vectors of the sentences by the teacher, the untrained student and the
     visitor's own distilled student (if they have one), in that order."""
     which = which or list(MODEL_LABELS)
+    teacher = check_model_name(teacher, visitor) if "teacher" in which else teacher
+    student = check_model_name(student, visitor) if "untrained" in which else student
     vectors = {}
     if "teacher" in which:
         vectors[MODEL_LABELS["teacher"]] = encode(teacher, sentences)

@@ -15,6 +15,8 @@ from pathlib import Path
 import gradio as gr
 
 from kd.langs import DEV_LANGS, lang_name
+from webapp import settings
+from webapp.guards import check_model_name
 from webapp.model_cache import training_finished, training_started
 from webapp.session import Visitor, user_error
 from webapp.settings import (
@@ -92,10 +94,17 @@ def make_config(
     freeze_layers,
     own_pairs: str | None,
     out: str = "student",
+    visitor: Visitor | None = None,
 ):
-    """The run's ``TrainConfig`` from the form, with the app's caps; ``ValueError`` if bad."""
+    """The run's ``TrainConfig`` from the form, with the app's caps; ``ValueError`` if bad.
+
+    The teacher and student names are checked first (:func:`webapp.guards.check_model_name`):
+    a typed path must lie inside the model folders, ``visitor``'s own included.
+    """
     from kd.config import TrainConfig
 
+    teacher = check_model_name(teacher, visitor)
+    student = check_model_name(student, visitor)
     langs = [*(langs or []), *(more_langs or [])]
     data, own = [], 0
     if own_pairs:
@@ -125,8 +134,8 @@ def make_config(
     eval_every = max(1, steps // (evals + 1)) if evals and eval_pairs else 0
     return TrainConfig(
         out=out,
-        teacher=(teacher or "").strip(),
-        student=(student or "").strip(),
+        teacher=teacher,
+        student=student,
         langs=langs,
         max_pairs=max_pairs,
         english_rows=english_rows,
@@ -159,7 +168,7 @@ def prepare_run(*args):
     *form, visitor = args
     visitor = visitor if visitor is not None else Visitor()
     try:
-        cfg = make_config(*form)
+        cfg = make_config(*form, visitor=visitor)
         _check_model_name(cfg.teacher)
         _check_model_name(cfg.student)
     except ValueError as err:
@@ -260,6 +269,96 @@ def _zip_student(out: Path) -> str:
 _training_slot = threading.Lock()
 
 
+def _replace_student(visitor: Visitor, folder: Path, zip_path: str | None) -> None:
+    """Make ``folder`` the visitor's student; the previous one's files go (one per visitor)."""
+    old = [visitor.student_dir, visitor.student_zip]
+    visitor.student_dir = str(folder)
+    visitor.student_zip = zip_path
+    visitor.teacher = None
+    visitor.metrics = None
+    for path in old:
+        if path and Path(path).is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path:
+            Path(path).unlink(missing_ok=True)
+
+
+def _student_root(folder: Path) -> Path:
+    """The sentence-transformers folder in an unpacked zip: the top, or its single subfolder."""
+    if (folder / "modules.json").is_file():
+        return folder
+    children = [p for p in folder.iterdir() if p.is_dir()]
+    if len(children) == 1 and (children[0] / "modules.json").is_file():
+        return children[0]
+    raise ValueError(
+        "the zip holds no sentence-transformers model (no modules.json at its top); upload the "
+        "zip the Distill tab offered, or a zip of a folder saved by SentenceTransformer.save"
+    )
+
+
+def load_student_zip(path: str | None, visitor: Visitor | None):
+    """The Distill tab's "bring back a student" upload: unpack, check and load a student zip.
+
+    The zip is unpacked by :func:`kd.archive.safe_extract` (no absolute or ``..`` paths, no
+    links, no pickle files, capped members and size) into the visitor's own work folder, and
+    the model is loaded once to prove that it works. It then becomes the visitor's student, as
+    if they had just distilled it: Compare and Aligned spaces show it.
+
+    Returns:
+        (status Markdown, visitor).
+
+    Raises:
+        gr.Error: no file, the wrong type or size, an unsafe or damaged zip, a model that does
+            not load, or a distillation of this visitor's still running.
+    """
+    from kd.archive import safe_extract
+    from webapp.model_cache import get_encoder
+
+    visitor = visitor if visitor is not None else Visitor()
+    out = None
+    try:
+        if visitor.training or visitor.queued:
+            raise ValueError(
+                "your distillation is still running; wait for it to end (or press Stop), then "
+                "load the zip"
+            )
+        file = check_upload(
+            path,
+            "a student zip",
+            suffixes=(".zip",),
+            limit=settings.MAX_STUDENT_ZIP_BYTES,
+            hint="upload the .zip the Distill tab offered (kd-student-run-N.zip)",
+        )
+        out = visitor.new_run_dir()
+        safe_extract(
+            file,
+            out,
+            max_members=settings.MAX_STUDENT_ZIP_MEMBERS,
+            max_bytes=settings.MAX_STUDENT_UNZIPPED_BYTES,
+        )
+        folder = _student_root(out)
+        try:
+            encoder = get_encoder(str(folder), public=False)
+        except ValueError:
+            raise
+        except Exception as err:  # a damaged weights file, an unknown architecture
+            raise ValueError(f"the zip's model does not load ({type(err).__name__})") from None
+    except ValueError as err:
+        if out is not None:
+            shutil.rmtree(out, ignore_errors=True)
+        message = str(err)
+        if out is not None:  # the server's folder names mean nothing to the visitor
+            message = message.replace(str(out.resolve()), "the zip").replace(str(out), "the zip")
+        raise user_error(message) from None
+    _replace_student(visitor, folder, None)
+    return (
+        f"**Student loaded** from {Path(path).name} ({encoder.dim}-d vectors). It is yours "
+        "for this session: the Compare and Aligned-spaces tabs now show it as *student, "
+        "distilled*.",
+        visitor,
+    )
+
+
 def _train_worker(cfg, events: queue.Queue, visitor: Visitor) -> None:
     from kd.train import distill
 
@@ -341,6 +440,7 @@ def run_distillation(
             freeze_layers,
             own_pairs,
             out=str(visitor.new_run_dir()),
+            visitor=visitor,
         )
     except ValueError as err:
         raise user_error(str(err)) from None
@@ -418,16 +518,9 @@ def run_distillation(
 
     visitor.stop_requested = False  # a Stop pressed during this run has been honoured
     metrics = result.metrics
-    old = [visitor.student_dir, visitor.student_zip]
-    visitor.student_dir = str(result.out)
-    visitor.student_zip = _zip_student(Path(result.out))
+    _replace_student(visitor, Path(result.out), _zip_student(Path(result.out)))
     visitor.teacher = cfg.teacher
     visitor.metrics = metrics
-    for path in old:  # one student per visitor on disk: the previous run's goes
-        if path and Path(path).is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        elif path:
-            Path(path).unlink(missing_ok=True)
     references = {}
     for stage in ("teacher", "student_untrained"):
         mean = metrics.get(stage, {}).get("mean")

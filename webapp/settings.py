@@ -35,6 +35,18 @@ MIN_PAIRS_SHOWN = 200  # languages with fewer gettext pairs are not offered
 VISITOR_TTL_S = 4 * 3600
 MODEL_CACHE_SIZE = 6
 UPLOAD_SUFFIXES = (".tsv", ".txt", ".jsonl", ".json")
+# A student zip the Distill tab offered, brought back: the default student is ~470 MB of
+# float32 weights, stored uncompressed. This is also the server's cap on any upload; the text
+# uploads above are refused by the handlers past MAX_UPLOAD_BYTES.
+MAX_STUDENT_ZIP_BYTES = 600 * 1024 * 1024
+MAX_STUDENT_UNZIPPED_BYTES = 1024 * 1024 * 1024
+MAX_STUDENT_ZIP_MEMBERS = 64
+
+# Server folders a visitor may name: models (besides kd's cache and the visitor's own student)
+# and data (Tatoeba folders), each env var a list separated by os.pathsep (":" on Linux).
+MODEL_DIRS_ENV = "KD_MODEL_DIRS"
+DATA_DIRS_ENV = "KD_DATA_DIRS"
+SHARED_DATA = ROOT.parent / "shared" / "data"
 
 MODEL_LABELS = {
     "teacher": "teacher",

@@ -1,0 +1,201 @@
+"""Which of the server's files a visitor may reach by typing a name, and what the server serves.
+
+Three fields take free text that could name a place on the server: the teacher and student
+dropdowns (custom values allowed) and the Aligned-spaces Tatoeba folder. Each is checked here
+before anything is opened:
+
+- a model is an offline id (``kd models``), a Hugging Face id ``owner/name``, or a folder inside
+  the model folders: kd's cache, the folders listed in ``$KD_MODEL_DIRS``, and the visitor's
+  own work folder (their distilled or uploaded student);
+- a Tatoeba folder lies inside the data folders: ``../shared/data`` next to the repository when
+  present, and the folders listed in ``$KD_DATA_DIRS``.
+
+Paths are resolved (``..`` and symbolic links followed) before the containment check, so
+``../../root``, ``~/.ssh`` or a link pointing out of an allowed folder are all refused. The
+refusal is the same whether or not the path exists, so the message tells nothing about the
+server's files beyond the allowed folders it names.
+
+:func:`launch_options` gives ``launch()`` the same folders as ``blocked_paths`` (so a later
+``GRADIO_ALLOWED_PATHS`` cannot expose them) and the upload size cap.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from webapp import settings
+from webapp.session import Visitor
+
+# Hugging Face's rule for a repository name part: letters, digits, '-', '_', '.', at most 96
+# characters, not starting or ending with '-' or '.'.
+_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
+HUB_ID = re.compile(rf"{_PART}/{_PART}")
+
+
+def _env_dirs(var: str) -> list[Path]:
+    """Existing folders listed in an environment variable (``os.pathsep``-separated)."""
+    dirs = []
+    for item in os.environ.get(var, "").split(os.pathsep):
+        item = item.strip()
+        if item and Path(item).expanduser().is_dir():
+            dirs.append(Path(item).expanduser().resolve())
+    return dirs
+
+
+def model_roots(visitor: Visitor | None = None) -> list[Path]:
+    """Folders a typed model path may lie in: kd's cache, ``$KD_MODEL_DIRS``, the visitor's own."""
+    from kd.io import cache_dir
+
+    roots = [cache_dir().resolve(), *_env_dirs(settings.MODEL_DIRS_ENV)]
+    if visitor is not None and visitor.workdir and Path(visitor.workdir).is_dir():
+        roots.append(Path(visitor.workdir).resolve())
+    return roots
+
+
+def data_roots() -> list[Path]:
+    """Folders a typed data path may lie in: ``../shared/data`` if present, ``$KD_DATA_DIRS``."""
+    roots = [settings.SHARED_DATA.resolve()] if settings.SHARED_DATA.is_dir() else []
+    return roots + _env_dirs(settings.DATA_DIRS_ENV)
+
+
+def inside(path: Path, roots: list[Path]) -> bool:
+    """Whether ``path`` (already resolved) is one of ``roots`` or lies below one."""
+    return any(path == root or root in path.parents for root in roots)
+
+
+def _shown(path: Path) -> str:
+    """A folder as the page names it: relative to the repository's parent, else ``~``-based."""
+    for base, prefix in ((settings.ROOT.parent, ".."), (Path.home(), "~")):
+        try:
+            rest = path.relative_to(base.resolve())
+        except ValueError:
+            continue
+        return f"{prefix}/{rest.as_posix()}" if rest.parts else prefix
+    return str(path)
+
+
+def _resolve_typed(text: str, base: Path | None) -> Path | None:
+    """The absolute, resolved path a typed text names (relative to ``base`` or the working
+    folder), or None if it cannot be a path on this server."""
+    if "\0" in text or "\\" in text:
+        return None
+    path = Path(text).expanduser()
+    if not path.is_absolute():
+        path = (base or Path.cwd()) / path
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop, a name too long
+        return None
+
+
+def check_model_name(name: str | None, visitor: Visitor | None = None) -> str:
+    """A typed teacher or student, checked before any file is opened; returns the clean name.
+
+    Example:
+        >>> check_model_name(" sentence-transformers/all-MiniLM-L6-v2 ")
+        'sentence-transformers/all-MiniLM-L6-v2'
+
+    Raises:
+        ValueError: empty, or neither an offline id, a Hugging Face ``owner/name`` id, nor a
+            folder inside :func:`model_roots` (the message lists those folders).
+    """
+    from kd.models import OFFLINE_MODELS
+
+    name = (name or "").strip()
+    if not name:
+        raise ValueError("no model chosen; pick a teacher and a student at the top of the page")
+    if name in OFFLINE_MODELS:
+        return name
+    local = os.path.lexists(Path(name).expanduser()) if "\0" not in name else False
+    if HUB_ID.fullmatch(name) and ".." not in name and not local:
+        return name  # downloaded by transformers where there is internet
+    roots = model_roots(visitor)
+    path = _resolve_typed(name, None)
+    if path is None or not inside(path, roots):
+        raise ValueError(
+            f"unknown model '{name[:200]}': not an offline model, not a Hugging Face id "
+            "(owner/name) and not a folder inside the ones this server loads models from ("
+            + ", ".join(_shown(r) for r in roots)
+            + f"; the server's {settings.MODEL_DIRS_ENV} adds folders). Offline models: "
+            + ", ".join(OFFLINE_MODELS)
+        )
+    if not path.exists():
+        raise ValueError(f"unknown model '{name[:200]}': no such folder")
+    if not path.is_dir():
+        raise ValueError(f"'{name[:200]}': give a model folder, not a file")
+    return name
+
+
+def check_data_dir(text: str | None) -> Path:
+    """A typed Tatoeba folder, resolved and checked to lie inside :func:`data_roots`.
+
+    Relative paths are taken from the repository (the field's placeholder,
+    ``../shared/data/tatoeba-dev``, works wherever the server was started). The folder's
+    ``tatoeba.*`` files must resolve inside the data folders too: a link to ``/etc/passwd``
+    placed in an allowed folder is refused.
+
+    Raises:
+        ValueError: empty, outside the data folders (the message lists them), not a folder, or
+            holding a ``tatoeba.*`` link that leads out.
+    """
+    text = (text or "").strip()
+    roots = data_roots()
+    allowed = ", ".join(_shown(r) for r in roots) or "none on this server"
+    if not text:
+        raise ValueError(
+            f"type the path of a folder with tatoeba.XXX-eng.XXX files, inside: {allowed}"
+        )
+    path = _resolve_typed(text, settings.ROOT)
+    if path is None or not inside(path, roots):
+        raise ValueError(
+            f"'{text[:200]}' is outside the folders this server reads data from ({allowed}; the "
+            f"server's {settings.DATA_DIRS_ENV} adds folders); pick a folder inside them, or "
+            "use the built-in sentences or an uploaded file"
+        )
+    if not path.is_dir():
+        raise ValueError(
+            f"'{text[:200]}': not a directory; pass the folder holding tatoeba.XXX-eng.XXX files"
+        )
+    for entry in path.iterdir():
+        if entry.name.startswith("tatoeba.") and not inside(entry.resolve(), roots):
+            raise ValueError(
+                f"'{text[:200]}': {entry.name} is a link that leads outside the allowed "
+                f"folders ({allowed}); refusing to read it"
+            )
+    return path
+
+
+def blocked_paths() -> list[str]:
+    """Folders gradio must never serve: kd's cache, the repository, the model and data folders.
+
+    Gradio serves only its upload folder by default; blocking these as well means that an
+    operator's later ``GRADIO_ALLOWED_PATHS`` cannot expose them. A folder holding the
+    visitors' work or gradio's own upload folder is left out (blocking it would stop gradio
+    from handing visitors their student zip).
+    """
+    from gradio.utils import get_upload_folder
+
+    from kd.io import cache_dir
+
+    keep_open = [settings.WORK_ROOT.resolve(), Path(get_upload_folder()).resolve()]
+    candidates = [
+        cache_dir().resolve(),
+        settings.ROOT.resolve(),
+        *_env_dirs(settings.MODEL_DIRS_ENV),
+        *data_roots(),
+    ]
+    blocked: list[str] = []
+    for folder in candidates:
+        if any(inside(open_dir, [folder]) for open_dir in keep_open):
+            continue
+        if str(folder) not in blocked:
+            blocked.append(str(folder))
+    return blocked
+
+
+def launch_options() -> dict:
+    """The ``launch()`` arguments that limit uploads and what gradio serves (``main()`` and the
+    tests use the same)."""
+    return {"max_file_size": settings.MAX_STUDENT_ZIP_BYTES, "blocked_paths": blocked_paths()}
