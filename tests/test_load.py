@@ -1,0 +1,206 @@
+"""Load: 20 visitors on Compare and Aligned spaces for a bounded time while two others train.
+
+The app is served in this process on tiny models and driven with ``gradio_client``, one client
+(one gradio session) per visitor. Asserted: no request fails; every answer is the asking
+visitor's own (their own sentences, no distilled student unless they trained one); each trainer
+sees exactly the student it downloaded, not the other trainer's; the process's peak memory
+stays bounded. ``KD_LOAD_SECONDS`` sets the visiting time (30 s by default).
+``bench/app_load.py`` does the same against the real default models.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import statistics
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+gr = pytest.importorskip("gradio")
+psutil = pytest.importorskip("psutil")
+
+import app  # noqa: E402
+from tests.test_app import TEXT, _form, _free_port, _heatmap_names, _pairs_file  # noqa: E402
+from webapp import settings  # noqa: E402
+from webapp.guards import launch_options  # noqa: E402
+
+VISITORS = 20
+SECONDS = float(os.environ.get("KD_LOAD_SECONDS", "30"))
+PEAK_RSS_LIMIT = 4 * 2**30  # the process: torch, gradio, 2 tiny models, 22 clients
+GROWTH_LIMIT = 1.5 * 2**30  # above the RSS measured before the visitors came
+
+
+class PeakRSS:
+    """Samples this process's resident memory in a thread; ``peak`` is the largest seen."""
+
+    def __init__(self, every: float = 0.2) -> None:
+        self.process = psutil.Process()
+        self.start = self.peak = self.process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
+        self._thread.start()
+
+    def _run(self, every: float) -> None:
+        while not self._stop.wait(every):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def _heatmap_z(plot_payload, name: str) -> np.ndarray:
+    plot = plot_payload["plot"] if isinstance(plot_payload, dict) else plot_payload
+    data = json.loads(plot)["data"] if isinstance(plot, str) else plot["data"]
+    z = next(t for t in data if t["type"] == "heatmap" and t["name"] == name)["z"]
+    if isinstance(z, dict):  # plotly's typed-array encoding: base64 bytes, dtype, shape
+        flat = np.frombuffer(base64.b64decode(z["bdata"]), dtype=z["dtype"])
+        shape = [int(n) for n in str(z.get("shape", len(flat))).split(",")]
+        return flat.reshape(shape).astype(float)
+    return np.asarray(z, dtype=float)
+
+
+def _own_cosines(zip_path: str, folder: Path) -> np.ndarray:
+    """What a downloaded student gives for TEXT, computed here without the app."""
+    from kd.models import Encoder
+    from viz.metrics import cosine_matrix
+
+    with zipfile.ZipFile(zip_path) as zf:
+        zf.extractall(folder)
+    return cosine_matrix(Encoder.load(str(folder)).encode(TEXT.splitlines()))
+
+
+@pytest.mark.slow
+def test_twenty_visitors_while_two_train(
+    tmp_path, monkeypatch, allow_tiny_models, isolated_cache, tiny_teacher, tiny_student
+):
+    from gradio_client import Client, handle_file
+
+    monkeypatch.setattr(settings, "WORK_ROOT", tmp_path / "visitors")
+    demo = app.build_demo()
+    port = _free_port()
+    demo.launch(
+        server_name="127.0.0.1",
+        server_port=port,
+        prevent_thread_lock=True,
+        quiet=True,
+        **launch_options(),
+    )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        # Warm the models once, so that the memory baseline includes them.
+        Client(url, verbose=False).predict(TEXT, tiny_teacher, tiny_student, api_name="/compare")
+        memory = PeakRSS()
+
+        # Two trainers with different data: their students must differ, each sees its own.
+        trainers, jobs = [], []
+        for seed in (1, 2):
+            client = Client(url, verbose=False)
+            form = _form(tiny_teacher, tiny_student, None, epochs=2, batch_size=8, evals=1)
+            form[-1] = handle_file(str(_pairs_file(tmp_path / f"fr{seed}.tsv", seed=seed)))
+            trainers.append(client)
+            jobs.append(client.submit(*form, api_name="/distill"))
+
+        latencies: dict[str, list[float]] = {"compare": [], "aligned": []}
+        errors: list[str] = []
+        lock = threading.Lock()
+        deadline = time.monotonic() + SECONDS
+
+        def visit(i: int) -> None:
+            try:
+                client = Client(url, verbose=False)
+            except Exception as err:  # pragma: no cover - reported below
+                with lock:
+                    errors.append(f"visitor {i} could not connect: {err!r}")
+                return
+            k = 0
+            while time.monotonic() < deadline:
+                k += 1
+                mine = f"the big red house {i}-{k}"
+                endpoint = "compare" if (i + k) % 2 else "aligned"
+                started = time.perf_counter()
+                try:
+                    if endpoint == "compare":
+                        plot, table = client.predict(
+                            f"{TEXT}\n{mine}", tiny_teacher, tiny_student, api_name="/compare"
+                        )
+                        cells = {s for row in table["data"] for s in row[1:3]}
+                        problem = (
+                            None
+                            if _heatmap_names(plot) == ["teacher", "student, untrained"]
+                            and mine in cells
+                            else f"visitor {i} got someone else's Compare: {sorted(cells)}"
+                        )
+                    else:
+                        _, numbers, _ = client.predict(
+                            settings.SOURCES[0],
+                            "",
+                            None,
+                            "de,fr",
+                            8,
+                            "pca",
+                            ["teacher", "untrained", "distilled"],
+                            tiny_teacher,
+                            tiny_student,
+                            api_name="/aligned",
+                        )
+                        problem = (
+                            None
+                            if "No distilled student yet" in numbers
+                            else f"visitor {i} saw a distilled student that is not theirs"
+                        )
+                except Exception as err:
+                    problem = f"visitor {i} {endpoint}: {err!r}"
+                seconds = time.perf_counter() - started
+                with lock:
+                    latencies[endpoint].append(seconds)
+                    if problem:
+                        errors.append(problem)
+
+        threads = [threading.Thread(target=visit, args=(i,)) for i in range(VISITORS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(SECONDS + 120)
+        finals = [job.result(timeout=240) for job in jobs]
+        peak = memory.stop()
+
+        served = {name: len(times) for name, times in latencies.items()}
+        for name, times in latencies.items():
+            if times:
+                p95 = float(np.percentile(times, 95))
+                print(
+                    f"{name}: {len(times)} requests, p50 {statistics.median(times):.3f} s, "
+                    f"p95 {p95:.3f} s"
+                )
+        print(f"peak RSS {peak / 2**20:.0f} MB (before the visitors {memory.start / 2**20:.0f} MB)")
+
+        assert not errors, errors[:5]
+        assert not any(t.is_alive() for t in threads)
+        assert served["compare"] >= VISITORS and served["aligned"] >= VISITORS, served
+        assert peak < PEAK_RSS_LIMIT and peak - memory.start < GROWTH_LIMIT, (peak, memory.start)
+
+        # Each trainer sees the student it downloaded; the two differ; a newcomer sees none.
+        own = []
+        for n, (client, final) in enumerate(zip(trainers, finals, strict=True)):
+            assert "Distillation finished" in final[0], final[0]
+            expected = _own_cosines(final[4], tmp_path / f"unzipped-{n}")
+            plot, _ = client.predict(TEXT, tiny_teacher, tiny_student, api_name="/compare")
+            assert _heatmap_names(plot)[-1] == "student, distilled"
+            seen = _heatmap_z(plot, "student, distilled")
+            assert np.allclose(seen, expected, atol=1e-4), (n, seen, expected)
+            own.append(seen)
+        assert not np.allclose(own[0], own[1], atol=1e-4), "both trainers got the same student"
+        plot, _ = Client(url, verbose=False).predict(
+            TEXT, tiny_teacher, tiny_student, api_name="/compare"
+        )
+        assert "student, distilled" not in _heatmap_names(plot)
+    finally:
+        demo.close()
