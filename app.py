@@ -40,6 +40,9 @@ from webapp.distill import (
 )
 from webapp.guards import launch_options
 from webapp.model_cache import server_status, start_background_warm_up, status_tick
+from webapp.search import ALL_LANGS, collection_langs, example_queries, search
+from webapp.search import MAX_K as SEARCH_MAX_K
+from webapp.search import RESULT_COLUMNS as SEARCH_COLUMNS
 from webapp.session import Visitor, forget_visitor
 from webapp.settings import (
     DEFAULT_STUDENT,
@@ -232,6 +235,42 @@ def build_demo() -> gr.Blocks:
                     interactive=False,
                 )
 
+            with gr.Tab("Search", id="search"):
+                gr.Markdown(
+                    "A query in any language against the demo collection: 381 sentences in 12 "
+                    "languages, indexed once per model in an SQLite file (`kd index` builds the "
+                    "same from your own files). Your distilled student searches the **teacher's** "
+                    "index: distilling put it in the teacher's space."
+                )
+                with gr.Row():
+                    query = gr.Textbox(
+                        example_queries()[0],
+                        label="query",
+                        scale=3,
+                        elem_id="search-query",
+                    )
+                    search_lang = gr.Dropdown(
+                        [ALL_LANGS, *collection_langs()],
+                        value=ALL_LANGS,
+                        label="find sentences in",
+                        scale=1,
+                    )
+                    top_k = gr.Slider(1, SEARCH_MAX_K, value=5, step=1, label="results per model")
+                gr.Examples([[q] for q in example_queries()], inputs=[query], label="try")
+                search_btn = gr.Button("Search", variant="primary", elem_id="search-btn")
+                search_notes = gr.Markdown(elem_id="search-notes")
+                with gr.Row():
+                    hits = [
+                        gr.Dataframe(
+                            label=label,
+                            headers=SEARCH_COLUMNS,
+                            interactive=False,
+                            wrap=True,
+                            elem_id=f"hits-{key}",
+                        )
+                        for key, label in MODEL_LABELS.items()
+                    ]
+
             with gr.Tab("Learn", id="learn"):
                 gr.Markdown(
                     LEARN_FILE.read_text(encoding="utf-8"),
@@ -305,6 +344,21 @@ def build_demo() -> gr.Blocks:
             [scatter, numbers, cosines],
             concurrency_limit=2,
             api_name="aligned",
+        )
+
+        search_btn.click(
+            search,
+            [query, top_k, search_lang, teacher, student, visitor],
+            [search_notes, *hits],
+            concurrency_limit=4,
+            api_name="search",
+        )
+        query.submit(
+            search,
+            [query, top_k, search_lang, teacher, student, visitor],
+            [search_notes, *hits],
+            concurrency_limit=4,
+            api_visibility="private",
         )
 
         timer = gr.Timer(2)

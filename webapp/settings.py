@@ -11,6 +11,8 @@ ASSETS = ROOT / "assets"
 PAIRS_DIR = ASSETS / "pairs"
 COMPARE_FILE = ASSETS / "compare_sentences.tsv"
 LEARN_FILE = ASSETS / "learn.md"
+SEARCH_COLLECTION = ASSETS / "search_collection.tsv"
+SEARCH_QUERIES = ASSETS / "search_queries.tsv"
 WORK_ROOT = Path(tempfile.gettempdir()) / "kd-app"
 
 # The offline ids (kept here as text so that importing the app does not import torch).

@@ -1,0 +1,176 @@
+"""The Search tab: a query in any language against a collection in many, under each model.
+
+The demo collection (``assets/search_collection.tsv``) is indexed with :mod:`kd.store` once per
+model, on first use, into kd's cache folder. The teacher and the untrained student each search
+their own index. A visitor's distilled student searches the index of the teacher it was
+distilled from: it lives in that teacher's space, which is the point of distilling (an English
+model's index, searched in any language).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from pathlib import Path
+
+from webapp.model_cache import encode, get_encoder
+from webapp.session import Visitor, user_error
+from webapp.settings import MAX_LINE_CHARS, MODEL_LABELS, SEARCH_COLLECTION, SEARCH_QUERIES
+
+MAX_K = 20
+ALL_LANGS = "all languages"
+RESULT_COLUMNS = ["rank", "score", "lang", "sentence", "id"]
+
+_build_locks: dict[str, threading.Lock] = {}
+_build_guard = threading.Lock()
+
+
+def read_collection(path: Path = SEARCH_COLLECTION):
+    """The rows of a collection file: ``id<TAB>lang<TAB>text`` lines after a header.
+
+    Raises:
+        ValueError: a malformed line (the message gives its number).
+    """
+    from kd.langs import normalize_lang
+    from kd.store import Row
+
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not lines or lines[0].split("\t") != ["id", "lang", "text"]:
+        raise ValueError(f"{path.name}: the first line must be id<TAB>lang<TAB>text")
+    rows = []
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) != 3 or not all(p.strip() for p in parts):
+            raise ValueError(f"{path.name}, line {number}: expected id<TAB>lang<TAB>text")
+        ext_id, lang, text = (p.strip() for p in parts)
+        rows.append(Row(text, normalize_lang(lang), path.name, ext_id))
+    return rows
+
+
+def collection_langs(path: Path = SEARCH_COLLECTION) -> list[str]:
+    """The collection's languages, English first, then by code."""
+    langs = {row.lang for row in read_collection(path)}
+    return sorted(langs, key=lambda lang: (lang != "en", lang))
+
+
+def example_queries(path: Path = SEARCH_QUERIES, n: int = 8) -> list[str]:
+    """A few of the team's test queries (``lang<TAB>query<TAB>expected_id``), one per language."""
+    seen, out = set(), []
+    for line in path.read_text(encoding="utf-8").splitlines()[1:]:
+        parts = line.split("\t")
+        if len(parts) == 3 and parts[0] not in seen:
+            seen.add(parts[0])
+            out.append(parts[1])
+    return out[:n]
+
+
+def demo_index(model: str, path: Path = SEARCH_COLLECTION) -> Path:
+    """The demo collection's index for ``model``, built on first use (a few seconds).
+
+    The file name carries the collection's hash and the model's weight fingerprint, so an edited
+    collection or another model gets its own index. Indexing is one transaction per batch and
+    idempotent, so a build cut short is completed by the next call.
+    """
+    from kd.io import cache_dir
+    from kd.search import index_rows
+
+    encoder = get_encoder(model)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    db = cache_dir("search") / f"demo-{digest}-{encoder.fingerprint()}.db"
+    with _build_guard:
+        lock = _build_locks.setdefault(str(db), threading.Lock())
+    with lock:  # two visitors asking at once: one builds, the other then finds it complete
+        index_rows(encoder, db, read_collection(path), batch_size=128)
+    return db
+
+
+def _query_text(query: str | None) -> str:
+    from kd.data import clean_text
+
+    text = clean_text(query or "")
+    if not text:
+        raise ValueError("the query is empty; type a sentence or a question in any language")
+    if len(text) > MAX_LINE_CHARS:
+        raise ValueError(f"the query has {len(text):,} characters; the limit is {MAX_LINE_CHARS:,}")
+    return text
+
+
+def _lang_filter(lang: str | None) -> str | None:
+    from kd.langs import normalize_lang
+
+    if not lang or lang == ALL_LANGS:
+        return None
+    code = normalize_lang(lang)
+    have = collection_langs()
+    if code not in have:
+        raise ValueError(f"the collection has no '{code}' sentences; it has {', '.join(have)}")
+    return code
+
+
+def _hits_frame(hits):
+    import pandas as pd
+
+    rows = [
+        {"rank": i, "score": round(h.score, 3), "lang": h.lang, "sentence": h.text, "id": h.id}
+        for i, h in enumerate(hits, start=1)
+    ]
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+
+
+def _search(index_model: str, query_model: str, text: str, k: int, lang: str | None, public):
+    """(hits, note) for one model: ``query_model``'s vector against ``index_model``'s index."""
+    from kd.search import model_stamp
+    from kd.store import VectorStore
+
+    db = demo_index(index_model)
+    stamp = model_stamp(get_encoder(query_model, public=public))
+    vector = encode(query_model, [text], public=public)
+    with VectorStore.open(db, stamp) as store:
+        return store.search(vector, k=k, lang=lang)[0], store.note
+
+
+def search(query: str, k, lang: str | None, teacher: str, student: str, visitor: Visitor | None):
+    """Rank the demo collection's sentences for one query under each model.
+
+    Returns:
+        (Markdown summary, DataFrame for the teacher, for the untrained student, for the
+        visitor's distilled student: columns rank, score, lang, sentence, id; the last is empty
+        until the visitor has distilled a student).
+
+    Raises:
+        gr.Error: an empty or oversized query, a bad ``k`` or language, a model that fails.
+    """
+    try:
+        text = _query_text(query)
+        if k is None or float(k) != int(float(k)) or not 1 <= int(float(k)) <= MAX_K:
+            raise ValueError(f"'results per model' must be a whole number from 1 to {MAX_K}")
+        k, code = int(float(k)), _lang_filter(lang)
+        teacher, student = (teacher or "").strip(), (student or "").strip()
+        notes = []
+        hits_t, _ = _search(teacher, teacher, text, k, code, True)
+        hits_u, _ = _search(student, student, text, k, code, True)
+        frames = [_hits_frame(hits_t), _hits_frame(hits_u)]
+        if visitor is not None and visitor.student_dir:
+            if not Path(visitor.student_dir).is_dir():
+                raise ValueError("your distilled student has expired; run the Distill tab again")
+            own_teacher = visitor.teacher or teacher
+            hits_d, note = _search(own_teacher, visitor.student_dir, text, k, code, False)
+            frames.append(_hits_frame(hits_d))
+            where = "" if own_teacher == teacher else f" (`{own_teacher}`)"
+            notes.append(
+                f"*{MODEL_LABELS['distilled']}* searched the index of its teacher{where}: "
+                f"{note or 'same model'}."
+            )
+        else:
+            frames.append(_hits_frame([]))
+            notes.append(
+                f"No *{MODEL_LABELS['distilled']}* yet: distil one in the Distill tab, and it "
+                "will search the teacher's own index in any language."
+            )
+        scope = f"{code} sentences" if code else "all languages"
+        lines = [f"Top {k} of the demo collection ({scope}) for **{text}**.", "", *notes]
+        return "\n".join(lines), *frames
+    except ValueError as err:
+        raise user_error(str(err)) from None
