@@ -152,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     se.add_argument("-k", type=_ints, default=10, help="how many results")
     se.add_argument("--lang", default=None, help="only results in this language")
+    se.add_argument(
+        "--candidates",
+        type=_ints,
+        default=200,
+        help="rows the fast sign-bit search passes on to exact rescoring (more: slower, closer "
+        "to --exact)",
+    )
     se.add_argument("--exact", action="store_true", help="score every row (slow, for checking)")
     se.add_argument("--json", action="store_true", help="print JSON instead of a table")
     se.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -372,6 +379,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise ValueError("empty query; give the text to search for")
     if not 1 <= args.k <= 4096:
         raise ValueError(f"-k must be from 1 to 4096, got {args.k}")
+    if not 1 <= args.candidates <= 4096:
+        raise ValueError(f"--candidates must be from 1 to 4096, got {args.candidates}")
     info = index_info(args.db)
     lang = normalize_lang(args.lang) if args.lang else None
     if lang is not None and lang not in info["langs"]:
@@ -388,7 +397,8 @@ def cmd_search(args: argparse.Namespace) -> int:
             print(
                 f"kd: note: {store.note} ({model.name} -> {store.model.model_id})", file=sys.stderr
             )
-        hits = store.search(model.encode([query]), args.k, lang, exact=args.exact)[0]
+        vectors = model.encode([query])
+        hits = store.search(vectors, args.k, lang, args.candidates, exact=args.exact)[0]
     if args.json:
         print(json.dumps([h.__dict__ for h in hits], ensure_ascii=False, indent=2))
         return 0

@@ -398,6 +398,8 @@ class VectorStore:
         """
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
             raise ValueError(f"k must be a whole number from 1 to {MAX_K}, got {k!r}")
+        if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
+            raise ValueError(f"candidates must be a whole number >= 1, got {candidates!r}")
         queries = self._unit(query_vectors)
         pool = min(MAX_K, max(k, candidates))
         with _db_errors_as_value_errors(self.path, "cannot search the index"):
@@ -516,7 +518,7 @@ def _create_schema(db, model: ModelStamp) -> None:
         )
         db.execute(
             "CREATE VIRTUAL TABLE kd_bits USING vec0(lang TEXT PARTITION KEY, "
-            f"embedding bit[{bits}])"
+            f"embedding bit[{bits}], chunk_size=4096)"
         )
         db.executemany("INSERT INTO kd_meta(key, value) VALUES (?, ?)", list(meta.items()))
         db.execute("COMMIT")

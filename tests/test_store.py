@@ -136,6 +136,8 @@ def test_bad_vectors_and_k_are_refused(tmp_path):
         for k in (0, -1, 5000, 2.5, True):
             with pytest.raises(ValueError, match="k must be"):
                 store.search(unit(1, 16), k=k)
+        with pytest.raises(ValueError, match="candidates must be"):
+            store.search(unit(1, 16), candidates=0)
         assert store.count() == 0
 
 
@@ -385,6 +387,7 @@ def test_cli_index_and_search(tmp_path, files, tiny_teacher, tiny_student, capsy
         (["search", "--db", "{missing}", "hello"], "no such index"),
         (["search", "--db", "{db}", "   "], "empty query"),
         (["search", "--db", "{db}", "hello", "-k", "0"], "-k must be from 1"),
+        (["search", "--db", "{db}", "hello", "--candidates", "0"], "--candidates must be"),
         (["search", "--db", "{db}", "hello", "--lang", "xx"], "unknown language code 'xx'"),
         (["search", "--db", "{db}", "hello", "--lang", "fr"], "no sentences in 'fr'"),
         (["search", "--db", "{db}", "hello", "--model", "{student}"], "built with '"),

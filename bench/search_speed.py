@@ -1,0 +1,182 @@
+"""How fast is kd's search index? Indexing throughput, and query latency against plain numpy.
+
+Run: ``python bench/search_speed.py`` (about 2 minutes on 2 CPU cores; ``--quick`` indexes 500
+sentences and times 10k stored vectors only).
+
+1. Indexing: ``kd.search.index_rows`` with the real default teacher
+   (``sentence-transformers/all-MiniLM-L6-v2``) on everyday English sentences from
+   ``kd.english_text`` (the ones ``bench/train_vs_st.py`` uses), in committed batches of 256:
+   rows/s end to end, and rows/s of the writes alone (vectors already computed).
+2. Query latency, k=10, for 10k and 100k stored 384-d vectors (seeded random unit vectors),
+   median over 50 single-vector queries, against the peer in the same run: numpy's brute force
+   over the same vectors in memory (``X @ q`` then ``argpartition``). The store is timed in
+   its default mode (sign-bit KNN in sqlite-vec, then exact cosine rescoring of 200
+   candidates) and with ``exact=True`` (sqlite-vec's cosine distance over every row).
+3. Recall of the default mode against exact search (top-10 overlap): on the random vectors,
+   and on real MiniLM vectors of the indexed sentences (queries: other sentences).
+
+Targets (issue 5): a query over 100k vectors under 50 ms; the store's query at least as fast
+as numpy's. The last line is machine-readable:
+``query_speedup_100k=<numpy ms / store ms> query_ms_100k=<store ms>``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from kd.store import ModelStamp, Row, VectorStore  # noqa: E402
+
+DIM = 384
+K = 10
+QUERIES = 50
+CANDIDATES = (10, 50, 100, 200)  # 200 is the default
+
+
+def unit(n: int, seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=(n, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def median_ms(fn, queries: np.ndarray) -> float:
+    fn(queries[0])  # warm caches
+    times = []
+    for q in queries:
+        start = time.perf_counter()
+        fn(q)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1000)
+
+
+def numpy_top_k(x: np.ndarray, q: np.ndarray, k: int = K) -> np.ndarray:
+    scores = x @ q  # (n,)
+    idx = np.argpartition(-scores, k)[:k]
+    return idx[np.argsort(-scores[idx])]
+
+
+def overlap(a: list, b: list) -> float:
+    return float(np.mean([len(set(x) & set(y)) / len(y) for x, y in zip(a, b, strict=True)]))
+
+
+def indexing(n: int, root: Path) -> tuple[float, float, dict[int, float]]:
+    """Rows/s end to end and for the writes alone; recall of the default mode on real vectors."""
+    from kd.english_text import english_sentences
+    from kd.models import DEFAULT_TEACHER, Encoder, prepare_torch
+    from kd.search import index_rows, model_stamp
+
+    prepare_torch("cpu")
+    texts = english_sentences(n + 200, seed=3)
+    if len(texts) < n + 200:
+        raise SystemExit("not enough English sentences: install wordnet and fortunes (Debian)")
+    queries, texts = texts[:200], texts[200:]
+    model = Encoder.load(DEFAULT_TEACHER, "cpu")
+    model.encode(texts[:64])  # warm up
+    rows = [Row(t, "en", "bench") for t in texts]
+    start = time.perf_counter()
+    counts = index_rows(model, root / "real.db", rows, batch_size=256)
+    end_to_end = counts["new"] / (time.perf_counter() - start)
+    vectors = model.encode(texts)
+    with VectorStore.create(root / "writes.db", model_stamp(model)) as store:
+        start = time.perf_counter()
+        for i in range(0, n, 256):
+            store.add(rows[i : i + 256], vectors[i : i + 256])
+        writes = n / (time.perf_counter() - start)
+    recall = {}
+    with VectorStore.open(root / "real.db", model_stamp(model)) as store:
+        qv = model.encode(queries)
+        exact = [[h.rowid for h in hits] for hits in store.search(qv, K, exact=True)]
+        for c in CANDIDATES:
+            fast = [[h.rowid for h in hits] for hits in store.search(qv, K, candidates=c)]
+            recall[c] = overlap(fast, exact)
+    return end_to_end, writes, recall
+
+
+def latency(n: int, root: Path) -> dict[str, float]:
+    x = unit(n, seed=n)
+    queries = unit(QUERIES, seed=1)
+    stamp = ModelStamp("random-unit-vectors", f"seed{n}", DIM)
+    start = time.perf_counter()
+    with VectorStore.create(root / f"random{n}.db", stamp) as store:
+        for i in range(0, n, 5000):
+            store.add([Row(f"row {j}", "en", "bench") for j in range(i, i + 5000)], x[i : i + 5000])
+    build_s = time.perf_counter() - start
+    out = {"build_s": build_s, "numpy_ms": median_ms(lambda q: numpy_top_k(x, q), queries)}
+    truth = [list(numpy_top_k(x, q)) for q in queries]
+    with VectorStore.open(root / f"random{n}.db", stamp) as store:
+        out["exact_ms"] = median_ms(lambda q: store.search(q, K, exact=True), queries[:10])
+        for c in CANDIDATES:
+            out[c] = median_ms(lambda q, c=c: store.search(q, K, candidates=c), queries)
+            fast = [[h.rowid - 1 for h in store.search(q, K, candidates=c)[0]] for q in queries]
+            out[f"recall{c}"] = overlap(fast, truth)
+    out["store_ms"] = out[200]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer sentences, 10k vectors only")
+    parser.add_argument("--sentences", type=int, default=3000, help="sentences to index")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    from kd.models import quiet_transformers
+    from kd.store import pick_backend
+
+    quiet_transformers()
+    import torch
+
+    print(
+        f"cpu cores: {os.cpu_count()}, torch threads: {torch.get_num_threads()}, "
+        f"sqlite backend: {pick_backend()}"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        n = 500 if args.quick else args.sentences
+        rate, writes, real_recall = indexing(n, root)
+        print(
+            f"indexing {n} sentences with all-MiniLM-L6-v2: {rate:.0f} rows/s end to end "
+            f"(embedding included); writes alone {writes:.0f} rows/s"
+        )
+        results = {}
+        for size in (10_000,) if args.quick else (10_000, 100_000):
+            r = results[size] = latency(size, root)
+            print(
+                f"{size:>7} vectors (built in {r['build_s']:.1f} s): numpy {r['numpy_ms']:.2f} ms, "
+                f"store exact {r['exact_ms']:.1f} ms"
+            )
+        print(
+            f"\nstore, default mode, k={K}: ms per query and (numpy ms / store ms); recall@{K} "
+            f"against exact search on random vectors (worst case) and on {n} real ones"
+        )
+        sizes = list(results)
+        print(
+            "candidates "
+            + " ".join(f"{f'{s // 1000}k ms':>16}" for s in sizes)
+            + " ".join(f"{f'recall {s // 1000}k':>12}" for s in sizes)
+            + f"{'recall real':>12}"
+        )
+        for c in CANDIDATES:
+            cells = " ".join(
+                f"{results[s][c]:8.2f} ({results[s]['numpy_ms'] / results[s][c]:4.2f}x)"
+                for s in sizes
+            )
+            recalls = " ".join(f"{results[s][f'recall{c}']:12.3f}" for s in sizes)
+            print(f"{c:>10} {cells} {recalls} {real_recall[c]:11.3f}")
+    last = results[max(results)]
+    print("targets: query at 100k < 50 ms; store at least as fast as numpy (speedup >= 1)")
+    print(
+        f"query_speedup_{max(results) // 1000}k={last['numpy_ms'] / last['store_ms']:.2f} "
+        f"query_ms_{max(results) // 1000}k={last['store_ms']:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
