@@ -177,6 +177,14 @@ def test_model_refusal_reaches_the_visitor_from_every_tab(tmp_path, monkeypatch,
     form = [tiny_teacher, "../../root", ["fr"], [], 10, 0, 1, 8, 1e-3, "mse", 0, 0, 1, None]
     with pytest.raises(gr.Error, match="unknown model '../../root'"):
         prepare_run(*form, Visitor())
+    # The model cache checks every name from the page too: a tab that forgets is still safe.
+    from webapp.model_cache import get_encoder
+
+    with pytest.raises(ValueError, match="unknown model '/etc'"):
+        get_encoder("/etc")
+    search = pytest.importorskip("webapp.search")
+    with pytest.raises(gr.Error, match="unknown model '/etc'"):
+        search.search("hello", 3, search.ALL_LANGS, "/etc", tiny_teacher, None)
 
 
 def test_symlinks_out_of_a_model_folder_are_refused(tmp_path, monkeypatch, tiny_teacher):

@@ -54,6 +54,10 @@ def model_roots(visitor: Visitor | None = None) -> list[Path]:
     return roots
 
 
+def _roots_shown(roots: list[Path]) -> str:
+    return ", ".join(_shown(r) for r in roots)
+
+
 def data_roots() -> list[Path]:
     """Folders a typed data path may lie in: ``../shared/data`` if present, ``$KD_DATA_DIRS``."""
     roots = [settings.SHARED_DATA.resolve()] if settings.SHARED_DATA.is_dir() else []
@@ -90,8 +94,14 @@ def _resolve_typed(text: str, base: Path | None) -> Path | None:
         return None
 
 
-def check_model_name(name: str | None, visitor: Visitor | None = None) -> str:
+def check_model_name(
+    name: str | None, visitor: Visitor | None = None, *, also_under: tuple[Path, ...] = ()
+) -> str:
     """A typed teacher or student, checked before any file is opened; returns the clean name.
+
+    ``also_under``: more allowed folders, not named in messages (the model cache's backstop
+    passes the root of all visitors' folders: ownership is the handlers' check, with
+    ``visitor``).
 
     Example:
         >>> check_model_name(" sentence-transformers/all-MiniLM-L6-v2 ")
@@ -112,12 +122,13 @@ def check_model_name(name: str | None, visitor: Visitor | None = None) -> str:
     if HUB_ID.fullmatch(name) and ".." not in name and not local:
         return name  # downloaded by transformers where there is internet
     roots = model_roots(visitor)
+    extra = [Path(p).resolve() for p in also_under]
     path = _resolve_typed(name, None)
-    if path is None or not inside(path, roots):
+    if path is None or not inside(path, roots + extra):
         raise ValueError(
             f"unknown model '{name[:200]}': not an offline model, not a Hugging Face id "
             "(owner/name) and not a folder inside the ones this server loads models from ("
-            + ", ".join(_shown(r) for r in roots)
+            + _roots_shown(roots)
             + f"; the server's {settings.MODEL_DIRS_ENV} adds folders). Offline models: "
             + ", ".join(OFFLINE_MODELS)
         )

@@ -9,6 +9,8 @@ import threading
 
 import gradio as gr
 
+from webapp import settings
+from webapp.guards import check_model_name
 from webapp.settings import DEFAULT_STUDENT, DEFAULT_TEACHER, MODEL_CACHE_SIZE
 
 log = logging.getLogger("kd.app")
@@ -34,8 +36,10 @@ def get_encoder(name: str, *, public: bool = True):
 
     Args:
         name: a model id or a sentence-transformers folder.
-        public: show its loading state in the page's status line (False for a visitor's own
-            student, whose folder name is nobody else's business).
+        public: a name from the page: checked by :func:`webapp.guards.check_model_name` (a
+            typed path must lie inside the allowed model folders) and its loading state shown
+            in the status line. False for a visitor's own student, a folder the server chose
+            and whose name is nobody else's business.
 
     Raises:
         ValueError: the model cannot be loaded (the message says why).
@@ -43,6 +47,8 @@ def get_encoder(name: str, *, public: bool = True):
     name = (name or "").strip()
     if not name:
         raise ValueError("no model chosen; pick a teacher and a student at the top of the page")
+    if public:  # a name from the page: a backstop for any tab that forgot to check it
+        check_model_name(name, also_under=(settings.WORK_ROOT,))
     with _locks_guard:
         lock = _model_locks.setdefault(name, threading.Lock())
     with lock:  # one load per name; other names load (and hit the cache) meanwhile
