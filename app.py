@@ -16,7 +16,9 @@ State:
 Run ``python app.py``: it serves on 0.0.0.0 and the port in ``GRADIO_SERVER_PORT`` or ``PORT``
 (7860 by default), as Hugging Face Spaces expect. At launch the default teacher and student load
 in the background (``KD_PRELOAD``: other comma-separated ids, or empty for none) while UMAP
-compiles.
+compiles. Visitors may name server folders only inside kd's cache and ``KD_MODEL_DIRS`` (models)
+or ``../shared/data`` and ``KD_DATA_DIRS`` (Tatoeba folders), both ``:``-separated lists; see
+``webapp/guards.py``.
 """
 
 from __future__ import annotations
