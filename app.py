@@ -266,6 +266,7 @@ def build_demo() -> gr.Blocks:
                         gr.Dataframe(
                             label=label,
                             headers=SEARCH_COLUMNS,
+                            column_widths=["9%", "13%", "10%", "56%", "12%"],
                             interactive=False,
                             wrap=True,
                             elem_id=f"hits-{key}",

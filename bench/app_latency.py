@@ -191,6 +191,9 @@ def take_screenshots(
     """
     from playwright.sync_api import sync_playwright
 
+    def say(step: str) -> None:
+        print(f"screenshots: {step}…", file=sys.stderr, flush=True)
+
     folder.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
@@ -218,6 +221,7 @@ def take_screenshots(
             box = page.get_by_label(f"number input for {label}")
             box.fill(value)
             box.press("Tab")
+        say("distill")
         started = time.perf_counter()
         page.locator("#start").click()
         page.wait_for_function(
@@ -228,12 +232,14 @@ def take_screenshots(
         page.get_by_text("Distillation finished").wait_for(timeout=600_000)
         seconds = time.perf_counter() - started
         page.screenshot(path=str(folder / "distill.png"), full_page=True)
+        say("compare")
         page.get_by_role("tab", name="Compare").click()
         page.locator("#compare-btn").click()
         page.wait_for_function(
             "() => document.querySelector('#heatmaps .js-plotly-plot')?.data?.length === 3"
         )
         page.screenshot(path=str(folder / "compare.png"), full_page=True)
+        say("aligned")
         page.get_by_role("tab", name="Aligned spaces").click()
         page.locator("#draw").click()
         page.get_by_text("PCA in").first.wait_for()
@@ -242,6 +248,12 @@ def take_screenshots(
         page.locator("#draw").click()
         page.get_by_text("UMAP in").first.wait_for()
         page.screenshot(path=str(folder / "aligned-umap.png"), full_page=True)
+        say("search")
+        page.get_by_role("tab", name="Search").click()
+        page.locator("#search-btn").click()
+        page.get_by_text("searched the index of its teacher").first.wait_for()
+        page.screenshot(path=str(folder / "search.png"), full_page=True)
+        say("learn")
         page.get_by_role("tab", name="Learn").click()
         page.get_by_text("Cite").first.wait_for()
         page.screenshot(path=str(folder / "learn.png"))

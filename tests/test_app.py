@@ -595,11 +595,19 @@ def test_browser_end_to_end(served, tmp_path, tiny_teacher, tiny_student, isolat
         )
         page.get_by_text("Trustworthiness").first.wait_for()
         page.screenshot(path=str(shots / "aligned.png"), full_page=True)
+
+        # Search: the prefilled query, three ranked tables (the distilled student's included).
+        page.get_by_role("tab", name="Search").click()
+        page.locator("#search-btn").click()
+        page.get_by_text("searched the index of its teacher").first.wait_for()
+        for key in ("teacher", "untrained", "distilled"):
+            assert page.locator(f"#hits-{key} tbody tr").count() == 5, key
+        page.screenshot(path=str(shots / "search.png"), full_page=True)
         page.get_by_role("tab", name="Learn").click()
         page.get_by_text("Cite").first.wait_for()
         page.screenshot(path=str(shots / "learn.png"), full_page=True)
         browser.close()
-    for name in ("distill-running", "distill", "compare", "aligned", "learn"):
+    for name in ("distill-running", "distill", "compare", "aligned", "search", "learn"):
         assert (shots / f"{name}.png").stat().st_size > 10_000, name
 
 
