@@ -289,10 +289,15 @@ class Encoder(nn.Module):
         return cls(name, _load_sentence_transformer(name, device), device)
 
     def fingerprint(self) -> str:
-        """A short hash of the weights: caches of this model's vectors are keyed by it."""
+        """A short hash of the weights: caches of this model's vectors are keyed by it.
+
+        The transformer's pooler is left out: mean pooling never uses it, and a checkpoint
+        without one (the converted multilingual-e5) gets a fresh random pooler at every load,
+        which would give the same model a new fingerprint each time.
+        """
         h = hashlib.sha256(self.name.encode() + self.prefix.encode())
         for key, tensor in sorted(self.state_dict().items()):
-            if tensor.numel():
+            if tensor.numel() and ".pooler." not in key:
                 flat = tensor.detach().reshape(-1)
                 h.update(key.encode())
                 h.update(flat[:: max(1, flat.numel() // 4096)].float().cpu().numpy().tobytes())

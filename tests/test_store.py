@@ -274,6 +274,25 @@ def test_wrong_model_is_refused_naming_the_index_model(tmp_path, files, tiny_tea
         index_rows(Encoder.load(tiny_student), db, read_rows(files["jsonl"]))
 
 
+def test_fingerprint_ignores_the_unused_pooler(tiny_teacher):
+    """The converted e5 has no pooler weights, so each load draws a random one; mean pooling
+    never uses it, and an index built by that model must still accept it after a reload."""
+    import torch
+
+    from kd.models import Encoder
+
+    model = Encoder.load(tiny_teacher)
+    before = model.fingerprint()
+    pooler = [p for name, p in model.named_parameters() if ".pooler." in name]
+    assert pooler, "the tiny BERT should have a pooler, as BertModel does by default"
+    with torch.no_grad():
+        for p in pooler:
+            p.add_(1.0)
+        assert model.fingerprint() == before
+        model.transformer.embeddings.word_embeddings.weight.add_(1.0)
+    assert model.fingerprint() != before
+
+
 def distilled_copy(tmp_path: Path, student: str, teacher: str, teacher_fp: str | None) -> str:
     """The tiny student's folder with a kd_config.json saying it learnt from ``teacher``."""
     out = tmp_path / "distilled"
