@@ -11,6 +11,7 @@ import copy
 import json
 import os
 import random
+import re
 import shutil
 import socket
 import threading
@@ -511,6 +512,18 @@ CHROMIUM = os.environ.get("KD_CHROMIUM", "/usr/bin/chromium")
 
 
 @pytest.mark.slow
+def _rows_shown(page, selector: str, timeout: float = 60.0) -> int:
+    """How many result ids (``t001``, ``de-own-03``) a table shows, once it shows any."""
+    ids = re.compile(r"^(t\d{3}|[a-z]{2}-own-\d{2})$", re.MULTILINE)
+    deadline = time.monotonic() + timeout
+    while True:
+        text = page.evaluate(f"() => document.querySelector('{selector}')?.innerText ?? ''")
+        found = len(ids.findall(text))
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
 def test_browser_end_to_end(served, tmp_path, tiny_teacher, tiny_student, isolated_cache):
     """Headless Chromium: a short distillation, Compare, Aligned spaces, an error toast.
 
@@ -600,8 +613,8 @@ def test_browser_end_to_end(served, tmp_path, tiny_teacher, tiny_student, isolat
         page.get_by_role("tab", name="Search").click()
         page.locator("#search-btn").click()
         page.get_by_text("searched the index of its teacher").first.wait_for()
-        for key in ("teacher", "untrained", "distilled"):
-            assert page.locator(f"#hits-{key} tbody tr").count() == 5, key
+        for key in ("teacher", "untrained", "distilled"):  # five ranked rows in each table
+            assert _rows_shown(page, f"#hits-{key}") == 5, key
         page.screenshot(path=str(shots / "search.png"), full_page=True)
         page.get_by_role("tab", name="Learn").click()
         page.get_by_text("Cite").first.wait_for()
