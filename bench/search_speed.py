@@ -1,19 +1,23 @@
 """How fast is kd's search index? Indexing throughput, and query latency against plain numpy.
 
-Run: ``python bench/search_speed.py`` (about 2 minutes on 2 CPU cores; ``--quick`` indexes 500
+Run: ``python bench/search_speed.py`` (about 1 minute on 2 CPU cores; ``--quick`` indexes 500
 sentences and times 10k stored vectors only).
 
 1. Indexing: ``kd.search.index_rows`` with the real default teacher
    (``sentence-transformers/all-MiniLM-L6-v2``) on everyday English sentences from
    ``kd.english_text`` (the ones ``bench/train_vs_st.py`` uses), in committed batches of 256:
-   rows/s end to end, and rows/s of the writes alone (vectors already computed).
+   rows/s end to end (best of two fresh indexes), and rows/s of the writes alone (vectors
+   already computed).
 2. Query latency, k=10, for 10k and 100k stored 384-d vectors (seeded random unit vectors),
    median over 50 single-vector queries, against the peer in the same run: numpy's brute force
    over the same vectors in memory (``X @ q`` then ``argpartition``). The store is timed in
    its default mode (sign-bit KNN in sqlite-vec, then exact cosine rescoring of 200
    candidates) and with ``exact=True`` (sqlite-vec's cosine distance over every row).
-3. Recall of the default mode against exact search (top-10 overlap): on the random vectors,
-   and on real MiniLM vectors of the indexed sentences (queries: other sentences).
+3. Recall of the default mode against exact search (top-10 overlap) for candidate pools of
+   10 to 200 rows: on the random vectors, and on real MiniLM vectors of the indexed sentences
+   (queries: other sentences).
+4. Plain ``vec0`` tables of other layouts over the largest set, without the store: exact KNN
+   on ``float[384] distance_metric=cosine``, and ``int8[384]``.
 
 Targets (issue 5): a query over 100k vectors under 50 ms; the store's query at least as fast
 as numpy's. The last line is machine-readable:
@@ -81,9 +85,11 @@ def indexing(n: int, root: Path) -> tuple[float, float, dict[int, float]]:
     model = Encoder.load(DEFAULT_TEACHER, "cpu")
     model.encode(texts[:64])  # warm up
     rows = [Row(t, "en", "bench") for t in texts]
-    start = time.perf_counter()
-    counts = index_rows(model, root / "real.db", rows, batch_size=256)
-    end_to_end = counts["new"] / (time.perf_counter() - start)
+    end_to_end = 0.0
+    for name in ("real.db", "again.db"):  # best of two: shared machines are noisy
+        start = time.perf_counter()
+        counts = index_rows(model, root / name, rows, batch_size=256)
+        end_to_end = max(end_to_end, counts["new"] / (time.perf_counter() - start))
     vectors = model.encode(texts)
     with VectorStore.create(root / "writes.db", model_stamp(model)) as store:
         start = time.perf_counter()
@@ -118,6 +124,48 @@ def latency(n: int, root: Path) -> dict[str, float]:
             fast = [[h.rowid - 1 for h in store.search(q, K, candidates=c)[0]] for q in queries]
             out[f"recall{c}"] = overlap(fast, truth)
     out["store_ms"] = out[200]
+    return out
+
+
+def raw_vec0(n: int, root: Path) -> dict[str, float]:
+    """Other sqlite-vec layouts over the same kind of vectors, k=10 straight from vec0.
+
+    ``float``: ``float[384] distance_metric=cosine``, exact KNN; ``int8``: scalar-quantised
+    (x 127), KNN by L2 without rescoring. Each is timed without the store around it.
+    """
+    from kd.store import connect
+
+    x = unit(n, seed=n)
+    queries = unit(QUERIES, seed=1)
+    db = connect(root / f"raw{n}.db", create=True)
+    db.execute(f"CREATE VIRTUAL TABLE f USING vec0(e float[{DIM}] distance_metric=cosine)")
+    db.execute(f"CREATE VIRTUAL TABLE i USING vec0(e int8[{DIM}])")
+    as_int8 = np.clip(np.round(x * 127), -127, 127).astype(np.int8)
+    db.execute("BEGIN")
+    db.executemany(
+        "INSERT INTO f(rowid, e) VALUES (?, ?)", [(i, v.tobytes()) for i, v in enumerate(x)]
+    )
+    db.executemany(
+        "INSERT INTO i(rowid, e) VALUES (?, vec_int8(?))",
+        [(i, v.tobytes()) for i, v in enumerate(as_int8)],
+    )
+    db.execute("COMMIT")
+    out = {
+        "float": median_ms(
+            lambda q: db.execute(
+                "SELECT rowid FROM f WHERE e MATCH ? AND k = ?", (q.tobytes(), K)
+            ).fetchall(),
+            queries[:20],
+        ),
+        "int8": median_ms(
+            lambda q: db.execute(
+                "SELECT rowid FROM i WHERE e MATCH vec_int8(?) AND k = ?",
+                (np.clip(np.round(q * 127), -127, 127).astype(np.int8).tobytes(), K),
+            ).fetchall(),
+            queries[:20],
+        ),
+    }
+    db.close()
     return out
 
 
@@ -170,6 +218,13 @@ def main() -> None:
             )
             recalls = " ".join(f"{results[s][f'recall{c}']:12.3f}" for s in sizes)
             print(f"{c:>10} {cells} {recalls} {real_recall[c]:11.3f}")
+        size = max(results)
+        raw = raw_vec0(size, root)
+        print(
+            f"\nplain vec0 at {size // 1000}k, k={K}: float[{DIM}] cosine (exact) "
+            f"{raw['float']:.1f} ms, int8[{DIM}] (no rescoring) {raw['int8']:.1f} ms; "
+            f"numpy {results[size]['numpy_ms']:.2f} ms"
+        )
     last = results[max(results)]
     print("targets: query at 100k < 50 ms; store at least as fast as numpy (speedup >= 1)")
     print(
