@@ -26,6 +26,7 @@ from kd.store import (
     connect,
     index_info,
     pick_backend,
+    shard_of,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,6 +124,43 @@ def test_round_trip_scores_and_language_filter(tmp_path):
             assert [h.rowid for h in a] == [h.rowid for h in e]
             assert [h.score for h in a] == pytest.approx([h.score for h in e], abs=1e-5)
     assert index_info(tmp_path / "i.db")["rows"] == 300
+
+
+def test_sharded_knn_and_its_fallback_for_a_small_language(tmp_path):
+    # en and de alternate row by row, as a .tsv indexes them: both still fill every shard
+    vecs = unit(4000, 16, seed=1)
+    data = [Row(f"s{i}", "en" if i % 2 == 0 else "de", "demo") for i in range(4000)]
+    fr = [i for i in range(4000) if shard_of(i + 1, 32) in (0, 1)][:40]  # in 2 shards only
+    for i in fr:
+        data[i] = Row(f"s{i}", "fr", "demo")
+    with VectorStore.create(tmp_path / "i.db", STAMP) as store:
+        store.add(data, vecs)
+        per_lang_shard = store.db.execute(
+            "SELECT lang, count(DISTINCT shard), min(n) FROM (SELECT lang, shard, count(*) AS n "
+            "FROM kd_bits GROUP BY lang, shard) GROUP BY lang"
+        ).fetchall()
+    assert store.shards == 32
+    spread = {lang: (shards, least) for lang, shards, least in per_lang_shard}
+    assert spread["en"][0] == spread["de"][0] == 32 and min(spread["en"][1], spread["de"][1]) > 30
+    with VectorStore.open(tmp_path / "i.db", STAMP) as store:
+        for i in (0, 1, 999):  # a stored vector finds its own row first (Hamming distance 0)
+            hits = store.search(vecs[i], k=10, candidates=64)[0]
+            assert hits[0].rowid == i + 1 and len(hits) == 10
+            assert all(a.score >= b.score for a, b in zip(hits, hits[1:], strict=False))
+        # fr's 40 rows lie in 2 shards: asking each shard for 2 finds 4 rows, short of 40, so
+        # the whole language is asked for 40 instead, and that is every fr row: exact
+        fast = store.search(vecs[fr[3]], k=10, lang="fr", candidates=40)[0]
+        exact = store.search(vecs[fr[3]], k=10, lang="fr", exact=True)[0]
+        assert [h.rowid for h in fast] == [h.rowid for h in exact] and len(fast) == 10
+
+
+def test_an_index_of_the_old_format_asks_to_re_index(tmp_path):
+    with VectorStore.create(tmp_path / "i.db", STAMP) as store:
+        store.add(rows(3), unit(3, 16))
+        store.db.execute("UPDATE kd_meta SET value = '1' WHERE key = 'schema_version'")
+    for opening in (VectorStore.open, VectorStore.create):
+        with pytest.raises(ValueError, match="index format '1', this kd reads '2'; re-index"):
+            opening(tmp_path / "i.db", STAMP)
 
 
 def test_bad_vectors_and_k_are_refused(tmp_path):
