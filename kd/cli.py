@@ -34,6 +34,7 @@ def _ints(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from kd.config import LOSSES, TrainConfig
+    from kd.store import DEFAULT_CANDIDATES
 
     d = TrainConfig()
     p = argparse.ArgumentParser(
@@ -155,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument(
         "--candidates",
         type=_ints,
-        default=200,
+        default=DEFAULT_CANDIDATES,
         help="rows the fast sign-bit search passes on to exact rescoring (more: slower, closer "
         "to --exact)",
     )
