@@ -4,7 +4,9 @@ Files :func:`read_rows` understands (the suffix decides):
 
 - ``.tsv``: ``english<TAB>translation`` pairs, the format ``kd distill --data`` reads (a header
   line ``en<TAB>de`` or ``lang`` names the translation's language). Both sides are indexed: the
-  English one as ``en``, the translation under its language.
+  English one as ``en``, the translation under its language. A ``.tsv`` whose header is
+  ``id<TAB>lang<TAB>text`` (or ``lang<TAB>text``) is a table of sentences instead, one per line
+  in any language (the app's demo collection, ``assets/search_collection.tsv``, is one).
 - ``.jsonl`` / ``.json``: one object per sentence, ``{"text": ..., "lang": ..., "id": ...}``;
   ``"lang"`` may be left to ``lang``, ``"id"`` (a string or a number) is optional.
 - ``.txt``: one sentence per line, all in the language ``lang``.
@@ -74,6 +76,10 @@ def read_rows(path: str | Path, lang: str | None = None) -> list[Row]:
     if path.is_file() and not path.read_bytes().strip():
         raise ValueError(f"{path}: empty file, nothing to index")
     if suffix == ".tsv":
+        text = _read_text(path)
+        header = _lines(text)[0].split("\t")
+        if header in (["id", "lang", "text"], ["lang", "text"]):
+            return _keep(path, _sentence_table(path, text, with_id=header[0] == "id"))
         # --lang names the translation's language; "en" (meant for other files) cannot.
         pairs = read_tsv(path, None if code == "en" else code)
         rows = []
@@ -106,6 +112,22 @@ def read_rows(path: str | Path, lang: str | None = None) -> list[Row]:
             (obj["text"], _lang(path, row_lang, where), None if ident is None else str(ident))
         )
     return _keep(path, texts)
+
+
+def _sentence_table(path: Path, text: str, with_id: bool) -> list[tuple[str, str, str | None]]:
+    """(text, lang, id) of a ``[id<TAB>]lang<TAB>text`` table (after its header line)."""
+    width = 3 if with_id else 2
+    out = []
+    for number, line in enumerate(_lines(text)[1:], start=2):
+        if not line.strip():
+            continue
+        cells = line.split("\t")
+        if len(cells) != width:
+            columns = "id<TAB>lang<TAB>text" if with_id else "lang<TAB>text"
+            raise ValueError(f"{path}:{number}: expected {columns}, found {len(cells)} column(s)")
+        ident = cells[0].strip() or None if with_id else None
+        out.append((cells[-1], _lang(path, cells[-2].strip(), f":{number}"), ident))
+    return out
 
 
 def _lang(path: Path, code: object, where: str = "") -> str:

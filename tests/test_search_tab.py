@@ -51,8 +51,24 @@ def test_demo_collection_is_a_few_hundred_sentences_in_many_languages_and_script
 def test_a_malformed_collection_names_its_line(tmp_path):
     bad = tmp_path / "c.tsv"
     bad.write_text("id\tlang\ttext\nt1\ten\tHello there.\nt2\tde\n", encoding="utf-8")
-    with pytest.raises(ValueError, match="line 3"):
+    with pytest.raises(ValueError, match=":3: expected id<TAB>lang<TAB>text"):
         read_collection(bad)
+
+
+def test_kd_index_reads_sentence_tables_too(tmp_path):
+    """The collection's format is one ``kd index`` reads: ``[id<TAB>]lang<TAB>text`` tables."""
+    from kd.search import read_rows
+
+    table = tmp_path / "notes.tsv"
+    table.write_text("lang\ttext\nde\tGuten Morgen.\nfra\tBonjour.\n\n", encoding="utf-8")
+    rows = read_rows(table)
+    assert [(r.text, r.lang, r.id) for r in rows] == [
+        ("Guten Morgen.", "de", None),
+        ("Bonjour.", "fr", None),
+    ]
+    table.write_text("lang\ttext\nxx\tHallo.\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=":2: "):
+        read_rows(table)
 
 
 @pytest.fixture

@@ -26,27 +26,15 @@ _build_guard = threading.Lock()
 
 
 def read_collection(path: Path = SEARCH_COLLECTION):
-    """The rows of a collection file: ``id<TAB>lang<TAB>text`` lines after a header.
+    """The rows of the demo collection (an ``id<TAB>lang<TAB>text`` table, as ``kd index``
+    reads it).
 
     Raises:
         ValueError: a malformed line (the message gives its number).
     """
-    from kd.langs import normalize_lang
-    from kd.store import Row
+    from kd.search import read_rows
 
-    lines = path.read_text(encoding="utf-8").splitlines()
-    if not lines or lines[0].split("\t") != ["id", "lang", "text"]:
-        raise ValueError(f"{path.name}: the first line must be id<TAB>lang<TAB>text")
-    rows = []
-    for number, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        parts = line.split("\t")
-        if len(parts) != 3 or not all(p.strip() for p in parts):
-            raise ValueError(f"{path.name}, line {number}: expected id<TAB>lang<TAB>text")
-        ext_id, lang, text = (p.strip() for p in parts)
-        rows.append(Row(text, normalize_lang(lang), path.name, ext_id))
-    return rows
+    return read_rows(path)
 
 
 def collection_langs(path: Path = SEARCH_COLLECTION) -> list[str]:
