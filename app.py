@@ -349,19 +349,13 @@ def build_demo() -> gr.Blocks:
             api_name="aligned",
         )
 
-        search_btn.click(
+        gr.on(
+            [search_btn.click, query.submit],
             search,
             [query, top_k, search_lang, teacher, student, visitor],
             [search_notes, *hits],
             concurrency_limit=4,
             api_name="search",
-        )
-        query.submit(
-            search,
-            [query, top_k, search_lang, teacher, student, visitor],
-            [search_notes, *hits],
-            concurrency_limit=4,
-            api_visibility="private",
         )
 
         timer = gr.Timer(2)
