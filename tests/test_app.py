@@ -7,6 +7,7 @@ The handlers are plain functions (``compare``, ``aligned_space``, ``prepare_run`
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -428,8 +429,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def served():
+@contextlib.contextmanager
+def serve_app():
+    """The app served on 127.0.0.1 on a free port, with ``main()``'s launch options; yields
+    (demo, url, port) and closes the server afterwards."""
     demo = app.build_demo()
     port = _free_port()
     demo.launch(
@@ -440,9 +443,15 @@ def served():
         **launch_options(),
     )
     try:
-        yield demo, f"http://127.0.0.1:{port}/"
+        yield demo, f"http://127.0.0.1:{port}/", port
     finally:
         demo.close()
+
+
+@pytest.fixture
+def served():
+    with serve_app() as (demo, url, _):
+        yield demo, url
 
 
 def _heatmap_names(plot_payload) -> list[str]:

@@ -25,10 +25,8 @@ import pytest
 gr = pytest.importorskip("gradio")
 psutil = pytest.importorskip("psutil")
 
-import app  # noqa: E402
-from tests.test_app import TEXT, _form, _free_port, _heatmap_names, _pairs_file  # noqa: E402
+from tests.test_app import TEXT, _form, _heatmap_names, _pairs_file, serve_app  # noqa: E402
 from webapp import settings  # noqa: E402
-from webapp.guards import launch_options  # noqa: E402
 
 VISITORS = 20
 SECONDS = float(os.environ.get("KD_LOAD_SECONDS", "30"))
@@ -84,17 +82,7 @@ def test_twenty_visitors_while_two_train(
     from gradio_client import Client, handle_file
 
     monkeypatch.setattr(settings, "WORK_ROOT", tmp_path / "visitors")
-    demo = app.build_demo()
-    port = _free_port()
-    demo.launch(
-        server_name="127.0.0.1",
-        server_port=port,
-        prevent_thread_lock=True,
-        quiet=True,
-        **launch_options(),
-    )
-    url = f"http://127.0.0.1:{port}/"
-    try:
+    with serve_app() as (_, url, _port):
         # Warm the models once, so that the memory baseline includes them.
         Client(url, verbose=False).predict(TEXT, tiny_teacher, tiny_student, api_name="/compare")
         memory = PeakRSS()
@@ -202,5 +190,3 @@ def test_twenty_visitors_while_two_train(
             TEXT, tiny_teacher, tiny_student, api_name="/compare"
         )
         assert "student, distilled" not in _heatmap_names(plot)
-    finally:
-        demo.close()

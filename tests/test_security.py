@@ -30,7 +30,7 @@ import pytest
 gr = pytest.importorskip("gradio")
 
 import app  # noqa: E402
-from tests.test_app import TEXT, _free_port, _heatmap_names, _message  # noqa: E402
+from tests.test_app import TEXT, _heatmap_names, _message, serve_app  # noqa: E402
 from webapp import settings  # noqa: E402
 from webapp.aligned import aligned_space  # noqa: E402
 from webapp.compare import compare  # noqa: E402
@@ -39,7 +39,6 @@ from webapp.guards import (  # noqa: E402
     blocked_paths,
     check_data_dir,
     check_model_name,
-    launch_options,
 )
 from webapp.session import Visitor  # noqa: E402
 from webapp.uploads import check_upload  # noqa: E402
@@ -476,23 +475,6 @@ def test_student_zip_refusals_in_the_handler(tmp_path, monkeypatch, tiny_student
 
 
 # ---- through a running server (5 and 6) --------------------------------------------------------
-@contextlib.contextmanager
-def _serve():
-    demo = app.build_demo()
-    port = _free_port()
-    demo.launch(
-        server_name="127.0.0.1",
-        server_port=port,
-        prevent_thread_lock=True,
-        quiet=True,
-        **launch_options(),
-    )
-    try:
-        yield f"http://127.0.0.1:{port}/", port
-    finally:
-        demo.close()
-
-
 def _get(port: int, raw_path: str) -> tuple[int, bytes]:
     """GET a path exactly as written (no client-side normalisation of ``..`` or ``%2F``)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -520,7 +502,7 @@ def test_uploads_over_the_limits_or_of_the_wrong_type_are_refused_by_the_server(
     # The server's own cap (the student-zip size) made small for this test.
     cap = settings.MAX_UPLOAD_BYTES + (1 << 20)
     monkeypatch.setattr(settings, "MAX_STUDENT_ZIP_BYTES", cap)
-    with _serve() as (url, _):
+    with serve_app() as (_, url, _port):
         client = Client(url, verbose=False)
 
         def aligned(upload):
@@ -583,7 +565,7 @@ def test_a_student_zip_round_trips_through_the_server(
 
     _allow_models(monkeypatch, Path(tiny_teacher).parent, Path(tiny_student).parent)
     archive = _student_zip(tmp_path, tiny_student)
-    with _serve() as (url, _):
+    with serve_app() as (_, url, _port):
         owner, stranger = Client(url, verbose=False), Client(url, verbose=False)
         status = owner.predict(handle_file(str(archive)), api_name="/load_student")
         assert "Student loaded" in status
@@ -647,7 +629,7 @@ def test_the_server_serves_none_of_its_own_files(tmp_path, monkeypatch, isolated
     ]
     secrets = [b"root:", b"[project]", b"kd-cache-secret", b"PATH=", b"another visitor"]
     try:
-        with _serve() as (_, port):
+        with serve_app() as (_, _url, port):
             status, body = _get(port, f"/gradio_api/file={served_dir}/ok.txt")
             assert status == 200 and body == b"public file"  # the probe can see a served file
             for path in attempts:
