@@ -81,6 +81,23 @@ def heatmap_names(plot_payload) -> list[str]:
     return [trace["name"] for trace in data if trace["type"] == "heatmap"]
 
 
+def draw_aligned(client, models: list[str], teacher: str, student: str):
+    """One Aligned-spaces request: the built-in sentences of ``ALIGNED_LANGS``, 16 a language,
+    PCA, the given models; returns (figure, numbers Markdown, cosine table)."""
+    return client.predict(
+        "built-in sentences",
+        "",
+        None,
+        ALIGNED_LANGS,
+        16,
+        "pca",
+        models,
+        teacher,
+        student,
+        api_name="/aligned",
+    )
+
+
 def visitor_loop(
     i: int, url: str, teacher: str, student: str, deadline: float, out: dict, lock
 ) -> None:
@@ -108,17 +125,8 @@ def visitor_loop(
                 elif mine not in json.dumps(plot, ensure_ascii=False):  # the heatmaps' labels
                     problem = f"visitor {i} got an answer without their own sentence"
             else:
-                _, numbers, _ = client.predict(
-                    "built-in sentences",
-                    "",
-                    None,
-                    ALIGNED_LANGS,
-                    16,
-                    "pca",
-                    ["teacher", "untrained", "distilled"],
-                    teacher,
-                    student,
-                    api_name="/aligned",
+                _, numbers, _ = draw_aligned(
+                    client, ["teacher", "untrained", "distilled"], teacher, student
                 )
                 problem = (
                     None
@@ -164,18 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         started = time.perf_counter()
         warm = Client(url, verbose=False)
         warm.predict("\n".join(SENTENCES), args.teacher, args.student, api_name="/compare")
-        warm.predict(
-            "built-in sentences",
-            "",
-            None,
-            ALIGNED_LANGS,
-            16,
-            "pca",
-            ["teacher", "untrained"],
-            args.teacher,
-            args.student,
-            api_name="/aligned",
-        )
+        draw_aligned(warm, ["teacher", "untrained"], args.teacher, args.student)
         models_ready = time.perf_counter() - started
         memory = ServerMemory(proc.pid)
 
