@@ -134,6 +134,21 @@ class FrozenPrefixCache:
         self.offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
         self.states = torch.cat(chunks) if chunks else torch.empty(0)  # (total_tokens, H)
 
+    @classmethod
+    def from_states(
+        cls, encoder: Encoder, k: int, states: torch.Tensor, offsets: torch.Tensor
+    ) -> FrozenPrefixCache:
+        """A cache from ``states`` and ``offsets`` saved earlier (same student, same ``k``)."""
+        stack = layer_stack(encoder.transformer)
+        if stack is None:
+            raise ValueError("this student's layers cannot be addressed; use --freeze-layers 0")
+        cache = cls.__new__(cls)
+        cache.encoder, cache.k = encoder, k
+        cache.embeddings, layers = stack
+        cache.bottom, cache.top = layers[:k], layers[k:]
+        cache.states, cache.offsets = states, offsets
+        return cache
+
     def bottom_forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Embeddings and the frozen layers: token ids -> (B, T, H)."""
         model = self.encoder.transformer
