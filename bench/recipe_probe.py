@@ -137,7 +137,7 @@ def main() -> None:
     from kd.losses import mse_loss
     from kd.models import Encoder, prepare_torch, quiet_transformers
     from kd.student_forward import FrozenPrefixCache, trainable_parameters
-    from kd.train import epoch_batches, fit_linear_head
+    from kd.train import epoch_batches, fit_linear_head, warmup_then_linear_decay
 
     quiet_transformers()
     prepare_torch("cpu")
@@ -176,11 +176,7 @@ def main() -> None:
         weight_decay=cfg.weight_decay,
     )
     total = math.ceil(len(items) / args.batch_size) * args.epochs
-    warm = max(1, int(cfg.warmup * total))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: min(1.0, (s + 1) / warm) * max(0.0, (total - s) / max(1, total - warm + 1)),
-    )
+    schedule = warmup_then_linear_decay(optimizer, total, cfg.warmup)
     teacher = torch.from_numpy(z["teacher"])
     target_t = torch.from_numpy(target)
     lengths = train.lengths()[items]

@@ -112,12 +112,7 @@ class FrozenPrefixCache:
         batch_size: int = 64,
         progress: Progress | None = None,
     ) -> None:
-        stack = layer_stack(encoder.transformer)
-        if stack is None:
-            raise ValueError("this student's layers cannot be addressed; use --freeze-layers 0")
-        self.encoder, self.k = encoder, k
-        self.embeddings, layers = stack
-        self.bottom, self.top = layers[:k], layers[k:]
+        self._bind(encoder, k)
         chunks: list[torch.Tensor] = [torch.empty(0)] * len(texts)
         order = np.argsort([-len(t) for t in texts], kind="stable")
         with torch.inference_mode():
@@ -139,15 +134,19 @@ class FrozenPrefixCache:
         cls, encoder: Encoder, k: int, states: torch.Tensor, offsets: torch.Tensor
     ) -> FrozenPrefixCache:
         """A cache from ``states`` and ``offsets`` saved earlier (same student, same ``k``)."""
+        cache = cls.__new__(cls)
+        cache._bind(encoder, k)
+        cache.states, cache.offsets = states, offsets
+        return cache
+
+    def _bind(self, encoder: Encoder, k: int) -> None:
+        """Split the student's layers into the frozen bottom ``k`` and the trained top."""
         stack = layer_stack(encoder.transformer)
         if stack is None:
             raise ValueError("this student's layers cannot be addressed; use --freeze-layers 0")
-        cache = cls.__new__(cls)
-        cache.encoder, cache.k = encoder, k
-        cache.embeddings, layers = stack
-        cache.bottom, cache.top = layers[:k], layers[k:]
-        cache.states, cache.offsets = states, offsets
-        return cache
+        self.encoder, self.k = encoder, k
+        self.embeddings, layers = stack
+        self.bottom, self.top = layers[:k], layers[k:]
 
     def bottom_forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Embeddings and the frozen layers: token ids -> (B, T, H)."""

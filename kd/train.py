@@ -188,6 +188,16 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -
     return [batches[i] for i in order]
 
 
+def warmup_then_linear_decay(optimizer, total: int, warmup: float):
+    """Learning rate rising linearly over the first ``warmup`` fraction of ``total`` steps, then
+    falling linearly to zero at step ``total``."""
+    warm = max(1, int(warmup * total))
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: min(1.0, (s + 1) / warm) * max(0.0, (total - s) / max(1, total - warm + 1)),
+    )
+
+
 # ---- the run -------------------------------------------------------------------------------------
 @dataclass
 class RunResult:
@@ -287,11 +297,7 @@ def distill(
         ],
         weight_decay=cfg.weight_decay,
     )
-    warm = max(1, int(cfg.warmup * total))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: min(1.0, (s + 1) / warm) * max(0.0, (total - s) / max(1, total - warm + 1)),
-    )
+    schedule = warmup_then_linear_decay(optimizer, total, cfg.warmup)
     named = {f"p{i}": p for i, p in enumerate(params)}
     named |= {f"head.{k}": v for k, v in student.head.named_parameters()}
 
