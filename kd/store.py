@@ -258,7 +258,7 @@ class VectorStore:
         self.model = model  # the model that built the index
         self.note = note  # set when the query model differs from it in an allowed way
         self.shards = shards  # kd_bits shards, as recorded in kd_meta
-        self._knn_sql: dict[bool, str] = {}  # by "filtered by language"
+        self._sql: dict[tuple[bool, bool], str] = {}  # by (filtered by language, sharded)
 
     # ---- opening ---------------------------------------------------------------------------
     @classmethod
@@ -442,14 +442,10 @@ class VectorStore:
         bits = np.packbits(q > 0).tobytes()
         per_shard = -(-pool // self.shards)
         by_lang = (lang,) if lang is not None else ()
-        got = self.db.execute(self._sharded_sql(lang is not None), (bits, per_shard, *by_lang))
-        got = got.fetchall()
+        sql = self._knn_sql(by_lang=lang is not None, sharded=True)
+        got = self.db.execute(sql, (bits, per_shard, *by_lang)).fetchall()
         if len(got) < pool:  # some shard ran short: ask the whole table instead
-            sql = (
-                "SELECT v.id, v.embedding FROM (SELECT rowid FROM kd_bits WHERE embedding "
-                "MATCH vec_bit(?1) AND k = ?2" + (" AND lang = ?3" if lang is not None else "")
-            )
-            sql += ") AS c JOIN kd_vectors AS v ON v.id = c.rowid"
+            sql = self._knn_sql(by_lang=lang is not None, sharded=False)
             got = self.db.execute(sql, (bits, pool, *by_lang)).fetchall()
         if not got:
             return []
@@ -458,20 +454,21 @@ class VectorStore:
         top = np.argsort(-scores, kind="stable")[:k]
         return self._hits([(got[i][0], float(scores[i])) for i in top])
 
-    def _sharded_sql(self, by_lang: bool) -> str:
-        """One statement: each shard's KNN (``?1`` query bits, ``?2`` rows per shard, ``?3``
-        language), joined to the rows' float vectors."""
-        if by_lang not in self._knn_sql:
+    def _knn_sql(self, by_lang: bool, sharded: bool) -> str:
+        """One statement: the sign-bit KNN (``?1`` query bits, ``?2`` rows asked for, of each
+        shard when ``sharded``, ``?3`` language), joined to the rows' float vectors."""
+        key = (by_lang, sharded)
+        if key not in self._sql:
             where = "embedding MATCH vec_bit(?1) AND k = ?2" + (" AND lang = ?3" if by_lang else "")
-            union = " UNION ALL ".join(
-                f"SELECT * FROM (SELECT rowid FROM kd_bits WHERE {where} AND shard = {s})"
-                for s in range(self.shards)
+            knn = f"SELECT rowid FROM kd_bits WHERE {where}"
+            if sharded:
+                knn = " UNION ALL ".join(
+                    f"SELECT * FROM ({knn} AND shard = {s})" for s in range(self.shards)
+                )
+            self._sql[key] = (
+                f"SELECT v.id, v.embedding FROM ({knn}) AS c JOIN kd_vectors AS v ON v.id = c.rowid"
             )
-            self._knn_sql[by_lang] = (
-                f"SELECT v.id, v.embedding FROM ({union}) AS c JOIN kd_vectors AS v "
-                "ON v.id = c.rowid"
-            )
-        return self._knn_sql[by_lang]
+        return self._sql[key]
 
     def _exact(self, q: np.ndarray, k: int, lang: str | None) -> list[Hit]:
         """Score every stored vector with sqlite-vec's cosine distance: the reference answer."""
