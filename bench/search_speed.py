@@ -115,6 +115,22 @@ def indexing(n: int, root: Path):
     return end_to_end, writes, recall, model, qv
 
 
+def fill(store: VectorStore, x: np.ndarray) -> None:
+    """Add ``x`` as rows "row 0", "row 1", ... (English), 5,000 a transaction."""
+    for i in range(0, len(x), 5000):
+        chunk = range(i, min(i + 5000, len(x)))
+        store.add([Row(f"row {j}", "en", "bench") for j in chunk], x[i : i + 5000])
+
+
+def recall_by_pool(store: VectorStore, queries: np.ndarray, truth: list) -> dict[str, float]:
+    """Top-k overlap with ``truth`` (0-based row numbers) for every candidate pool."""
+    out = {}
+    for c in CANDIDATES:
+        fast = [[h.rowid - 1 for h in store.search(q, K, candidates=c)[0]] for q in queries]
+        out[f"recall{c}"] = overlap(fast, truth)
+    return out
+
+
 def real_vectors(model, n: int) -> np.ndarray:
     """The model's vectors of up to ``n`` everyday English sentences (not the 200 queries),
     cached by weight fingerprint and count: embedding 45k sentences takes minutes."""
@@ -138,16 +154,12 @@ def real_at_scale(x: np.ndarray, queries: np.ndarray, root: Path) -> dict:
     queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
     stamp = ModelStamp("real-vectors", f"n{len(x)}", DIM)
     with VectorStore.create(root / "real_scale.db", stamp) as store:
-        for i in range(0, len(x), 5000):
-            chunk = range(i, min(i + 5000, len(x)))
-            store.add([Row(f"row {j}", "en", "bench") for j in chunk], x[i : i + 5000])
+        fill(store, x)
     out = {"n": len(x), "numpy_ms": median_ms(lambda q: numpy_top_k(x, q), queries[:QUERIES])}
     truth = [list(numpy_top_k(x, q)) for q in queries]
     with VectorStore.open(root / "real_scale.db", stamp) as store:
         out["store_ms"] = median_ms(lambda q: store.search(q, K), queries[:QUERIES])
-        for c in CANDIDATES:
-            fast = [[h.rowid - 1 for h in store.search(q, K, candidates=c)[0]] for q in queries]
-            out[f"recall{c}"] = overlap(fast, truth)
+        out |= recall_by_pool(store, queries, truth)
     return out
 
 
@@ -157,8 +169,7 @@ def latency(n: int, root: Path) -> dict[str, float]:
     stamp = ModelStamp("random-unit-vectors", f"seed{n}", DIM)
     start = time.perf_counter()
     with VectorStore.create(root / f"random{n}.db", stamp) as store:
-        for i in range(0, n, 5000):
-            store.add([Row(f"row {j}", "en", "bench") for j in range(i, i + 5000)], x[i : i + 5000])
+        fill(store, x)
     build_s = time.perf_counter() - start
     out = {"build_s": build_s, "numpy_ms": median_ms(lambda q: numpy_top_k(x, q), queries)}
     truth = [list(numpy_top_k(x, q)) for q in queries]
@@ -166,8 +177,7 @@ def latency(n: int, root: Path) -> dict[str, float]:
         out["exact_ms"] = median_ms(lambda q: store.search(q, K, exact=True), queries[:10])
         for c in CANDIDATES:
             out[c] = median_ms(lambda q, c=c: store.search(q, K, candidates=c), queries)
-            fast = [[h.rowid - 1 for h in store.search(q, K, candidates=c)[0]] for q in queries]
-            out[f"recall{c}"] = overlap(fast, truth)
+        out |= recall_by_pool(store, queries, truth)
     out["store_ms"] = out[DEFAULT_CANDIDATES]
     return out
 
