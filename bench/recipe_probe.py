@@ -79,22 +79,13 @@ def _prepare(student, cfg):
     return saved
 
 
-def _pooled(cache, idx: np.ndarray) -> np.ndarray:
-    import torch
-
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(idx), 256):
-            out.append(cache.embed(idx[i : i + 256]).float().numpy())
-    return np.concatenate(out)
-
-
 def _dev_scores(student, dev, z) -> dict[str, float]:
     from kd.evaluate import mean_over_langs, pair_metrics
+    from kd.student_forward import embed_in_batches
 
     was = student.training
     student.eval()
-    vecs = _pooled(dev, np.arange(len(dev.offsets) - 1))
+    vecs = embed_in_batches(dev, np.arange(len(dev.offsets) - 1), 256)
     student.train(was)
     per_lang, pos = {}, 0
     for lang, n in zip(z["dev_langs"], z["dev_sizes"], strict=True):
@@ -136,7 +127,7 @@ def main() -> None:
     from kd.config import TrainConfig
     from kd.losses import mse_loss
     from kd.models import Encoder, prepare_torch, quiet_transformers
-    from kd.student_forward import FrozenPrefixCache, trainable_parameters
+    from kd.student_forward import FrozenPrefixCache, embed_in_batches, trainable_parameters
     from kd.train import epoch_batches, fit_linear_head, warmup_then_linear_decay
 
     quiet_transformers()
@@ -166,7 +157,9 @@ def main() -> None:
     student.head, student.normalize = None, False
     print("untrained", _line(_dev_scores(student, dev, z)), flush=True)
     distinct = np.unique(items)
-    student.head = fit_linear_head(_pooled(train, distinct), z["teacher"][target[distinct]])
+    student.head = fit_linear_head(
+        embed_in_batches(train, distinct, 256), z["teacher"][target[distinct]]
+    )
     student.normalize = True
     print("ridge head", _line(_dev_scores(student, dev, z)), flush=True)
 

@@ -171,6 +171,25 @@ class FrozenPrefixCache:
         return self.encoder.pool_and_project(hidden, mask)
 
 
+def embed_in_batches(
+    runner: FullForward | FrozenPrefixCache, idx: np.ndarray, batch_size: int = 128
+) -> np.ndarray:
+    """Vectors of items ``idx``, in that order, without gradients: (len(idx), D) float32.
+
+    Items are run in batches of similar length, so little padding is computed.
+    """
+    order = np.argsort(runner.lengths()[idx])
+    out = None
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            pos = order[start : start + batch_size]
+            vecs = runner.embed(idx[pos]).float().cpu().numpy()
+            if out is None:
+                out = np.empty((len(idx), vecs.shape[1]), dtype=np.float32)
+            out[pos] = vecs
+    return out if out is not None else np.empty((0, 0), dtype=np.float32)
+
+
 def make_runner(
     encoder: Encoder,
     texts: list[str],

@@ -47,7 +47,7 @@ from kd.evaluate import evaluate
 from kd.io import atomic_write_json, atomic_write_npy, cache_dir
 from kd.losses import distillation_loss
 from kd.models import Encoder, autocast, pick_device, prepare_torch
-from kd.student_forward import make_runner, trainable_parameters
+from kd.student_forward import embed_in_batches, make_runner, trainable_parameters
 
 log = logging.getLogger("kd")
 
@@ -274,13 +274,8 @@ def distill(
     lengths = runner.lengths()
 
     say("fitting the linear head in closed form (ridge)")
-    with torch.inference_mode():
-        student.head, student.normalize = None, False
-        order = np.argsort(lengths)
-        pooled = np.zeros((len(data.texts), student.dim), dtype=np.float32)
-        for i in range(0, len(order), 128):
-            idx = order[i : i + 128]
-            pooled[idx] = runner.embed(idx).float().cpu().numpy()
+    student.head, student.normalize = None, False
+    pooled = embed_in_batches(runner, np.arange(len(data.texts)))
     student.head = fit_linear_head(pooled, tvec[data.target]).to(device)
     student.normalize = True
     student.dim = student.head.out_features
