@@ -1,21 +1,23 @@
 """Compare training recipes fast: frozen layers cached on disk once, then only the top trains.
 
-A full ``kd distill`` spends about half its time computing the student's frozen bottom layers.
-For a sweep over learning rates, epochs or data mixes those outputs are the same in every run,
-so this script computes them once for the run's training items and for the Tatoeba dev set,
-saves them under ``kd.io.cache_dir("probe")``, and then trains only the top layers and the
-head, scoring the dev set after every epoch: cross-model accuracy student(x) -> teacher(en),
-student-vs-student accuracy and English fidelity, averaged over the 12 dev languages, the same
-numbers ``kd eval`` reports.
+A full ``kd distill`` spends much of its time computing the student's frozen bottom layers. For
+a sweep over learning rates, epochs or data mixes those outputs are the same in every run, so
+this script computes them once for the run's training items and for the Tatoeba dev set, saves
+them under ``kd.io.cache_dir("probe")``, and then trains only the top layers and the head,
+scoring the dev set during training: cross-model accuracy student(x) -> teacher(en),
+student-vs-student accuracy and English fidelity, averaged over the 12 dev languages (the
+numbers ``kd eval`` reports), and the worst language's cross-model accuracy.
 
-It follows ``kd.train.distill`` step for step (the same items, ridge head, loss, batches,
-warm-up and linear decay, gradient clipping); it skips the held-out gettext evaluation,
-checkpoints and saving. Its numbers are a guide for choosing a recipe: the README's default-run
-table comes from ``kd distill`` and ``kd eval`` themselves.
+It builds its data with ``kd.dataset.read_dataset`` (so ``KD_DATA`` picks the everyday set, as
+in ``kd distill``) and follows ``kd.train.distill`` step for step: the same items, ridge head,
+loss, batches, warm-up and linear decay, gradient clipping and compute precision. It skips the
+held-out evaluation, checkpoints and saving. Its numbers guide the choice of a recipe; the
+README's default-run table comes from ``kd distill`` and ``kd eval`` themselves.
 
-Run: ``python bench/recipe_probe.py --lr 1e-3 --epochs 4 [--freeze-layers 10]
-[--english-rows 16000] [--max-pairs 300] [--english-only] [--pair-weight 3]``. The last line
-reads ``cross=<mean> student=<mean> fidelity=<mean>``.
+Run: ``KD_DATA=../shared/data/everyday-parallel python bench/recipe_probe.py --lr 3e-4
+--epochs 2 [--freeze-layers 10] [--english-rows 12000] [--max-pairs 1000] [--evals 2]
+[--rank-weight 1] [--english-only] [--pair-weight 3]``. The last line reads
+``cross=<mean> student=<mean> fidelity=<mean> worst=<lang>:<cross>``.
 """
 
 from __future__ import annotations
@@ -35,57 +37,67 @@ sys.path.insert(0, str(ROOT))
 TATOEBA = ROOT.parent / "shared" / "data" / "tatoeba-dev"
 
 
-def _prepare(student, cfg):
+def _prepare(student, teacher, cfg, precision: str):
     """Frozen-layer states of the training items and of the dev set, computed once, cached."""
     import torch
 
     from kd.data import read_tatoeba
-    from kd.english_text import english_sentences
+    from kd.dataset import read_dataset
     from kd.io import cache_dir
-    from kd.models import Encoder
+    from kd.models import autocast
     from kd.student_forward import FrozenPrefixCache
-    from kd.train import build_dataset, load_pairs, teacher_vectors
+    from kd.train import teacher_vectors
 
-    key = f"{student.fingerprint()}-k{cfg.freeze_layers}-r{cfg.english_rows}-p{cfg.max_pairs}"
-    key += f"-s{cfg.seed}-t{cfg.max_seq_length}"
-    key += "-" + hashlib.sha256(str(TATOEBA.resolve()).encode()).hexdigest()[:8]
-    path = cache_dir("probe") / f"{key}.pt"
-    if path.exists():
-        return torch.load(path, weights_only=False)
-    started = time.perf_counter()
-    teacher = Encoder.load(cfg.teacher)
-    data = build_dataset(cfg, load_pairs(cfg), english_sentences(cfg.english_rows, seed=cfg.seed))
+    data = read_dataset(cfg)
     dev = read_tatoeba(TATOEBA)
     dev_texts: list[str] = []
     for pairs in dev.values():
         dev_texts += [p.en for p in pairs] + [p.other for p in pairs]
-    train = FrozenPrefixCache(student, data.texts, cfg.freeze_layers, cfg.max_seq_length)
-    held = FrozenPrefixCache(student, dev_texts, cfg.freeze_layers, cfg.max_seq_length)
-    saved = {
-        "states": train.states,
-        "offsets": train.offsets,
-        "dev_states": held.states,
-        "dev_offsets": held.offsets,
+    digest = hashlib.sha256("\n".join(data.texts + dev_texts).encode()).hexdigest()[:12]
+    key = f"{student.fingerprint()}-k{cfg.freeze_layers}-t{cfg.max_seq_length}-{precision}-{digest}"
+    path = cache_dir("probe") / f"{key}.pt"
+    teacher.precision = precision
+    with autocast("cpu", precision):
+        tvec = teacher_vectors(teacher, data.english)
+    teacher.precision = "auto"
+    dev_teacher = {k: teacher_vectors(teacher, [p.en for p in v]) for k, v in dev.items()}
+    if path.exists():
+        saved = torch.load(path, weights_only=False)
+    else:
+        started = time.perf_counter()
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        with autocast("cpu", precision):
+            k, n = cfg.freeze_layers, cfg.max_seq_length
+            train = FrozenPrefixCache(student, data.texts, k, n, dtype=dtype)
+            held = FrozenPrefixCache(student, dev_texts, k, n, dtype=dtype)
+        saved = {
+            "states": train.states,
+            "offsets": train.offsets,
+            "dev_states": held.states,
+            "dev_offsets": held.offsets,
+        }
+        torch.save(saved, path)
+        took = time.perf_counter() - started
+        print(f"cached {len(data.texts)} items and the dev set in {took:.0f} s", flush=True)
+    return saved | {
         "target": data.target,
         "langs": data.langs,
-        "teacher": teacher_vectors(teacher, data.english),
+        "teacher": tvec,
         "dev_langs": list(dev),
         "dev_sizes": [len(v) for v in dev.values()],
-        "dev_teacher": {k: teacher_vectors(teacher, [p.en for p in v]) for k, v in dev.items()},
+        "dev_teacher": dev_teacher,
     }
-    torch.save(saved, path)
-    took = time.perf_counter() - started
-    print(f"cached {len(data.texts)} items and the dev set in {took:.0f} s")
-    return saved
 
 
-def _dev_scores(student, dev, z) -> dict[str, float]:
+def _dev_scores(student, dev, z, precision: str) -> dict[str, float | str]:
     from kd.evaluate import mean_over_langs, pair_metrics
+    from kd.models import autocast
     from kd.student_forward import embed_in_batches
 
     was = student.training
     student.eval()
-    vecs = embed_in_batches(dev, np.arange(len(dev.offsets) - 1), 256)
+    with autocast("cpu", precision):
+        vecs = embed_in_batches(dev, np.arange(len(dev.offsets) - 1), 256)
     student.train(was)
     per_lang, pos = {}, 0
     for lang, n in zip(z["dev_langs"], z["dev_sizes"], strict=True):
@@ -93,26 +105,39 @@ def _dev_scores(student, dev, z) -> dict[str, float]:
         per_lang[lang] = pair_metrics(z["dev_teacher"][lang], en, x)
         pos += 2 * n
     m = mean_over_langs(per_lang)
+    worst = min(per_lang, key=lambda lang: per_lang[lang]["cross_mean_accuracy"])
     return {
         "cross": m["cross_mean_accuracy"],
         "student": m["student_mean_accuracy"],
         "fidelity": m["english_fidelity"],
+        "worst": f"{worst}:{per_lang[worst]['cross_mean_accuracy']:.3f}",
     }
 
 
-def _line(scores: dict[str, float]) -> str:
-    return " ".join(f"{k}={v:.3f}" for k, v in scores.items())
+def _line(scores: dict[str, float | str]) -> str:
+    return " ".join(
+        f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in scores.items()
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--freeze-layers", type=int, default=10)
-    parser.add_argument("--english-rows", type=int, default=16000)
-    parser.add_argument("--max-pairs", type=int, default=300)
+    parser.add_argument("--english-rows", type=int, default=12000)
+    parser.add_argument("--max-pairs", type=int, default=1000)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--head-lr", type=float, default=None, help="default: --lr")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--evals", type=int, default=1, help="dev evaluations per epoch")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
+    parser.add_argument(
+        "--rank-weight", type=float, default=0.0, help="weight of the ranking term (kd.losses)"
+    )
+    parser.add_argument("--temperature", type=float, default=0.05, help="of the ranking term")
+    parser.add_argument(
+        "--rank-translations-only", action="store_true", help="no ranking term for English items"
+    )
     parser.add_argument("--english-only", action="store_true", help="drop the translations")
     parser.add_argument(
         "--pair-weight", type=int, default=1, help="repeat each translation N times"
@@ -125,14 +150,15 @@ def main() -> None:
     import torch
 
     from kd.config import TrainConfig
-    from kd.losses import mse_loss
-    from kd.models import Encoder, prepare_torch, quiet_transformers
+    from kd.losses import mse_loss, rank_loss
+    from kd.models import Encoder, autocast, prepare_torch, quiet_transformers, resolve_precision
     from kd.student_forward import FrozenPrefixCache, embed_in_batches, trainable_parameters
     from kd.train import epoch_batches, fit_linear_head, warmup_then_linear_decay
 
     quiet_transformers()
     prepare_torch("cpu")
     torch.manual_seed(0)
+    precision = resolve_precision(args.precision, "cpu")
     cfg = TrainConfig(
         out="/tmp/unused",
         english_rows=args.english_rows,
@@ -140,9 +166,12 @@ def main() -> None:
         freeze_layers=args.freeze_layers,
     )
     student = Encoder.load(cfg.student)
+    teacher = Encoder.load(cfg.teacher)
     student.max_seq_length = min(student.max_seq_length, cfg.max_seq_length)
+    teacher.max_seq_length = min(teacher.max_seq_length, cfg.max_seq_length * 2)
     params = trainable_parameters(student, cfg.freeze_layers)
-    z = _prepare(student, cfg)
+    z = _prepare(student, teacher, cfg, precision)
+    del teacher
     train = FrozenPrefixCache.from_states(student, cfg.freeze_layers, z["states"], z["offsets"])
     dev = FrozenPrefixCache.from_states(
         student, cfg.freeze_layers, z["dev_states"], z["dev_offsets"]
@@ -153,42 +182,61 @@ def main() -> None:
         items = items[langs == "en"]
     translations = items[langs[items] != "en"]
     items = np.concatenate([items] + [translations] * (args.pair_weight - 1))
+    print(f"{len(items)} items ({(langs[items] == 'en').sum()} English), {precision}", flush=True)
 
     student.head, student.normalize = None, False
-    print("untrained", _line(_dev_scores(student, dev, z)), flush=True)
+    print("untrained", _line(_dev_scores(student, dev, z, precision)), flush=True)
     distinct = np.unique(items)
-    student.head = fit_linear_head(
-        embed_in_batches(train, distinct, 256), z["teacher"][target[distinct]]
-    )
+    with autocast("cpu", precision):
+        pooled = embed_in_batches(train, distinct, 256)
+    student.head = fit_linear_head(pooled, z["teacher"][target[distinct]])
     student.normalize = True
-    print("ridge head", _line(_dev_scores(student, dev, z)), flush=True)
+    print("ridge head", _line(_dev_scores(student, dev, z, precision)), flush=True)
 
     head = list(student.head.parameters())
     optimizer = torch.optim.AdamW(
         [{"params": params, "lr": args.lr}, {"params": head, "lr": args.head_lr or args.lr}],
         weight_decay=cfg.weight_decay,
     )
-    total = math.ceil(len(items) / args.batch_size) * args.epochs
+    per_epoch = math.ceil(len(items) / args.batch_size)
+    total = per_epoch * args.epochs
+    every = max(1, per_epoch // max(1, args.evals))
     schedule = warmup_then_linear_decay(optimizer, total, cfg.warmup)
-    teacher = torch.from_numpy(z["teacher"])
+    teacher_t = torch.from_numpy(z["teacher"])
     target_t = torch.from_numpy(target)
     lengths = train.lengths()[items]
     student.train()
-    scores: dict[str, float] = {}
+    scores: dict[str, float | str] = {}
+    started, step, losses = time.perf_counter(), 0, []
     for epoch in range(args.epochs):
-        started, losses = time.perf_counter(), []
         for batch in epoch_batches(lengths, args.batch_size, cfg.seed, epoch):
             idx = items[batch]
-            loss = mse_loss(train.embed(idx), teacher[target_t[idx]])
+            with autocast("cpu", precision):
+                s = train.embed(idx)
+            loss = mse_loss(s.float(), teacher_t[target_t[idx]])
+            ranked = torch.ones(len(idx), dtype=torch.bool)  # (B,)
+            if args.rank_translations_only:
+                ranked = torch.from_numpy(langs[idx] != "en")
+            if args.rank_weight and ranked.any():
+                rank = rank_loss(
+                    s.float()[ranked], teacher_t, target_t[idx][ranked], args.temperature
+                )
+                loss = loss + args.rank_weight * rank
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params + head, 1.0)
             optimizer.step()
             schedule.step()
+            step += 1
             losses.append(loss.item())
-        scores = _dev_scores(student, dev, z)
-        took = time.perf_counter() - started
-        print(f"epoch {epoch + 1} ({took:.0f} s) loss {np.mean(losses):.3f}", _line(scores))
+            if step % every == 0 or step == total:
+                scores = _dev_scores(student, dev, z, precision)
+                took = time.perf_counter() - started
+                print(
+                    f"step {step}/{total} ({took:.0f} s) loss {np.mean(losses[-every:]):.3f}",
+                    _line(scores),
+                    flush=True,
+                )
     print(_line(scores))
 
 

@@ -40,8 +40,7 @@ def _peak_rss_gb() -> float:
 def _items(n_items: int, seed: int):
     """Training texts and their teacher targets: half everyday English, half translations."""
     from kd.config import TrainConfig
-    from kd.english_text import english_sentences
-    from kd.train import build_dataset, load_pairs
+    from kd.dataset import read_dataset
 
     cfg = TrainConfig(
         out="/tmp/unused",
@@ -50,7 +49,7 @@ def _items(n_items: int, seed: int):
         eval_pairs=0,
         seed=seed,
     )
-    data = build_dataset(cfg, load_pairs(cfg), english_sentences(cfg.english_rows, seed=seed))
+    data = read_dataset(cfg)
     return cfg, data
 
 

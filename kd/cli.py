@@ -49,7 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--student", default=d.student, help=f"student id or directory ({d.student})")
     s.add_argument("--langs", default=",".join(DEV_LANGS), help="comma-separated language codes")
     s.add_argument(
-        "--max-pairs", type=_ints, default=d.max_pairs, help="parallel pairs per language"
+        "--max-pairs",
+        type=_ints,
+        default=d.max_pairs,
+        help="training pairs per language (from --data: 0 takes all; from the default source: "
+        "0 takes none)",
     )
     s.add_argument(
         "--english-rows",
@@ -61,14 +65,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--data",
         action="append",
         default=[],
-        help="extra parallel data (TSV english<TAB>translation, JSONL); repeatable",
+        help="parallel data: a .tsv/.jsonl file, a folder of them, hf:OWNER/NAME[:CONFIG] (a "
+        "Hub set in the parallel-sentences layout, streamed) or gettext (software messages); "
+        "repeatable. Default: $KD_DATA, else an everyday Hub set when the Hub is reachable, "
+        "else gettext",
     )
     s.add_argument("--epochs", type=_ints, default=d.epochs)
     s.add_argument("--batch-size", type=_ints, default=d.batch_size)
     s.add_argument("--lr", type=_floats, default=d.lr, help="learning rate of the student layers")
     s.add_argument("--head-lr", type=_floats, default=d.head_lr, help="learning rate of the head")
     s.add_argument("--loss", choices=LOSSES, default=d.loss)
-    s.add_argument("--temperature", type=_floats, default=d.temperature, help="for --loss kl")
+    s.add_argument(
+        "--temperature",
+        type=_floats,
+        default=d.temperature,
+        help="for --loss kl and the ranking term",
+    )
+    s.add_argument(
+        "--rank-weight",
+        type=_floats,
+        default=d.rank_weight,
+        help="weight of the ranking term: each item ranks its English sentence first among the "
+        "teacher's training vectors (0: the paper's squared error alone)",
+    )
     s.add_argument(
         "--freeze-layers",
         type=_ints,
@@ -83,18 +102,48 @@ def build_parser() -> argparse.ArgumentParser:
         help="held-out pairs per language for the before/after evaluation",
     )
     s.add_argument(
+        "--sts",
+        default=d.sts,
+        help="STS folder (stsb-multi format) scored before and after training (default: $KD_STS)",
+    )
+    s.add_argument(
+        "--sts-pairs", type=_ints, default=d.sts_pairs, help="STS pairs a language to score"
+    )
+    s.add_argument(
         "--eval-every", type=_ints, default=0, help="evaluate every N steps (0: at the end)"
     )
     s.add_argument("--checkpoint-every", type=_ints, default=d.checkpoint_every)
     s.add_argument("--max-steps", type=_ints, default=0, help="stop after N steps (0: no cap)")
     s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    s.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default=d.precision,
+        help="training compute precision (auto: bf16 on CUDA and on CPUs with AMX, else fp32)",
+    )
     s.add_argument("--seed", type=_ints, default=0)
     s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
 
-    e = sub.add_parser("eval", help="translation retrieval and teacher-space metrics on Tatoeba")
+    e = sub.add_parser(
+        "eval",
+        help="translation retrieval on Tatoeba and/or similarity (STS) in many languages",
+        description="Give --tatoeba, --sts or both.",
+    )
     e.add_argument("--model", required=True, help="distilled student directory or model id")
-    e.add_argument("--tatoeba", required=True, help="directory in the LASER Tatoeba format")
-    e.add_argument("--langs", default=",".join(DEV_LANGS))
+    e.add_argument("--tatoeba", default=None, help="directory in the LASER Tatoeba format")
+    e.add_argument(
+        "--sts",
+        default=None,
+        metavar="DIR",
+        help="directory of <lang>.dev.tsv STS files (sentence1, sentence2, score), English "
+        "included, e.g. ../shared/data/stsb-multi-dev",
+    )
+    e.add_argument(
+        "--langs",
+        default=None,
+        help="comma-separated languages (default: Tatoeba's 12 dev languages; for --sts, "
+        "every language present)",
+    )
     e.add_argument(
         "--teacher", default=None, help="teacher (default: the one the student learnt from)"
     )
@@ -103,7 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="untrained student to compare with (default: the one the run started from)",
     )
-    e.add_argument("--max-pairs", type=_ints, default=0, help="use the first N pairs (0: all)")
+    e.add_argument(
+        "--max-pairs",
+        type=_ints,
+        default=0,
+        help="use the first N pairs per language, Tatoeba and STS alike (0: all)",
+    )
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
     e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
@@ -225,6 +279,11 @@ def _print_run_summary(metrics: dict) -> None:
     if table:
         print("held-out pairs from the training source, mean over languages:")
         print(format_table(table))
+    if "sts" in metrics:
+        from kd.sts import format_sts_table
+
+        print(f"STS, {metrics['sts']['pairs']} pairs a language (Spearman x 100):")
+        print(format_sts_table(metrics["sts"]))
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -232,16 +291,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from kd.evaluate import evaluate, format_table
     from kd.langs import parse_langs
     from kd.models import DEFAULT_TEACHER, Encoder, pick_device, prepare_torch, resolve_model
+    from kd.sts import cached_encode, format_sts_table, read_sts, sts_report
 
+    if not args.tatoeba and not args.sts:
+        raise ValueError("nothing to evaluate on; give --tatoeba DIR, --sts DIR or both")
+    if args.max_pairs < 0:
+        raise ValueError(f"--max-pairs must be 0 (all) or positive, got {args.max_pairs}")
+    sets = {}
+    if args.tatoeba:
+        langs = parse_langs(args.langs or ",".join(DEV_LANGS))
+        for lang, pairs in read_tatoeba(args.tatoeba, langs).items():
+            if args.max_pairs:
+                pairs = pairs[: args.max_pairs]
+            sets[lang] = ([p.en for p in pairs], [p.other for p in pairs])
+    sts_sets = read_sts(args.sts, args.langs, max_rows=args.max_pairs) if args.sts else {}
     device = pick_device(args.device)
     prepare_torch(device)
-    langs = parse_langs(args.langs)
-    sets_pairs = read_tatoeba(args.tatoeba, langs)
-    sets = {}
-    for lang, pairs in sets_pairs.items():
-        if args.max_pairs:
-            pairs = pairs[: args.max_pairs]
-        sets[lang] = ([p.en for p in pairs], [p.other for p in pairs])
     run_cfg = {}
     cfg_path = Path(resolve_model(args.model)) / "kd_config.json"
     if cfg_path.exists():
@@ -251,29 +316,44 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     teacher = Encoder.load(teacher_id, device)
     teacher_en = {lang: teacher.encode(en) for lang, (en, _x) in sets.items()}
-    results = {"teacher": evaluate(sets, teacher_en, teacher.encode)}
+    teacher_sts = cached_encode(teacher.encode)  # one teacher pass shared by every model
+    results: dict = {}
+    sts = sts_report(sts_sets, teacher_sts, {}) if sts_sets else {}
+
+    def measure(name: str, model: Encoder) -> None:
+        """Every evaluation of one model while it is loaded (models load one at a time)."""
+        if sets:
+            results[name] = evaluate(sets, teacher_en, model.encode)
+        if sts_sets and name != "teacher":
+            sts.update(sts_report(sts_sets, teacher_sts, {name: model.encode}))
+
+    measure("teacher", teacher)
     if baseline_id:
         base = Encoder.load(baseline_id, device)
-        results["student_untrained"] = evaluate(sets, teacher_en, base.encode)
+        measure("student_untrained", base)
         del base
     model = Encoder.load(args.model, device)
-    results["student_distilled" if baseline_id else "model"] = evaluate(
-        sets, teacher_en, model.encode
-    )
+    measure("student_distilled" if baseline_id else "model", model)
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "teacher_id": teacher_id,
-                    "baseline_id": baseline_id,
-                    "model": args.model,
-                    "results": results,
-                },
-                indent=2,
-            )
-        )
-    else:
+        report = {"teacher_id": teacher_id, "baseline_id": baseline_id, "model": args.model}
+        if sets:
+            report["results"] = results
+        if sts_sets:
+            report["sts"] = sts
+        print(json.dumps(report, indent=2))
+        return 0
+    if sets:
         print(format_table(results))
+    if sts_sets:
+        if sets:
+            print()
+        untrained = f", untrained student {baseline_id}" if baseline_id else ""
+        print(f"STS: {sts['pairs']} scored pairs per language")
+        print(f"  models: teacher {teacher_id}{untrained}, evaluated {args.model}")
+        print("  mono: both sentences in language x, embedded by the model")
+        print("  cross: sentence1 in English embedded by the teacher, sentence2 in x by the model")
+        print("  mean: over the languages other than English")
+        print(format_sts_table(sts))
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field, fields
 
 from kd.langs import DEV_LANGS, parse_langs
@@ -10,6 +11,7 @@ from kd.models import DEFAULT_STUDENT, DEFAULT_TEACHER
 
 LOSSES = ("mse", "kl", "cos")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass
@@ -29,26 +31,37 @@ class TrainConfig:
     teacher: str = DEFAULT_TEACHER
     student: str = DEFAULT_STUDENT
     langs: list[str] = field(default_factory=lambda: list(DEV_LANGS))
-    # Parallel pairs per language from the offline gettext catalogs (and --data files).
-    max_pairs: int = 300
+    # Training pairs per language: drawn from the --data sources when given (0: all of them),
+    # else from the default source (KD_DATA, an everyday Hub set, or the software catalogs;
+    # 0: none, English rows only).
+    max_pairs: int = 1000
     # Everyday English sentences with no translation: they pull student(en) to teacher(en).
-    english_rows: int = 16000
+    english_rows: int = 12000
+    # Parallel-data sources: files, folders, hf:OWNER/NAME[:CONFIG], gettext (kd.sources).
     data: list[str] = field(default_factory=list)
     epochs: int = 2
     batch_size: int = 32
-    lr: float = 1e-4
-    head_lr: float = 1e-4
+    lr: float = 3e-4
+    head_lr: float = 1e-3
     warmup: float = 0.1
     weight_decay: float = 0.01
     loss: str = "mse"
+    # Temperature of the kl loss and of the ranking term.
     temperature: float = 0.05
+    # Weight of the ranking term (kd.losses.rank_loss); 0: the paper's squared error alone.
+    rank_weight: float = 0.5
     # Bottom transformer layers kept frozen; their outputs are computed once and cached.
     freeze_layers: int = 10
     max_seq_length: int = 48
     eval_pairs: int = 100
+    # STS folder (stsb-multi format) scored before and after training; default: $KD_STS.
+    sts: str = field(default_factory=lambda: os.environ.get("KD_STS", ""))
+    sts_pairs: int = 100
     eval_every: int = 0
     checkpoint_every: int = 100
     device: str = "auto"
+    # Compute precision of training: auto = bf16 on CUDA and on CPUs with AMX, else fp32.
+    precision: str = "auto"
     seed: int = 0
     max_steps: int = 0
     resume: bool = False
@@ -70,12 +83,21 @@ class TrainConfig:
             (0 <= self.weight_decay < 1, "--weight-decay must be from 0 to below 1"),
             (self.loss in LOSSES, f"--loss must be one of {', '.join(LOSSES)}"),
             (_positive(self.temperature), "--temperature must be a positive number"),
+            (
+                isinstance(self.rank_weight, int | float) and 0 <= self.rank_weight <= 100,
+                "--rank-weight must be from 0 (off) to 100",
+            ),
             (self.freeze_layers >= 0, "--freeze-layers must be 0 or more"),
             (8 <= self.max_seq_length <= 512, "--max-seq-length must be between 8 and 512"),
             (self.eval_pairs >= 0, "--eval-pairs must be 0 or more"),
+            (self.sts_pairs >= 2, "--sts-pairs must be at least 2"),
             (self.eval_every >= 0, "--eval-every must be 0 (only at the end) or more"),
             (self.checkpoint_every >= 0, "--checkpoint-every must be 0 (never) or more"),
             (self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}"),
+            (
+                self.precision in PRECISIONS,
+                f"--precision must be one of {', '.join(PRECISIONS)}",
+            ),
             (self.max_steps >= 0, "--max-steps must be 0 (no cap) or more"),
             (bool(str(self.out).strip()), "--out must name a directory"),
         ]
@@ -98,7 +120,16 @@ class TrainConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
     # Settings that may differ between a run and its resumption without changing the result.
-    RESUME_FREE = ("device", "eval_every", "checkpoint_every", "out", "resume")
+    RESUME_FREE = (
+        "device",
+        "precision",
+        "eval_every",
+        "checkpoint_every",
+        "out",
+        "resume",
+        "sts",
+        "sts_pairs",
+    )
 
 
 def _positive(x: float) -> bool:

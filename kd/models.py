@@ -281,6 +281,9 @@ class Encoder(nn.Module):
             self.head.out_features if self.head is not None else self.transformer.config.hidden_size
         )
         self.device_name = device
+        # Compute precision of encode(): "auto" is bf16 on CUDA, exact fp32 on the CPU; a
+        # training run sets its own (see resolve_precision).
+        self.precision = "auto"
         self.to(device)
 
     @classmethod
@@ -361,7 +364,7 @@ class Encoder(nn.Module):
             idx = order[start : start + batch_size]
             padded = self.tokenizer.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt")
             batch = {k: padded[k].to(self.device_name) for k in ("input_ids", "attention_mask")}
-            with autocast(self.device_name):
+            with autocast(self.device_name, self.precision):
                 emb = self(batch)
             out[idx] = emb.float().cpu().numpy()
             if progress:
@@ -416,13 +419,56 @@ def _check_text(text: str) -> str:
     return text[:MAX_TEXT_CHARS]
 
 
-def autocast(device: str):
-    """bf16 autocast on CUDA; a no-op context on the CPU, where fp32 is faster."""
-    if device == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (Intel AMX).
+
+    There, bf16 autocast more than doubles kd's encoding and training speed (measured on the
+    project's 2-core Xeon: e5-small encodes 111 -> 244 sentences/s at cosine 0.99999 to fp32).
+    Without AMX, bf16 on the CPU is emulated and slower than fp32.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return "amx_bf16" in line.split()
+    except OSError:
+        pass
+    return False
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``auto`` -> ``bf16`` on CUDA or on a CPU with AMX, else ``fp32``; checks the name."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision '{precision}'; use {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if device == "cuda" or cpu_has_fast_bf16() else "fp32"
+    return precision
+
+
+def autocast(device: str, precision: str = "auto"):
+    """The compute precision of kd's forward passes: bf16 autocast or plain fp32.
+
+    ``auto`` means bf16 on CUDA and fp32 on the CPU (exact vectors for users); training asks
+    for :func:`resolve_precision`'s choice explicitly. Weights stay fp32 either way.
+    """
     import contextlib
 
-    return contextlib.nullcontext()
+    if precision == "auto":
+        precision = "bf16" if device == "cuda" else "fp32"
+    if precision != "bf16":
+        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.autocast("cuda" if device == "cuda" else "cpu", dtype=torch.bfloat16))
+    if device != "cuda":
+        # PyTorch's fused CPU attention is slow in bf16, its backward ~10x slower than the
+        # plain math kernel (profiled here); the math kernel keeps the AMX matrix speed.
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        stack.enter_context(sdpa_kernel([SDPBackend.MATH]))
+    return stack
 
 
 def quiet_transformers() -> None:

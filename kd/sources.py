@@ -192,15 +192,16 @@ def _tsv_header_lang(path: Path) -> str | None:
     return None
 
 
-def _file_lang(path: Path) -> str | None:
+def _file_lang(path: Path, fallback: str | None = None) -> str | None:
     """The language of a file as far as it can be known before reading it.
 
-    A TSV file's header, else its name (an error when neither gives one); a JSON file's name
-    (``None`` when the name is no language code: the rows say it).
+    A TSV file's header, else its name, else ``fallback`` (the run's only language, for a file
+    given by itself; an error when none gives one); a JSON file's name (``None`` when the name
+    is no language code: the rows say it).
     """
     if path.suffix.lower() in (".jsonl", ".json"):
-        return _lang_from_name(path.stem)
-    lang = _tsv_header_lang(path) or _lang_from_name(path.stem)
+        return _lang_from_name(path.stem) or fallback
+    lang = _tsv_header_lang(path) or _lang_from_name(path.stem) or fallback
     if lang is None:
         _read_text(path)  # a missing, empty or non-UTF-8 file: the reader's own file:line error
         try:
@@ -220,11 +221,13 @@ def _keep(pair: Pair, wanted: list[str] | None) -> bool:
     return wanted is None or pair.lang == "en" or pair.lang in wanted
 
 
-def _read_file(path: Path, wanted: list[str] | None, source: str) -> list[Pair]:
+def _read_file(
+    path: Path, wanted: list[str] | None, source: str, fallback: str | None = None
+) -> list[Pair]:
     """One file's pairs in the wanted languages, named ``source``; [] when its language is not
-    wanted."""
+    wanted. ``fallback``: the language of a file that names none."""
     suffix = path.suffix.lower()
-    lang = _file_lang(path) if suffix in (*FOLDER_SUFFIXES, ".txt") else None
+    lang = _file_lang(path, fallback) if suffix in (*FOLDER_SUFFIXES, ".txt") else None
     is_json = suffix in (".jsonl", ".json")  # JSON rows may name other languages: read them
     if wanted is not None and lang is not None and lang not in wanted and not is_json:
         logger.debug("%s: language %s not asked for; skipped", path, lang)
@@ -505,7 +508,9 @@ def read_source(
         if path.is_dir():
             pairs = _read_folder(path, wanted)
         elif path.is_file():
-            pairs = _read_file(path, wanted, path.name)
+            # A file given by itself in a one-language run is in that language unless it says.
+            only = wanted[0] if wanted and len(wanted) == 1 else None
+            pairs = _read_file(path, wanted, path.name, only)
         else:
             raise ValueError(
                 f"{spec}: no such file or folder; pass a .tsv/.jsonl file, a folder of them, "

@@ -100,7 +100,9 @@ class FullForward:
 class FrozenPrefixCache:
     """Outputs of the student's frozen bottom ``k`` layers, computed once, then only the top runs.
 
-    The cache is one flat (total_tokens, H) tensor plus offsets: no padding is stored.
+    The cache is one flat (total_tokens, H) tensor plus offsets: no padding is stored. With
+    ``dtype=torch.bfloat16`` (training in bf16) it takes half the memory: 65k everyday items
+    of ~34 tokens are 1.7 GB instead of 3.4 GB.
     """
 
     def __init__(
@@ -111,6 +113,7 @@ class FrozenPrefixCache:
         max_length: int,
         batch_size: int = 64,
         progress: Progress | None = None,
+        dtype: torch.dtype = torch.float32,
     ) -> None:
         self._bind(encoder, k)
         chunks: list[torch.Tensor] = [torch.empty(0)] * len(texts)
@@ -122,7 +125,7 @@ class FrozenPrefixCache:
                 hidden = self.bottom_forward(batch)  # (B, T, H)
                 for row, i in enumerate(idx):
                     n = int(batch["attention_mask"][row].sum())
-                    chunks[i] = hidden[row, :n].clone()
+                    chunks[i] = hidden[row, :n].to(dtype, copy=True)
                 if progress:
                     progress(min(start + batch_size, len(texts)), len(texts))
         lengths = torch.tensor([c.shape[0] for c in chunks])
@@ -163,6 +166,8 @@ class FrozenPrefixCache:
         longest = max(lens)
         dim = self.states.shape[1]
         hidden = self.states.new_zeros((len(idx), longest, dim))  # (B, T, H)
+        if hidden.dtype != torch.float32 and not torch.is_autocast_enabled(hidden.device.type):
+            hidden = hidden.float()  # bf16 states, fp32 compute: widen first
         mask = torch.zeros((len(idx), longest), dtype=torch.long, device=self.states.device)
         for row, (i, n) in enumerate(zip(idx, lens, strict=True)):
             hidden[row, :n] = self.states[self.offsets[i] : self.offsets[i] + n]
@@ -196,13 +201,16 @@ def make_runner(
     freeze_layers: int,
     max_length: int,
     progress: Progress | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> FullForward | FrozenPrefixCache:
-    """The cheapest correct way to run this student on these texts during training."""
+    """The cheapest correct way to run this student on these texts during training.
+
+    ``dtype`` is what the frozen-layer cache stores (bf16 halves its memory).
+    """
     stack = layer_stack(encoder.transformer)
     if freeze_layers > 0 and stack is not None:
-        return FrozenPrefixCache(
-            encoder, texts, min(freeze_layers, len(stack[1])), max_length, progress=progress
-        )
+        k = min(freeze_layers, len(stack[1]))
+        return FrozenPrefixCache(encoder, texts, k, max_length, progress=progress, dtype=dtype)
     if freeze_layers > 0:
         log.info("student layers not addressable: training the whole transformer instead")
     return FullForward(encoder, texts, max_length)

@@ -22,6 +22,13 @@ The recipe, and why:
 4. The bottom layers stay frozen and their outputs are cached (:mod:`kd.student_forward`): the
    student keeps the multilingual alignment those layers hold and each step costs a fraction
    of a full pass.
+5. A ranking term (``rank_weight``): each item also learns to rank its own English sentence
+   first among the teacher's vectors of all training sentences (:func:`kd.losses.rank_loss`).
+   The squared error says *where* a translation should land; the ranking term also says
+   *where not*, which is what cross-lingual retrieval tests.
+6. Where the hardware multiplies bfloat16 fast (CUDA, a CPU with AMX), the teacher's vectors,
+   the frozen-layer cache and the training steps compute in bf16 (``precision``); weights and
+   the before/after evaluations stay fp32.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import random
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,11 +49,11 @@ from torch import nn
 
 from kd.checkpoint import load_checkpoint, save_checkpoint
 from kd.config import TrainConfig
-from kd.data import Pair, read_pairs, sample_per_lang, split_by_english
+from kd.dataset import Dataset, read_dataset
 from kd.evaluate import evaluate
 from kd.io import atomic_write_json, atomic_write_npy, cache_dir
-from kd.losses import distillation_loss
-from kd.models import Encoder, autocast, pick_device, prepare_torch
+from kd.losses import distillation_loss, rank_loss
+from kd.models import Encoder, autocast, pick_device, prepare_torch, resolve_precision
 from kd.student_forward import embed_in_batches, make_runner, trainable_parameters
 
 log = logging.getLogger("kd")
@@ -55,86 +62,12 @@ OnStep = Callable[[int, dict], None]
 CHECKPOINT = "checkpoint"
 
 
-# ---- data --------------------------------------------------------------------------------------
-@dataclass
-class Dataset:
-    """Training items and held-out evaluation pairs of one run."""
-
-    english: list[str]  # distinct English sentences: the teacher's inputs
-    texts: list[str]  # student inputs: every English sentence, then every translation
-    target: np.ndarray  # (n_items,) index into ``english`` of each item's teacher vector
-    langs: list[str]  # (n_items,) language of each item
-    eval_sets: dict[str, tuple[list[str], list[str]]] = field(default_factory=dict)
-
-    def summary(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for lang in self.langs:
-            counts[lang] = counts.get(lang, 0) + 1
-        return counts
-
-
-def load_pairs(cfg: TrainConfig) -> list[Pair]:
-    """Parallel pairs for the run: the offline gettext catalogs, then any ``--data`` files."""
-    from kd.gettext_source import gettext_pairs
-
-    pairs: list[Pair] = []
-    if cfg.max_pairs > 0:
-        per_lang = cfg.max_pairs + cfg.eval_pairs
-        pairs = sample_per_lang(gettext_pairs(cfg.langs), per_lang, seed=cfg.seed)
-    # A file without an ``en<TAB>xx`` header is in the run's language when there is only one.
-    default_lang = cfg.langs[0] if len(cfg.langs) == 1 else None
-    for path in cfg.data:
-        pairs += [
-            p for p in read_pairs(path, default_lang) if p.lang in cfg.langs or p.lang == "en"
-        ]
-    return pairs
-
-
-def build_dataset(cfg: TrainConfig, pairs: list[Pair], english_rows: list[str]) -> Dataset:
-    """Hold out ``eval_pairs`` per language (split by English sentence) and build the items."""
-    from kd.data import english_key
-
-    train: list[Pair] = []
-    eval_sets: dict[str, tuple[list[str], list[str]]] = {}
-    by_lang: dict[str, list[Pair]] = {}
-    for p in pairs:
-        if p.other is not None:
-            by_lang.setdefault(p.lang, []).append(p)
-        else:
-            train.append(p)
-    held_out_en: set[str] = set()
-    for lang in cfg.langs:
-        lang_pairs = by_lang.get(lang, [])
-        if not lang_pairs:
-            log.warning("no parallel pairs for '%s': it is trained through English rows only", lang)
-            continue
-        if cfg.eval_pairs and len(lang_pairs) > cfg.eval_pairs:
-            rest, test = split_by_english(lang_pairs, cfg.eval_pairs, seed=cfg.seed)
-            eval_sets[lang] = ([p.en for p in test], [p.other for p in test])
-            held_out_en |= {english_key(p.en) for p in test}
-            lang_pairs = rest
-        train += lang_pairs[: cfg.max_pairs] if cfg.max_pairs else lang_pairs
-    train = [p for p in train if english_key(p.en) not in held_out_en]
-    rows = [s for s in english_rows if english_key(s) not in held_out_en]
-
-    english = list(dict.fromkeys([p.en for p in train] + rows))
-    index = {s: i for i, s in enumerate(english)}
-    translations = [p for p in train if p.other is not None]
-    if not english:
-        raise ValueError("no training data left after holding out the evaluation pairs")
-    return Dataset(
-        english=english,
-        texts=english + [p.other for p in translations],
-        target=np.array(list(range(len(english))) + [index[p.en] for p in translations]),
-        langs=["en"] * len(english) + [p.lang for p in translations],
-        eval_sets=eval_sets,
-    )
-
-
+# ---- data ----------------------------------------------------------------------------------------
 def teacher_vectors(teacher: Encoder, sentences: list[str], progress=None) -> np.ndarray:
-    """Teacher embeddings, unit length, cached on disk by (teacher weights, sentences)."""
+    """Teacher embeddings, unit length, cached on disk by (weights, precision, sentences)."""
     key = hashlib.sha256("\n".join(sentences).encode()).hexdigest()[:16]
-    path = cache_dir("teacher") / f"{teacher.fingerprint()}-{key}.npy"
+    precision = resolve_precision(teacher.precision, teacher.device_name)
+    path = cache_dir("teacher") / f"{teacher.fingerprint()}-{precision}-{key}.npy"
     if path.exists():
         try:
             vecs = np.load(path)
@@ -242,40 +175,54 @@ def distill(
     teacher.max_seq_length = min(teacher.max_seq_length, cfg.max_seq_length * 2)
 
     say("reading parallel data")
-    from kd.english_text import english_sentences
-
-    english_rows = english_sentences(cfg.english_rows, seed=cfg.seed) if cfg.english_rows else []
-    data = build_dataset(cfg, load_pairs(cfg), english_rows)
+    data = read_dataset(cfg)
+    if data.note:
+        say(data.note)
     say(f"{len(data.texts)} training items: {data.summary()}")
 
-    say("teacher encodes the English side (once, cached)")
+    # Training computes in bf16 where the hardware makes it fast (CUDA, a CPU with AMX); the
+    # before/after evaluations encode in exact fp32, as `kd eval` does.
+    precision = resolve_precision(cfg.precision, device)
+    say(f"teacher encodes the English side (once, cached; {precision})")
+    teacher.precision = precision
     tvec = teacher_vectors(
         teacher, data.english, progress=lambda d, n: progress and progress("teacher", d, n)
     )
+    teacher.precision = "auto"
     eval_teacher = {lang: teacher_vectors(teacher, en) for lang, (en, _x) in data.eval_sets.items()}
 
-    metrics: dict = {"config": cfg.to_dict(), "data": data.summary()}
+    metrics: dict = {"config": cfg.to_dict(), "data": data.summary(), "sources": data.sources}
     if data.eval_sets:
         say("evaluating the teacher and the untrained student on held-out pairs")
         metrics["teacher"] = evaluate(data.eval_sets, eval_teacher, teacher.encode)
         metrics["student_untrained"] = evaluate(data.eval_sets, eval_teacher, student.encode)
+    sts_sets, sts_models = _sts_sets(cfg), {}
+    if sts_sets:
+        from kd.sts import cached_encode
+
+        say(f"STS: scoring the untrained student on {cfg.sts_pairs} pairs a language")
+        teacher_encode = cached_encode(teacher.encode)
+        sts_models["student_untrained"] = student.encode(_sts_texts(sts_sets))
 
     say(f"caching the student's {cfg.freeze_layers} frozen layers for {len(data.texts)} items")
     prepare_started = time.perf_counter()
     params = trainable_parameters(student, cfg.freeze_layers)
     student.max_seq_length = min(student.max_seq_length, cfg.max_seq_length)
-    runner = make_runner(
-        student,
-        data.texts,
-        cfg.freeze_layers,
-        cfg.max_seq_length,
-        progress=lambda d, n: progress and progress("student cache", d, n),
-    )
+    with autocast(device, precision):
+        runner = make_runner(
+            student,
+            data.texts,
+            cfg.freeze_layers,
+            cfg.max_seq_length,
+            progress=lambda d, n: progress and progress("student cache", d, n),
+            dtype=torch.bfloat16 if precision == "bf16" else torch.float32,
+        )
     lengths = runner.lengths()
 
     say("fitting the linear head in closed form (ridge)")
     student.head, student.normalize = None, False
-    pooled = embed_in_batches(runner, np.arange(len(data.texts)))
+    with autocast(device, precision):
+        pooled = embed_in_batches(runner, np.arange(len(data.texts)))
     student.head = fit_linear_head(pooled, tvec[data.target]).to(device)
     student.normalize = True
     student.dim = student.head.out_features
@@ -325,10 +272,13 @@ def distill(
             if should_stop and should_stop():
                 stopped = True
                 break
-            with autocast(device):
+            with autocast(device, precision):
                 s = runner.embed(idx)  # (B, D)
             t = targets[target_idx[idx].to(device)]  # (B, D)
             loss = distillation_loss(cfg.loss, s.float(), t, cfg.temperature)
+            if cfg.rank_weight:
+                rank = rank_loss(s.float(), targets, target_idx[idx].to(device), cfg.temperature)
+                loss = loss + cfg.rank_weight * rank
             if not torch.isfinite(loss):
                 raise ValueError(f"the loss became {loss.item()} at step {step}; lower --lr")
             optimizer.zero_grad(set_to_none=True)
@@ -365,6 +315,14 @@ def distill(
     if data.eval_sets:
         say("evaluating the distilled student")
         metrics["student_distilled"] = _evaluate_student(student, data, eval_teacher)
+    if sts_sets:
+        from kd.sts import sts_report
+
+        say("STS: scoring the distilled student")
+        sts_models["student_distilled"] = student.encode(_sts_texts(sts_sets))
+        texts = _sts_texts(sts_sets)
+        encoders = {name: _lookup(texts, vecs) for name, vecs in sts_models.items()}
+        metrics["sts"] = sts_report(sts_sets, teacher_encode, encoders)
     metrics |= {
         "steps": step,
         "total_steps": total,
@@ -385,6 +343,28 @@ def distill(
 
         shutil.rmtree(ckpt, ignore_errors=True)
     return RunResult(out=out, metrics=metrics, steps=step, stopped=stopped)
+
+
+def _sts_sets(cfg: TrainConfig) -> dict:
+    """The STS sets scored before and after training (``cfg.sts``), capped at ``sts_pairs``."""
+    if not cfg.sts:
+        return {}
+    from kd.sts import read_sts
+
+    langs = ["en", *cfg.langs]
+    present = read_sts(cfg.sts, max_rows=cfg.sts_pairs)
+    return {lang: s for lang, s in present.items() if lang in langs}
+
+
+def _sts_texts(sets: dict) -> list[str]:
+    """Every distinct sentence of the STS sets, in a fixed order."""
+    return list(dict.fromkeys(t for s in sets.values() for t in (*s.sentence1, *s.sentence2)))
+
+
+def _lookup(texts: list[str], vectors: np.ndarray):
+    """An ``encode`` that answers from vectors computed earlier (the student has changed)."""
+    row = {t: i for i, t in enumerate(texts)}
+    return lambda batch: vectors[[row[t] for t in batch]]
 
 
 def _evaluate_student(student: Encoder, data: Dataset, eval_teacher) -> dict:
@@ -418,4 +398,4 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-__all__ = ["Dataset", "RunResult", "build_dataset", "distill", "fit_linear_head"]
+__all__ = ["Dataset", "RunResult", "distill", "fit_linear_head", "teacher_vectors"]

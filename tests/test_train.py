@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from kd.config import TrainConfig
-from kd.losses import cos_loss, distillation_loss, kl_loss, mse_loss
+from kd.losses import cos_loss, distillation_loss, kl_loss, mse_loss, rank_loss
 from kd.models import Encoder
 from kd.train import distill, epoch_batches, fit_linear_head
 from tests.conftest import WORDS
@@ -210,3 +210,40 @@ def test_frozen_prefix_cache_matches_the_full_forward(tiny_student):
         again = FrozenPrefixCache.from_states(student, 1, cache.states, cache.offsets).embed(idx)
     assert torch.allclose(cached, full, atol=1e-5)
     assert torch.equal(again, cached)
+
+
+def test_sts_is_scored_before_and_after_when_configured(tmp_path, tiny_teacher, tiny_student):
+    from tests.test_sts import write_sts
+
+    sts = write_sts(tmp_path / "sts")
+    cfg = _cfg(tmp_path, tiny_teacher, tiny_student, langs=["fr", "de"], sts=str(sts))
+    cfg.data = [str(_write_pairs(tmp_path / "fr.tsv"))]
+    metrics = distill(cfg).metrics
+    report = metrics["sts"]
+    assert report["langs"] == ["en", "de", "fr"] and report["pairs"] == 5
+    for model in ("teacher", "student_untrained", "student_distilled"):
+        assert set(report[model]) >= {"en", "fr", "de", "mean"}
+    # the teacher scores itself on English in both settings: the reference
+    assert report["teacher"]["en"]["mono"] == report["teacher"]["en"]["cross"]
+    assert -100 <= report["student_distilled"]["mean"]["cross"] <= 100
+
+
+def test_no_sts_without_a_folder(tmp_path, tiny_teacher, tiny_student, monkeypatch):
+    monkeypatch.delenv("KD_STS", raising=False)
+    assert "sts" not in distill(_cfg(tmp_path, tiny_teacher, tiny_student)).metrics
+
+
+def test_rank_loss_is_cross_entropy_over_the_teachers_bank():
+    bank = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1)
+    target = torch.tensor([0, 3])
+    s = 5 * bank[target] + 0.1 * torch.randn(2, 8)  # scale does not matter
+    logits = torch.nn.functional.normalize(s, dim=-1) @ bank.T / 0.1
+    by_hand = -(logits.log_softmax(-1)[torch.arange(2), target]).mean()
+    assert rank_loss(s, bank, target, 0.1).item() == pytest.approx(by_hand.item(), rel=1e-5)
+    # the right sentence first costs less than a wrong one first
+    assert rank_loss(bank[target], bank, target, 0.05) < rank_loss(bank[[1, 2]], bank, target, 0.05)
+
+
+def test_a_run_with_the_ranking_term_trains(tmp_path, tiny_teacher, tiny_student):
+    result = distill(_cfg(tmp_path, tiny_teacher, tiny_student, rank_weight=1.0, eval_pairs=10))
+    assert result.steps > 0 and "student_distilled" in result.metrics

@@ -113,7 +113,12 @@ def make_config(
         translated = [p for p in read_upload(file, langs) if p.other is not None]
         langs += [p.lang for p in translated]  # the file's languages join the run
         own = len(translated)
-        data.append(str(file))
+        # The default source still gives "pairs per language"; the visitor's file joins it.
+        data += (
+            ["default", str(file)]
+            if _whole(max_pairs, "pairs per language", 0, MAX_PAIRS)
+            else [str(file)]
+        )
     langs = list(dict.fromkeys(langs))
     if not langs:
         raise ValueError("pick at least one language to distil into")
@@ -215,26 +220,35 @@ RESULT_COLUMNS = {
     "english_fidelity": "English fidelity",
     "mse_x100": "MSE×100",
 }
+STS_COLUMNS = {"mono": "STS same language ρ×100", "cross": "STS en→x ρ×100"}
 
 
 def results_table(metrics: dict):
-    """Before/after table: one row per (language, model), the summary metrics as columns."""
+    """Before/after table: one row per (language, model), the summary metrics as columns.
+
+    When the run measured STS (``metrics["sts"]``, see :mod:`kd.sts`), two more columns give
+    each model's Spearman x 100 in that language (mean: over the languages other than English),
+    and rows for English show the teacher's reference score.
+    """
     import pandas as pd
 
     present = [stage for stage in STAGES if stage in metrics]
     langs = list(dict.fromkeys(lang for s in present for lang in metrics[s]))
     langs = ["mean"] + [lang for lang in langs if lang != "mean"] if "mean" in langs else langs
+    sts = metrics.get("sts") or {}
+    if "en" in sts.get("teacher", {}) and "en" not in langs:  # the reference: teacher on English
+        langs.insert(1 if langs[:1] == ["mean"] else 0, "en")
+    columns = {**RESULT_COLUMNS, **(STS_COLUMNS if sts else {})}
     rows = []
     for lang in langs:
         for stage in present:
-            values = metrics[stage].get(lang, {})
+            values = {**metrics[stage].get(lang, {}), **sts.get(stage, {}).get(lang, {})}
             row = {"language": lang, "model": STAGES[stage]}
             row |= {
-                label: round(values[k], 3) if k in values else None
-                for k, label in RESULT_COLUMNS.items()
+                label: round(values[k], 3) if k in values else None for k, label in columns.items()
             }
             rows.append(row)
-    return pd.DataFrame(rows, columns=["language", "model", *RESULT_COLUMNS.values()])
+    return pd.DataFrame(rows, columns=["language", "model", *columns.values()])
 
 
 def _bars(metrics: dict):
