@@ -56,10 +56,7 @@ def _prepare(student, teacher, cfg, precision: str):
     digest = hashlib.sha256("\n".join(data.texts + dev_texts).encode()).hexdigest()[:12]
     key = f"{student.fingerprint()}-k{cfg.freeze_layers}-t{cfg.max_seq_length}-{precision}-{digest}"
     path = cache_dir("probe") / f"{key}.pt"
-    teacher.precision = precision
-    with autocast("cpu", precision):
-        tvec = teacher_vectors(teacher, data.english)
-    teacher.precision = "auto"
+    tvec = teacher_vectors(teacher, data.english, precision=precision)
     dev_teacher = {k: teacher_vectors(teacher, [p.en for p in v]) for k, v in dev.items()}
     if path.exists():
         saved = torch.load(path, weights_only=False)

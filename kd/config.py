@@ -7,11 +7,10 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 
 from kd.langs import DEV_LANGS, parse_langs
-from kd.models import DEFAULT_STUDENT, DEFAULT_TEACHER
+from kd.models import DEFAULT_STUDENT, DEFAULT_TEACHER, PRECISIONS
 
 LOSSES = ("mse", "kl", "cos")
 DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass

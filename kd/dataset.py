@@ -61,13 +61,13 @@ def load_pairs(cfg: TrainConfig) -> tuple[list[Pair], str | None]:
     """
     from kd.sources import default_sources, read_sources
 
-    specs, note = list(cfg.data), None
-    if not specs and cfg.max_pairs:
-        specs = [DEFAULT_SPEC]
+    specs = list(cfg.data) or ([DEFAULT_SPEC] if cfg.max_pairs else [])
+    note = None
     if DEFAULT_SPEC in specs:  # "default" stands for the default source, beside the others
         default, note = default_sources(cfg.langs)
-        at = specs.index(DEFAULT_SPEC)
-        specs = [s for s in specs[:at] + default + specs[at + 1 :] if s != DEFAULT_SPEC]
+        specs = list(
+            dict.fromkeys(x for s in specs for x in (default if s == DEFAULT_SPEC else [s]))
+        )
     if not specs:
         return [], None
     per_lang = cfg.max_pairs + cfg.eval_pairs if cfg.max_pairs else 0

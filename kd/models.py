@@ -281,9 +281,6 @@ class Encoder(nn.Module):
             self.head.out_features if self.head is not None else self.transformer.config.hidden_size
         )
         self.device_name = device
-        # Compute precision of encode(): "auto" is bf16 on CUDA, exact fp32 on the CPU; a
-        # training run sets its own (see resolve_precision).
-        self.precision = "auto"
         self.to(device)
 
     @classmethod
@@ -343,8 +340,13 @@ class Encoder(nn.Module):
         batch_size: int = 64,
         max_length: int | None = None,
         progress: Callable[[int, int], None] | None = None,
+        precision: str = "auto",
     ) -> np.ndarray:
         """Embed sentences: ``np.ndarray (n, dim)`` float32, in input order.
+
+        ``precision`` is what the forward pass computes in (:func:`encode_precision`): by
+        default bf16 on CUDA and exact fp32 on the CPU; a training run asks for bf16 where the
+        hardware makes it fast.
 
         All texts are tokenized in one call, then batched in order of token count, so little
         padding is computed even when scripts of very different density (Chinese, German) mix.
@@ -364,7 +366,7 @@ class Encoder(nn.Module):
             idx = order[start : start + batch_size]
             padded = self.tokenizer.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt")
             batch = {k: padded[k].to(self.device_name) for k in ("input_ids", "attention_mask")}
-            with autocast(self.device_name, self.precision):
+            with autocast(self.device_name, precision):
                 emb = self(batch)
             out[idx] = emb.float().cpu().numpy()
             if progress:
@@ -448,17 +450,20 @@ def resolve_precision(precision: str, device: str) -> str:
     return precision
 
 
-def autocast(device: str, precision: str = "auto"):
-    """The compute precision of kd's forward passes: bf16 autocast or plain fp32.
+def encode_precision(precision: str, device: str) -> str:
+    """What :func:`autocast` computes in: ``auto`` is bf16 on CUDA and exact fp32 on the CPU
+    (vectors for users); training asks for :func:`resolve_precision`'s choice explicitly."""
+    if precision == "auto":
+        return "bf16" if device == "cuda" else "fp32"
+    return precision
 
-    ``auto`` means bf16 on CUDA and fp32 on the CPU (exact vectors for users); training asks
-    for :func:`resolve_precision`'s choice explicitly. Weights stay fp32 either way.
-    """
+
+def autocast(device: str, precision: str = "auto"):
+    """The compute precision of kd's forward passes: bf16 autocast or plain fp32
+    (:func:`encode_precision`). Weights stay fp32 either way."""
     import contextlib
 
-    if precision == "auto":
-        precision = "bf16" if device == "cuda" else "fp32"
-    if precision != "bf16":
+    if encode_precision(precision, device) != "bf16":
         return contextlib.nullcontext()
     stack = contextlib.ExitStack()
     stack.enter_context(torch.autocast("cuda" if device == "cuda" else "cpu", dtype=torch.bfloat16))

@@ -165,9 +165,10 @@ class FrozenPrefixCache:
         lens = [int(self.offsets[i + 1] - self.offsets[i]) for i in idx]
         longest = max(lens)
         dim = self.states.shape[1]
-        hidden = self.states.new_zeros((len(idx), longest, dim))  # (B, T, H)
-        if hidden.dtype != torch.float32 and not torch.is_autocast_enabled(hidden.device.type):
-            hidden = hidden.float()  # bf16 states, fp32 compute: widen first
+        # bf16 states feed bf16 compute as they are; fp32 compute widens them while copying.
+        autocasting = torch.is_autocast_enabled(self.states.device.type)
+        dtype = self.states.dtype if autocasting else torch.float32
+        hidden = self.states.new_zeros((len(idx), longest, dim), dtype=dtype)  # (B, T, H)
         mask = torch.zeros((len(idx), longest), dtype=torch.long, device=self.states.device)
         for row, (i, n) in enumerate(zip(idx, lens, strict=True)):
             hidden[row, :n] = self.states[self.offsets[i] : self.offsets[i] + n]

@@ -53,7 +53,14 @@ from kd.dataset import Dataset, read_dataset
 from kd.evaluate import evaluate
 from kd.io import atomic_write_json, atomic_write_npy, cache_dir
 from kd.losses import distillation_loss, rank_loss
-from kd.models import Encoder, autocast, pick_device, prepare_torch, resolve_precision
+from kd.models import (
+    Encoder,
+    autocast,
+    encode_precision,
+    pick_device,
+    prepare_torch,
+    resolve_precision,
+)
 from kd.student_forward import embed_in_batches, make_runner, trainable_parameters
 
 log = logging.getLogger("kd")
@@ -63,11 +70,13 @@ CHECKPOINT = "checkpoint"
 
 
 # ---- data ----------------------------------------------------------------------------------------
-def teacher_vectors(teacher: Encoder, sentences: list[str], progress=None) -> np.ndarray:
+def teacher_vectors(
+    teacher: Encoder, sentences: list[str], progress=None, precision: str = "auto"
+) -> np.ndarray:
     """Teacher embeddings, unit length, cached on disk by (weights, precision, sentences)."""
     key = hashlib.sha256("\n".join(sentences).encode()).hexdigest()[:16]
-    precision = resolve_precision(teacher.precision, teacher.device_name)
-    path = cache_dir("teacher") / f"{teacher.fingerprint()}-{precision}-{key}.npy"
+    computed = encode_precision(precision, teacher.device_name)
+    path = cache_dir("teacher") / f"{teacher.fingerprint()}-{computed}-{key}.npy"
     if path.exists():
         try:
             vecs = np.load(path)
@@ -75,7 +84,7 @@ def teacher_vectors(teacher: Encoder, sentences: list[str], progress=None) -> np
                 return vecs
         except (OSError, ValueError):
             log.warning("%s: unreadable cache file, recomputing", path)
-    vecs = teacher.encode(sentences, progress=progress)
+    vecs = teacher.encode(sentences, progress=progress, precision=precision)
     vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
     atomic_write_npy(path, vecs)
     return vecs
@@ -184,11 +193,12 @@ def distill(
     # before/after evaluations encode in exact fp32, as `kd eval` does.
     precision = resolve_precision(cfg.precision, device)
     say(f"teacher encodes the English side (once, cached; {precision})")
-    teacher.precision = precision
     tvec = teacher_vectors(
-        teacher, data.english, progress=lambda d, n: progress and progress("teacher", d, n)
+        teacher,
+        data.english,
+        progress=lambda d, n: progress and progress("teacher", d, n),
+        precision=precision,
     )
-    teacher.precision = "auto"
     eval_teacher = {lang: teacher_vectors(teacher, en) for lang, (en, _x) in data.eval_sets.items()}
 
     metrics: dict = {"config": cfg.to_dict(), "data": data.summary(), "sources": data.sources}
@@ -196,13 +206,13 @@ def distill(
         say("evaluating the teacher and the untrained student on held-out pairs")
         metrics["teacher"] = evaluate(data.eval_sets, eval_teacher, teacher.encode)
         metrics["student_untrained"] = evaluate(data.eval_sets, eval_teacher, student.encode)
-    sts_sets, sts_models = _sts_sets(cfg), {}
+    sts_sets = _sts_sets(cfg)
     if sts_sets:
-        from kd.sts import cached_encode
+        from kd.sts import cached_encode, embed_sts
 
-        say(f"STS: scoring the untrained student on {cfg.sts_pairs} pairs a language")
-        teacher_encode = cached_encode(teacher.encode)
-        sts_models["student_untrained"] = student.encode(_sts_texts(sts_sets))
+        say(f"STS: embedding {cfg.sts_pairs} pairs a language with the untrained student")
+        untrained_sts = cached_encode(student.encode)
+        embed_sts(sts_sets, untrained_sts)  # remembered: training changes the student
 
     say(f"caching the student's {cfg.freeze_layers} frozen layers for {len(data.texts)} items")
     prepare_started = time.perf_counter()
@@ -318,11 +328,9 @@ def distill(
     if sts_sets:
         from kd.sts import sts_report
 
-        say("STS: scoring the distilled student")
-        sts_models["student_distilled"] = student.encode(_sts_texts(sts_sets))
-        texts = _sts_texts(sts_sets)
-        encoders = {name: _lookup(texts, vecs) for name, vecs in sts_models.items()}
-        metrics["sts"] = sts_report(sts_sets, teacher_encode, encoders)
+        say("STS: scoring the teacher, the untrained and the distilled student")
+        models = {"student_untrained": untrained_sts, "student_distilled": student.encode}
+        metrics["sts"] = sts_report(sts_sets, teacher.encode, models)
     metrics |= {
         "steps": step,
         "total_steps": total,
@@ -354,17 +362,6 @@ def _sts_sets(cfg: TrainConfig) -> dict:
     langs = ["en", *cfg.langs]
     present = read_sts(cfg.sts, max_rows=cfg.sts_pairs)
     return {lang: s for lang, s in present.items() if lang in langs}
-
-
-def _sts_texts(sets: dict) -> list[str]:
-    """Every distinct sentence of the STS sets, in a fixed order."""
-    return list(dict.fromkeys(t for s in sets.values() for t in (*s.sentence1, *s.sentence2)))
-
-
-def _lookup(texts: list[str], vectors: np.ndarray):
-    """An ``encode`` that answers from vectors computed earlier (the student has changed)."""
-    row = {t: i for i, t in enumerate(texts)}
-    return lambda batch: vectors[[row[t] for t in batch]]
 
 
 def _evaluate_student(student: Encoder, data: Dataset, eval_teacher) -> dict:

@@ -113,18 +113,15 @@ def make_config(
         translated = [p for p in read_upload(file, langs) if p.other is not None]
         langs += [p.lang for p in translated]  # the file's languages join the run
         own = len(translated)
-        # The default source still gives "pairs per language"; the visitor's file joins it.
-        data += (
-            ["default", str(file)]
-            if _whole(max_pairs, "pairs per language", 0, MAX_PAIRS)
-            else [str(file)]
-        )
+        data.append(str(file))
     langs = list(dict.fromkeys(langs))
     if not langs:
         raise ValueError("pick at least one language to distil into")
     if len(langs) > MAX_LANGS:
         raise ValueError(f"{len(langs)} languages; pick at most {MAX_LANGS}")
     max_pairs = _whole(max_pairs, "pairs per language", 0, MAX_PAIRS)
+    if data and max_pairs:  # the default source still gives "pairs per language"; the file joins
+        data.insert(0, "default")
     english_rows = _whole(english_rows, "English-only rows", 0, MAX_ENGLISH_ROWS)
     epochs = _whole(epochs, "epochs", 1, MAX_EPOCHS)
     batch_size = _whole(batch_size, "batch size", 1, 256)
