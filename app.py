@@ -31,17 +31,11 @@ import gradio as gr
 from kd.langs import DEV_LANGS
 from webapp.aligned import aligned_space
 from webapp.compare import compare, default_compare_text
-from webapp.distill import (
-    RESULT_COLUMNS,
-    lang_label,
-    language_update,
-    load_student_zip,
-    prepare_run,
-    request_stop,
-    run_distillation,
-)
+from webapp.distill import prepare_run, request_stop, run_distillation
+from webapp.distill_form import APP_DEFAULTS, FORM_FIELDS, control, lang_label, language_update
 from webapp.guards import launch_options
 from webapp.model_cache import server_status, start_background_warm_up, status_tick
+from webapp.run_results import RESULT_COLUMNS
 from webapp.search import ALL_LANGS, collection_langs, example_queries, search
 from webapp.search import MAX_K as SEARCH_MAX_K
 from webapp.search import RESULT_COLUMNS as SEARCH_COLUMNS
@@ -49,18 +43,14 @@ from webapp.session import Visitor, forget_visitor
 from webapp.settings import (
     DEFAULT_STUDENT,
     DEFAULT_TEACHER,
-    FREEZE_LAYERS,
     LEARN_FILE,
-    MAX_ENGLISH_ROWS,
-    MAX_EPOCHS,
-    MAX_EVAL_PAIRS,
-    MAX_PAIRS,
     MODEL_LABELS,
     SOURCES,
     STUDENT_CHOICES,
     TEACHER_CHOICES,
     VISITOR_TTL_S,
 )
+from webapp.student_zip import load_student_zip
 
 INTRO = (
     "# Multilingual knowledge distillation\n"
@@ -104,7 +94,7 @@ def build_demo() -> gr.Blocks:
                 with gr.Column(scale=1, min_width=320):
                     langs = gr.CheckboxGroup(
                         [(lang_label(c, None), c) for c in DEV_LANGS],
-                        value=["de", "fr", "es", "ru", "ja", "zh", "ar"],
+                        value=APP_DEFAULTS.langs,
                         label="languages (translated software messages available here)",
                         elem_id="distill-langs",
                     )
@@ -116,32 +106,19 @@ def build_demo() -> gr.Blocks:
                         info="every language with at least 200 pairs here; type to search",
                         elem_id="more-langs",
                     )
-                    max_pairs = gr.Slider(
-                        0, MAX_PAIRS, value=100, step=10, label="pairs per language"
-                    )
-                    english_rows = gr.Slider(
-                        0, MAX_ENGLISH_ROWS, value=1000, step=100, label="English-only rows"
-                    )
+                    # Labels, ranges and defaults: kd.config.TrainConfig (the "app" preset).
+                    max_pairs = control("max_pairs", step=10)
+                    english_rows = control("english_rows", step=100)
                     with gr.Row():
-                        epochs = gr.Slider(1, MAX_EPOCHS, value=1, step=1, label="epochs")
-                        batch_size = gr.Slider(4, 256, value=32, step=4, label="batch size")
+                        epochs = control("epochs")
+                        batch_size = control("batch_size")
                     with gr.Row():
-                        lr = gr.Number(1e-4, label="learning rate", minimum=1e-7, maximum=0.1)
-                        loss = gr.Radio(["mse", "kl", "cos"], value="mse", label="loss")
+                        lr = control("lr")
+                        loss = control("loss")
                     with gr.Accordion("advanced", open=False):
-                        eval_pairs = gr.Slider(
-                            0,
-                            MAX_EVAL_PAIRS,
-                            value=50,
-                            step=10,
-                            label="held-out pairs per language",
-                        )
-                        evals = gr.Slider(
-                            0, 10, value=3, step=1, label="evaluations during training"
-                        )
-                        freeze_layers = gr.Slider(
-                            0, 24, value=FREEZE_LAYERS, step=1, label="frozen layers"
-                        )
+                        eval_pairs = control("eval_pairs", step=10)
+                        evals = control("evals")
+                        freeze_layers = control("freeze_layers")
                         own_pairs = gr.File(
                             label="your own pairs (optional): .tsv with a first line "
                             "en<TAB>xx, then english<TAB>translation",
@@ -164,6 +141,11 @@ def build_demo() -> gr.Blocks:
                         elem_id="results",
                     )
                     bars = gr.Plot(label="cross-model retrieval per language")
+                    journey = gr.Plot(
+                        label="watch it happen: held-out translations travel to the teacher's "
+                        "English points (slider: one frame per evaluation)",
+                        elem_id="journey",
+                    )
                     download = gr.File(
                         label="the distilled student (zip)",
                         interactive=False,
@@ -229,10 +211,15 @@ def build_demo() -> gr.Blocks:
                         label="models",
                     )
                 draw = gr.Button("Draw", variant="primary", elem_id="draw")
-                scatter = gr.Plot(label="aligned spaces", elem_id="scatter")
+                space = gr.Plot(
+                    label="the teacher's space: does each translation land on its English "
+                    "sentence? (slider: untrained / distilled)",
+                    elem_id="teacher-space",
+                )
                 numbers = gr.Markdown(elem_id="numbers")
+                scatter = gr.Plot(label="each model's own space, one fit", elem_id="scatter")
                 cosines = gr.Dataframe(
-                    label="mean translation cosine per language",
+                    label="mean translation cosine per language, within each model",
                     headers=["lang", "teacher", "student, untrained"],
                     interactive=False,
                 )
@@ -283,22 +270,23 @@ def build_demo() -> gr.Blocks:
                     ],
                 )
 
-        form = [
-            teacher,
-            student,
-            langs,
-            more_langs,
-            max_pairs,
-            english_rows,
-            epochs,
-            batch_size,
-            lr,
-            loss,
-            eval_pairs,
-            evals,
-            freeze_layers,
-            own_pairs,
-        ]
+        controls = {
+            "teacher": teacher,
+            "student": student,
+            "langs": langs,
+            "more_langs": more_langs,
+            "max_pairs": max_pairs,
+            "english_rows": english_rows,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "loss": loss,
+            "eval_pairs": eval_pairs,
+            "evals": evals,
+            "freeze_layers": freeze_layers,
+            "own_pairs": own_pairs,
+        }
+        form = [controls[name] for name in FORM_FIELDS]  # the order the handlers read
         start.click(
             prepare_run,
             [*form, visitor],
@@ -308,7 +296,7 @@ def build_demo() -> gr.Blocks:
         ).success(
             run_distillation,
             [*form, visitor],
-            [run_status, curve, results, bars, download, visitor],
+            [run_status, curve, results, bars, download, journey, visitor],
             concurrency_limit=1,
             concurrency_id="training",
             api_name="distill",
@@ -344,7 +332,7 @@ def build_demo() -> gr.Blocks:
                 student,
                 visitor,
             ],
-            [scatter, numbers, cosines],
+            [scatter, numbers, cosines, space],
             concurrency_limit=2,
             api_name="aligned",
         )

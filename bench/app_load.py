@@ -125,7 +125,7 @@ def visitor_loop(
                 elif mine not in json.dumps(plot, ensure_ascii=False):  # the heatmaps' labels
                     problem = f"visitor {i} got an answer without their own sentence"
             else:
-                _, numbers, _ = draw_aligned(
+                _, numbers, _, _ = draw_aligned(
                     client, ["teacher", "untrained", "distilled"], teacher, student
                 )
                 problem = (

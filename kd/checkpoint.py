@@ -37,6 +37,11 @@ def save_checkpoint(
                     if value.dim() == 0
                     else value.detach().cpu().contiguous()
                 )
+    # The random state, so that dropout after a resume draws what the uninterrupted run drew.
+    tensors["rng/cpu"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng/cuda/{i}"] = state
     groups = [
         {k: v for k, v in g.items() if k != "params"} | {"params": g["params"]}
         for g in opt_state["param_groups"]
@@ -80,4 +85,9 @@ def load_checkpoint(
         optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer_groups"]})
     except (KeyError, ValueError, RuntimeError) as err:
         raise ValueError(f"{path}: optimizer state does not match this run ({err})") from None
+    if "rng/cpu" in tensors:
+        torch.set_rng_state(tensors["rng/cpu"])
+    cuda = sorted(k for k in tensors if k.startswith("rng/cuda/"))
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([tensors[k] for k in cuda])
     return meta

@@ -32,11 +32,47 @@ def _ints(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from kd.config import LOSSES, TrainConfig
+def _add_config_options(s: argparse.ArgumentParser, preset: str) -> None:
+    """``kd distill``'s options, one per :class:`kd.config.TrainConfig` field, from the field's
+    :class:`kd.config.Setting`; the defaults are those of the recipe ``preset``."""
+    from kd.config import KINDS, PRESETS, SETTINGS, TrainConfig, flag
+
+    d = TrainConfig.from_preset(preset if preset in PRESETS else "default")
+    types = {int: _ints, float: _floats, str: str}
+    for f in fields(TrainConfig):
+        name, spec, kind = f.name, SETTINGS[f.name], KINDS[f.name]
+        default = getattr(d, name)
+        if name == "out":
+            s.add_argument(flag(name), required=True, help=f"{spec.help} (and its checkpoint)")
+            s.add_argument(
+                "--preset",
+                choices=list(PRESETS),
+                default="default",
+                help="a named recipe whose settings become the defaults of the options below: "
+                "default (about 10 min on 2 CPU cores), long (about 40 min: all everyday pairs "
+                "and English rows, 6 trainable layers), app (the app's small run)",
+            )
+        elif kind is bool:
+            s.add_argument(flag(name), action="store_true", help=spec.help)
+        elif name == "langs":
+            s.add_argument(flag(name), default=",".join(default), help=spec.help)
+        elif name == "data":
+            s.add_argument(flag(name), action="append", default=[], help=spec.help)
+        else:
+            shown = f"default: {default}" if default != "" else "default: none"
+            s.add_argument(
+                flag(name),
+                type=None if spec.choices else types[kind],
+                choices=list(spec.choices) or None,
+                default=default,
+                help=f"{spec.help} ({shown})" if spec.help else f"({shown})",
+            )
+
+
+def build_parser(preset: str = "default") -> argparse.ArgumentParser:
+    """The parser; ``kd distill``'s defaults are those of the recipe ``preset``."""
     from kd.store import DEFAULT_CANDIDATES
 
-    d = TrainConfig()
     p = argparse.ArgumentParser(
         prog="kd",
         description="Make an English sentence-embedding model multilingual by distillation.",
@@ -44,85 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("distill", help="train a multilingual student to mimic an English teacher")
-    s.add_argument("--out", required=True, help="directory for the student (and its checkpoint)")
-    s.add_argument("--teacher", default=d.teacher, help=f"teacher id or directory ({d.teacher})")
-    s.add_argument("--student", default=d.student, help=f"student id or directory ({d.student})")
-    s.add_argument("--langs", default=",".join(DEV_LANGS), help="comma-separated language codes")
-    s.add_argument(
-        "--max-pairs",
-        type=_ints,
-        default=d.max_pairs,
-        help="training pairs per language (from --data: 0 takes all; from the default source: "
-        "0 takes none)",
-    )
-    s.add_argument(
-        "--english-rows",
-        type=_ints,
-        default=d.english_rows,
-        help="everyday English sentences without translation",
-    )
-    s.add_argument(
-        "--data",
-        action="append",
-        default=[],
-        help="parallel data: a .tsv/.jsonl file, a folder of them, hf:OWNER/NAME[:CONFIG] (a "
-        "Hub set in the parallel-sentences layout, streamed) or gettext (software messages); "
-        "repeatable. Default: $KD_DATA, else an everyday Hub set when the Hub is reachable, "
-        "else gettext",
-    )
-    s.add_argument("--epochs", type=_ints, default=d.epochs)
-    s.add_argument("--batch-size", type=_ints, default=d.batch_size)
-    s.add_argument("--lr", type=_floats, default=d.lr, help="learning rate of the student layers")
-    s.add_argument("--head-lr", type=_floats, default=d.head_lr, help="learning rate of the head")
-    s.add_argument("--loss", choices=LOSSES, default=d.loss)
-    s.add_argument(
-        "--temperature",
-        type=_floats,
-        default=d.temperature,
-        help="for --loss kl and the ranking term",
-    )
-    s.add_argument(
-        "--rank-weight",
-        type=_floats,
-        default=d.rank_weight,
-        help="weight of the ranking term: each item ranks its English sentence first among the "
-        "teacher's training vectors (0: the paper's squared error alone)",
-    )
-    s.add_argument(
-        "--freeze-layers",
-        type=_ints,
-        default=d.freeze_layers,
-        help="bottom student layers kept frozen and cached",
-    )
-    s.add_argument("--max-seq-length", type=_ints, default=d.max_seq_length)
-    s.add_argument(
-        "--eval-pairs",
-        type=_ints,
-        default=d.eval_pairs,
-        help="held-out pairs per language for the before/after evaluation",
-    )
-    s.add_argument(
-        "--sts",
-        default=d.sts,
-        help="STS folder (stsb-multi format) scored before and after training (default: $KD_STS)",
-    )
-    s.add_argument(
-        "--sts-pairs", type=_ints, default=d.sts_pairs, help="STS pairs a language to score"
-    )
-    s.add_argument(
-        "--eval-every", type=_ints, default=0, help="evaluate every N steps (0: at the end)"
-    )
-    s.add_argument("--checkpoint-every", type=_ints, default=d.checkpoint_every)
-    s.add_argument("--max-steps", type=_ints, default=0, help="stop after N steps (0: no cap)")
-    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    s.add_argument(
-        "--precision",
-        choices=("auto", "fp32", "bf16"),
-        default=d.precision,
-        help="training compute precision (auto: bf16 on CUDA and on CPUs with AMX, else fp32)",
-    )
-    s.add_argument("--seed", type=_ints, default=0)
-    s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    _add_config_options(s, preset)
 
     e = sub.add_parser(
         "eval",
@@ -178,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--method", choices=("umap", "pca"), default="umap")
     pl.add_argument("--out", required=True, help="directory for the figures")
     pl.add_argument("--png", action="store_true", help="also write PNG (needs kaleido + chromium)")
+    pl.add_argument(
+        "--animate",
+        action="store_true",
+        help="also write journey.html: the run's watched translations travelling into the "
+        "teacher's space, one frame per evaluation (needs the run's watch.npz)",
+    )
     pl.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
     ix = sub.add_parser(
@@ -287,7 +251,7 @@ def _print_run_summary(metrics: dict) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from kd.data import read_tatoeba
+    from kd.dataset import tatoeba_sets
     from kd.evaluate import evaluate, format_table
     from kd.langs import parse_langs
     from kd.models import DEFAULT_TEACHER, Encoder, pick_device, prepare_torch, resolve_model
@@ -300,10 +264,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     sets = {}
     if args.tatoeba:
         langs = parse_langs(args.langs or ",".join(DEV_LANGS))
-        for lang, pairs in read_tatoeba(args.tatoeba, langs).items():
-            if args.max_pairs:
-                pairs = pairs[: args.max_pairs]
-            sets[lang] = ([p.en for p in pairs], [p.other for p in pairs])
+        sets = tatoeba_sets(args.tatoeba, langs, args.max_pairs)
     sts_sets = read_sts(args.sts, args.langs, max_rows=args.max_pairs) if args.sts else {}
     device = pick_device(args.device)
     prepare_torch(device)
@@ -403,9 +364,9 @@ def cmd_models(_args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from kd.plots import plot_run
+    from kd_plot import plot_run
 
-    paths = plot_run(
+    paths, lines = plot_run(
         model=args.model,
         tatoeba=args.tatoeba,
         langs=args.langs,
@@ -414,7 +375,10 @@ def cmd_plot(args: argparse.Namespace) -> int:
         out=args.out,
         png=args.png,
         device=args.device,
+        animate=args.animate,
     )
+    for line in lines:
+        print(f"kd: {line}")
     for p in paths:
         print(f"kd: wrote {p}")
     return 0
@@ -506,7 +470,10 @@ def main(argv: list[str] | None = None) -> int:
     from kd.models import quiet_transformers
 
     quiet_transformers()
-    args = build_parser().parse_args(argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", default="default")
+    preset = pre.parse_known_args(argv)[0].preset
+    args = build_parser(preset).parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except ValueError as err:

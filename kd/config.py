@@ -1,16 +1,126 @@
-"""The one configuration of a distillation run, shared by the CLI, the app and the library."""
+"""The one configuration of a distillation run, shared by the CLI, the app and the library.
+
+:class:`TrainConfig` owns every run setting: its name, default, limits, help text and page
+label (a :class:`Setting` in the field's metadata). The CLI builds ``kd distill``'s options from
+it (:func:`kd.cli.build_parser`), the app builds its Distill form from it
+(``webapp.distill_form``), and both report the same :class:`ConfigError`: ``--lr must be ...``
+on the command line, ``'learning rate' must be ...`` in the page. This module imports no torch.
+"""
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from kd.langs import DEV_LANGS, parse_langs
-from kd.models import DEFAULT_STUDENT, DEFAULT_TEACHER, PRECISIONS
+from kd.registry import DEFAULT_STUDENT, DEFAULT_TEACHER, PRECISIONS
 
 LOSSES = ("mse", "kl", "cos")
 DEVICES = ("auto", "cpu", "cuda")
+
+PRESETS: dict[str, dict] = {
+    # About ten minutes on two CPU cores (README, "The default run").
+    "default": {},
+    # Every everyday pair, every everyday English row the machine has (44,761 from WordNet and
+    # fortunes), six trainable layers instead of two (README, "The long recipe").
+    "long": {"max_pairs": 5000, "english_rows": 45000, "freeze_layers": 6},
+    # The app's Distill form: a run a visitor watches in a minute or two on a shared 2-core
+    # server (the Learn tab says why these are smaller than the CLI's).
+    "app": {
+        "max_pairs": 100,
+        "english_rows": 1000,
+        "epochs": 1,
+        "eval_pairs": 50,
+        "evals": 3,
+        "checkpoint_every": 0,
+        "langs": ["de", "fr", "es", "ru", "ja", "zh", "ar"],
+    },
+}
+"""Named recipes (``kd distill --preset NAME``): the fields each one changes from the defaults."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What the CLI and the page need to know about one :class:`TrainConfig` field.
+
+    ``low``/``high`` bound numbers (``open_low``: ``low`` itself is refused, as for a learning
+    rate); ``server_high`` is the tighter cap the public app puts on a visitor's run (its form
+    offers ``low..server_high``); ``choices`` lists the allowed words.
+    """
+
+    label: str
+    help: str = ""
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+    server_high: float | None = None
+    choices: tuple[str, ...] = ()
+
+    def rule(self, kind: type) -> str:
+        """The allowed values in words, for messages and help: "a whole number from 1 to 5"."""
+        if self.choices:
+            return f"one of {', '.join(self.choices)}"
+        noun = "a whole number" if kind is int else "a number"
+        low, high = _number(self.low), _number(self.high)
+        if self.low is None:
+            start = noun
+        elif self.open_low and self.low == 0:
+            start = "a positive whole number" if kind is int else "a positive number"
+        elif self.open_low:
+            start = f"{noun} above {low}"
+        elif self.high is None:
+            return f"{noun}, {low} or more"
+        else:
+            start = f"{noun} from {low}"
+        if self.high is None:
+            return start
+        if self.open_high:
+            return f"{start} below {high}" if self.open_low else f"{start} to below {high}"
+        return f"{start} up to {high}" if self.open_low else f"{start} to {high}"
+
+
+def _number(x: float | None) -> str:
+    return "" if x is None else (str(int(x)) if float(x).is_integer() else f"{x:g}")
+
+
+def setting(default=None, *, factory=None, **meta) -> object:
+    """A dataclass field carrying its :class:`Setting` (``factory`` for list defaults)."""
+    metadata = {"setting": Setting(**meta)}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+class ConfigError(ValueError):
+    """A bad value of one setting. ``str()`` names its CLI flag; :meth:`for_page` its label.
+
+    ``message``, for an error about several settings, is a template with ``{field}``
+    placeholders, filled with flags or labels alike.
+
+    Example:
+        >>> err = ConfigError("lr", "must be a positive number below 1")
+        >>> str(err)
+        '--lr must be a positive number below 1'
+        >>> err.for_page()
+        "'learning rate' must be a positive number below 1"
+    """
+
+    def __init__(self, name: str, problem: str = "", *, message: str | None = None) -> None:
+        self.name = name
+        escaped = problem.replace("{", "{{").replace("}", "}}")
+        self.template = message or "{" + name + "} " + escaped
+        super().__init__(self.template.format_map({n: flag(n) for n in SETTINGS}))
+
+    def for_page(self) -> str:
+        """The message with the form's labels in place of the flags."""
+        return self.template.format_map({n: f"'{s.label}'" for n, s in SETTINGS.items()})
+
+
+def flag(name: str) -> str:
+    """The CLI option of a field: ``max_pairs`` -> ``--max-pairs``."""
+    return "--" + name.replace("_", "-")
 
 
 @dataclass
@@ -18,7 +128,7 @@ class TrainConfig:
     """Everything that decides a distillation run; validated on construction.
 
     The defaults are sized so that ``kd distill`` on the offline models finishes in about ten
-    minutes on two CPU cores.
+    minutes on two CPU cores; :data:`PRESETS` names other sizes.
 
     Example:
         >>> cfg = TrainConfig(out="student", langs=["de", "fr"], epochs=1)
@@ -26,87 +136,184 @@ class TrainConfig:
         'mse'
     """
 
-    out: str = "student"
-    teacher: str = DEFAULT_TEACHER
-    student: str = DEFAULT_STUDENT
-    langs: list[str] = field(default_factory=lambda: list(DEV_LANGS))
-    # Training pairs per language: drawn from the --data sources when given (0: all of them),
-    # else from the default source (KD_DATA, an everyday Hub set, or the software catalogs;
-    # 0: none, English rows only).
-    max_pairs: int = 1000
-    # Everyday English sentences with no translation: they pull student(en) to teacher(en).
-    english_rows: int = 12000
-    # Parallel-data sources: files, folders, hf:OWNER/NAME[:CONFIG], gettext (kd.sources).
-    data: list[str] = field(default_factory=list)
-    epochs: int = 2
-    batch_size: int = 32
-    lr: float = 3e-4
-    head_lr: float = 1e-3
-    warmup: float = 0.1
-    weight_decay: float = 0.01
-    loss: str = "mse"
-    # Temperature of the kl loss and of the ranking term.
-    temperature: float = 0.05
-    # Weight of the ranking term (kd.losses.rank_loss); 0: the paper's squared error alone.
-    rank_weight: float = 0.5
-    # Bottom transformer layers kept frozen; their outputs are computed once and cached.
-    freeze_layers: int = 10
-    max_seq_length: int = 48
-    eval_pairs: int = 100
-    # STS folder (stsb-multi format) scored before and after training; default: $KD_STS.
-    sts: str = field(default_factory=lambda: os.environ.get("KD_STS", ""))
-    sts_pairs: int = 100
-    eval_every: int = 0
-    checkpoint_every: int = 100
-    device: str = "auto"
-    # Compute precision of training: auto = bf16 on CUDA and on CPUs with AMX, else fp32.
-    precision: str = "auto"
-    seed: int = 0
-    max_steps: int = 0
-    resume: bool = False
+    out: str = setting("student", label="output folder", help="directory for the student")
+    teacher: str = setting(DEFAULT_TEACHER, label="teacher", help="teacher id or directory")
+    student: str = setting(DEFAULT_STUDENT, label="student", help="student id or directory")
+    langs: list[str] = setting(
+        factory=lambda: list(DEV_LANGS), label="languages", help="comma-separated language codes"
+    )
+    max_pairs: int = setting(
+        1000,
+        label="pairs per language",
+        help="training pairs per language (from --data: 0 takes all; from the default source: "
+        "0 takes none)",
+        low=0,
+        server_high=2000,
+    )
+    english_rows: int = setting(
+        12000,
+        label="English-only rows",
+        help="everyday English sentences without translation: they pull student(en) to teacher(en)",
+        low=0,
+        server_high=20000,
+    )
+    data: list[str] = setting(
+        factory=list,
+        label="your own pairs",
+        help="parallel data: a .tsv/.jsonl file, a folder of them, hf:OWNER/NAME[:CONFIG] (a "
+        "Hub set in the parallel-sentences layout, streamed) or gettext (software messages); "
+        "repeatable. Default: $KD_DATA, else an everyday Hub set when the Hub is reachable, "
+        "else gettext",
+    )
+    epochs: int = setting(2, label="epochs", low=1, high=1000, server_high=5)
+    batch_size: int = setting(32, label="batch size", low=1, high=4096, server_high=256)
+    lr: float = setting(
+        3e-4,
+        label="learning rate",
+        help="learning rate of the student layers",
+        low=0,
+        high=1,
+        open_low=True,
+        open_high=True,
+    )
+    head_lr: float = setting(
+        1e-3,
+        label="head learning rate",
+        help="learning rate of the linear head",
+        low=0,
+        high=1,
+        open_low=True,
+        open_high=True,
+    )
+    warmup: float = setting(
+        0.1,
+        label="warm-up",
+        help="fraction of the steps spent warming up",
+        low=0,
+        high=1,
+        open_high=True,
+    )
+    weight_decay: float = setting(0.01, label="weight decay", low=0, high=1, open_high=True)
+    loss: str = setting("mse", label="loss", help="distillation loss", choices=LOSSES)
+    temperature: float = setting(
+        0.05,
+        label="temperature",
+        help="of --loss kl and of the ranking term",
+        low=0,
+        high=100,
+        open_low=True,
+    )
+    rank_weight: float = setting(
+        0.5,
+        label="ranking weight",
+        help="weight of the ranking term: each item ranks its English sentence first among the "
+        "teacher's training vectors (0: the paper's squared error alone)",
+        low=0,
+        high=100,
+    )
+    freeze_layers: int = setting(
+        10,
+        label="frozen layers",
+        help="bottom student layers kept frozen; their outputs are computed once and cached",
+        low=0,
+        high=48,
+    )
+    max_seq_length: int = setting(
+        48, label="max tokens", help="tokens per sentence in training", low=8, high=512
+    )
+    eval_pairs: int = setting(
+        100,
+        label="held-out pairs per language",
+        help="held-out pairs per language for the before/after evaluation",
+        low=0,
+        server_high=500,
+    )
+    evals: int = setting(
+        0,
+        label="evaluations during training",
+        help="held-out evaluations spread over the run, besides the one at the end "
+        "(--eval-every, when set, wins)",
+        low=0,
+        high=1000,
+        server_high=20,
+    )
+    sts: str = setting(
+        factory=lambda: os.environ.get("KD_STS", ""),
+        label="STS folder",
+        help="STS folder (stsb-multi format) scored before and after training (default: $KD_STS)",
+    )
+    sts_pairs: int = setting(100, label="STS pairs", help="STS pairs a language to score", low=2)
+    eval_every: int = setting(
+        0, label="evaluate every", help="evaluate every N steps (0: see --evals)", low=0
+    )
+    checkpoint_every: int = setting(
+        100, label="checkpoint every", help="save a checkpoint every N steps (0: never)", low=0
+    )
+    device: str = setting("auto", label="device", choices=DEVICES)
+    precision: str = setting(
+        "auto",
+        label="precision",
+        help="training compute precision (auto: bf16 on CUDA and on CPUs with AMX, else fp32)",
+        choices=PRECISIONS,
+    )
+    seed: int = setting(0, label="seed", low=0)
+    max_steps: int = setting(0, label="step cap", help="stop after N steps (0: no cap)", low=0)
+    resume: bool = setting(False, label="resume", help="continue from OUT/checkpoint")
 
     def __post_init__(self) -> None:
         self.langs = parse_langs(self.langs)
         self.data = [str(p) for p in self.data]
-        checks = [
-            (self.max_pairs >= 0, "--max-pairs must be 0 or more"),
-            (self.english_rows >= 0, "--english-rows must be 0 or more"),
-            (self.epochs >= 1, "--epochs must be at least 1"),
-            (1 <= self.batch_size <= 4096, "--batch-size must be between 1 and 4096"),
-            (_positive(self.lr) and self.lr < 1, "--lr must be a positive number below 1"),
-            (
-                _positive(self.head_lr) and self.head_lr < 1,
-                "--head-lr must be a positive number below 1",
-            ),
-            (0 <= self.warmup < 1, "--warmup is a fraction of the steps, from 0 to below 1"),
-            (0 <= self.weight_decay < 1, "--weight-decay must be from 0 to below 1"),
-            (self.loss in LOSSES, f"--loss must be one of {', '.join(LOSSES)}"),
-            (_positive(self.temperature), "--temperature must be a positive number"),
-            (
-                isinstance(self.rank_weight, int | float) and 0 <= self.rank_weight <= 100,
-                "--rank-weight must be from 0 (off) to 100",
-            ),
-            (self.freeze_layers >= 0, "--freeze-layers must be 0 or more"),
-            (8 <= self.max_seq_length <= 512, "--max-seq-length must be between 8 and 512"),
-            (self.eval_pairs >= 0, "--eval-pairs must be 0 or more"),
-            (self.sts_pairs >= 2, "--sts-pairs must be at least 2"),
-            (self.eval_every >= 0, "--eval-every must be 0 (only at the end) or more"),
-            (self.checkpoint_every >= 0, "--checkpoint-every must be 0 (never) or more"),
-            (self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}"),
-            (
-                self.precision in PRECISIONS,
-                f"--precision must be one of {', '.join(PRECISIONS)}",
-            ),
-            (self.max_steps >= 0, "--max-steps must be 0 (no cap) or more"),
-            (bool(str(self.out).strip()), "--out must name a directory"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+        for f in fields(self):
+            check(f.name, getattr(self, f.name))
+        if not str(self.out).strip():
+            raise ConfigError("out", "must name a directory")
         if self.max_pairs == 0 and self.english_rows == 0 and not self.data:
-            raise ValueError(
-                "no training data: raise --max-pairs or --english-rows, or give --data"
+            raise ConfigError(
+                "max_pairs",
+                message="no training data: raise {max_pairs} or {english_rows}, or give {data}",
             )
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> TrainConfig:
+        """The recipe ``name`` (:data:`PRESETS`), with ``overrides`` on top.
+
+        Example:
+            >>> TrainConfig.from_preset("long", epochs=1).freeze_layers
+            6
+        """
+        if name not in PRESETS:
+            raise ConfigError("preset", f"must be one of {', '.join(PRESETS)}")
+        return cls(**(PRESETS[name] | overrides))
+
+    @classmethod
+    def from_values(
+        cls, values: dict, preset: str = "default", server: bool = False
+    ) -> TrainConfig:
+        """From loosely typed values (a web form: floats from sliders, None from empty boxes).
+
+        Each value is read as its field's type first (:func:`coerce`), so ``2.5`` pairs and an
+        empty learning rate are :class:`ConfigError` for that field, not a crash. ``server``:
+        also hold each value to the public server's cap (``Setting.server_high``).
+        """
+        values = {k: coerce(k, v) for k, v in values.items()}
+        if server:  # the core's rule first (the message the CLI gives), then the server's cap
+            for name, value in values.items():
+                check(name, value)
+                check(name, value, server=True)
+        return cls.from_preset(preset, **values)
+
+    def steps_per_epoch(self, items: int) -> int:
+        """Optimizer steps in one epoch over ``items`` training items."""
+        return max(1, math.ceil(items / self.batch_size))
+
+    def eval_interval(self, total_steps: int) -> int:
+        """Steps between held-out evaluations in a run of ``total_steps`` (0: only at the end):
+        ``eval_every`` when set, else ``evals`` evaluations spread evenly over the run."""
+        if self.eval_every:
+            return self.eval_every
+        if not self.evals or not self.eval_pairs:
+            return 0
+        return max(1, math.ceil(total_steps / (self.evals + 1)))
 
     def to_dict(self) -> dict:
         """A JSON-ready copy (written next to the saved student as ``kd_config.json``)."""
@@ -123,6 +330,7 @@ class TrainConfig:
         "device",
         "precision",
         "eval_every",
+        "evals",
         "checkpoint_every",
         "out",
         "resume",
@@ -131,5 +339,62 @@ class TrainConfig:
     )
 
 
-def _positive(x: float) -> bool:
-    return isinstance(x, int | float) and math.isfinite(x) and x > 0
+SETTINGS: dict[str, Setting] = {f.name: f.metadata["setting"] for f in fields(TrainConfig)}
+SETTINGS["preset"] = Setting(label="preset", choices=tuple(PRESETS))
+KINDS: dict[str, type] = {
+    f.name: {"int": int, "float": float, "str": str, "bool": bool}.get(f.type, list)
+    for f in fields(TrainConfig)
+}
+KINDS["preset"] = str
+
+
+def check(name: str, value, server: bool = False) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is allowed for field ``name`` (``server``:
+    within the public server's cap too)."""
+    spec, kind = SETTINGS[name], KINDS[name]
+    if server and spec.server_high is not None:
+        spec = replace(spec, high=spec.server_high, open_high=False)
+    if kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        ok = ok and math.isfinite(value)
+    else:
+        ok = True
+    if ok and spec.choices:
+        ok = value in spec.choices
+    if ok and kind in (int, float):
+        if spec.low is not None:
+            ok = value > spec.low if spec.open_low else value >= spec.low
+        if ok and spec.high is not None:
+            ok = value < spec.high if spec.open_high else value <= spec.high
+    if not ok:
+        raise ConfigError(name, f"must be {spec.rule(kind)}, got {value!r}")
+
+
+def coerce(name: str, value):
+    """``value`` read as field ``name``'s type; :class:`ConfigError` if it cannot be."""
+    if name not in SETTINGS:
+        raise ValueError(f"unknown setting '{name}'")
+    kind, spec = KINDS[name], SETTINGS[name]
+    if kind not in (int, float):
+        return value
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ConfigError(name, f"is empty; type {spec.rule(kind)}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(name, f"must be {spec.rule(kind)}, got {value!r}") from None
+    if kind is int:
+        if not number.is_integer():
+            raise ConfigError(name, f"must be {spec.rule(kind)}, got {value!r}")
+        return int(number)
+    return number
+
+
+def form_range(name: str) -> tuple[float, float | None]:
+    """The range a public form offers for a numeric field: ``low`` to ``server_high`` (or
+    ``high``)."""
+    spec = SETTINGS[name]
+    high = spec.server_high if spec.server_high is not None else spec.high
+    return (spec.low if spec.low is not None else 0), high

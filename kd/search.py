@@ -24,6 +24,7 @@ from pathlib import Path
 
 from kd.data import MAX_CHARS, _jsonl_rows, _lines, _read_text, clean_text, read_tsv
 from kd.langs import normalize_lang
+from kd.registry import resolve_model
 from kd.store import ModelStamp, Row, VectorStore
 
 log = logging.getLogger("kd")
@@ -37,8 +38,6 @@ def model_stamp(encoder) -> ModelStamp:
     A distilled student's folder holds ``kd_config.json``; its teacher (and, from runs that
     recorded it, the teacher's fingerprint) go into the stamp.
     """
-    from kd.models import resolve_model
-
     teacher_id = teacher_fp = None
     config = Path(resolve_model(encoder.name)) / "kd_config.json"
     if config.is_file():

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import random
 import time
 import warnings
@@ -62,6 +61,7 @@ from kd.models import (
     resolve_precision,
 )
 from kd.student_forward import embed_in_batches, make_runner, trainable_parameters
+from kd.watch import WatchSet, watch_set
 
 log = logging.getLogger("kd")
 
@@ -91,6 +91,10 @@ def teacher_vectors(
 
 
 # ---- the head ----------------------------------------------------------------------------------
+RIDGE_ITEMS = 30_000
+"""Most training items the closed-form head is fitted on (a seeded sample beyond that)."""
+
+
 def fit_linear_head(x: np.ndarray, y: np.ndarray, ridge: float = 10.0) -> nn.Linear:
     """Closed-form ridge regression ``y ~ x W + b`` as an ``nn.Linear``; x (n, d_in), y (n, d_out).
 
@@ -206,6 +210,11 @@ def distill(
         say("evaluating the teacher and the untrained student on held-out pairs")
         metrics["teacher"] = evaluate(data.eval_sets, eval_teacher, teacher.encode)
         metrics["student_untrained"] = evaluate(data.eval_sets, eval_teacher, student.encode)
+    # A few held-out translations watched through the run (kd.watch): the untrained student's
+    # vectors first, where its width is the teacher's.
+    watch = watch_set(data.eval_sets, teacher.encode)
+    if watch is not None:
+        _snapshot(watch, "untrained", student)
     sts_sets = _sts_sets(cfg)
     if sts_sets:
         from kd.sts import cached_encode, embed_sts
@@ -229,16 +238,23 @@ def distill(
         )
     lengths = runner.lengths()
 
-    say("fitting the linear head in closed form (ridge)")
+    # A 384 x 384 map is well determined by far fewer items than a long run has: fit it on a
+    # seeded sample (the whole set up to RIDGE_ITEMS, so the default run uses every item).
+    fit_on = np.arange(len(data.texts))
+    if len(fit_on) > RIDGE_ITEMS:
+        fit_on = np.sort(np.random.default_rng(cfg.seed).choice(fit_on, RIDGE_ITEMS, replace=False))
+    say(f"fitting the linear head in closed form (ridge, {len(fit_on)} items)")
     student.head, student.normalize = None, False
     with autocast(device, precision):
-        pooled = embed_in_batches(runner, np.arange(len(data.texts)))
-    student.head = fit_linear_head(pooled, tvec[data.target]).to(device)
+        pooled = embed_in_batches(runner, fit_on)
+    student.head = fit_linear_head(pooled, tvec[data.target[fit_on]]).to(device)
     student.normalize = True
     student.dim = student.head.out_features
     del pooled
+    if watch is not None and not cfg.resume:
+        _snapshot(watch, "linear head (step 0)", student)
 
-    steps_per_epoch = math.ceil(len(data.texts) / cfg.batch_size)
+    steps_per_epoch = cfg.steps_per_epoch(len(data.texts))
     total = steps_per_epoch * cfg.epochs
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
@@ -250,6 +266,7 @@ def distill(
         weight_decay=cfg.weight_decay,
     )
     schedule = warmup_then_linear_decay(optimizer, total, cfg.warmup)
+    eval_every = cfg.eval_interval(total)
     named = {f"p{i}": p for i, p in enumerate(params)}
     named |= {f"head.{k}": v for k, v in student.head.named_parameters()}
 
@@ -308,9 +325,13 @@ def distill(
                 "eta_s": (total - step) / max(rate, 1e-9),
                 "total_steps": total,
             }
-            if cfg.eval_every and step % cfg.eval_every == 0 and data.eval_sets and step < total:
+            if eval_every and step % eval_every == 0 and data.eval_sets and step < total:
                 record["eval"] = _evaluate_student(student, data, eval_teacher)
-            history.append({"step": step} | {k: v for k, v in record.items() if k != "eval"})
+                if watch is not None:
+                    _snapshot(watch, f"step {step}", student)
+                    record["watch"] = watch
+            kept = {k: v for k, v in record.items() if k not in ("eval", "watch")}
+            history.append({"step": step} | kept)
             if on_step:
                 on_step(step, record)
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:
@@ -325,6 +346,8 @@ def distill(
     if data.eval_sets:
         say("evaluating the distilled student")
         metrics["student_distilled"] = _evaluate_student(student, data, eval_teacher)
+    if watch is not None:
+        _snapshot(watch, "distilled" if not stopped else f"stopped (step {step})", student)
     if sts_sets:
         from kd.sts import sts_report
 
@@ -346,6 +369,8 @@ def distill(
     atomic_write_json(out / "kd_config.json", run_config)
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_json(out / "history.json", history)
+    if watch is not None and watch.frames:
+        watch.save(out)
     if ckpt.exists() and not stopped:
         import shutil
 
@@ -362,6 +387,13 @@ def _sts_sets(cfg: TrainConfig) -> dict:
     langs = ["en", *cfg.langs]
     present = read_sts(cfg.sts, max_rows=cfg.sts_pairs)
     return {lang: s for lang, s in present.items() if lang in langs}
+
+
+def _snapshot(watch: WatchSet, label: str, student: Encoder) -> None:
+    was = student.training
+    student.eval()
+    watch.snapshot(label, student.encode)
+    student.train(was)
 
 
 def _evaluate_student(student: Encoder, data: Dataset, eval_teacher) -> dict:

@@ -30,7 +30,8 @@ from tests.conftest import TATOEBA_DEV, WORDS  # noqa: E402
 from webapp import model_cache, settings  # noqa: E402
 from webapp.aligned import aligned_space, builtin_langs  # noqa: E402
 from webapp.compare import compare, default_compare_text  # noqa: E402
-from webapp.distill import make_config, prepare_run, request_stop, run_distillation  # noqa: E402
+from webapp.distill import prepare_run, request_stop, run_distillation  # noqa: E402
+from webapp.distill_form import FORM_FIELDS, form_values, make_config  # noqa: E402
 from webapp.guards import launch_options  # noqa: E402
 from webapp.model_cache import encode, get_encoder, server_status  # noqa: E402
 from webapp.session import Visitor, forget_visitor, user_error  # noqa: E402
@@ -79,6 +80,7 @@ def _form(teacher: str, student: str, pairs: Path | None, /, **kw) -> list:
         own_pairs=str(pairs) if pairs else None,
     )
     values.update(kw)
+    assert tuple(values) == FORM_FIELDS
     return list(values.values())
 
 
@@ -181,8 +183,13 @@ def test_compare_bad_input_is_a_gr_error(tiny_teacher, tiny_student, text, teach
 
 
 def test_error_messages_are_escaped():
-    err = user_error("bad <b>input</b> for --lr")
-    assert "&lt;b&gt;" in err.message and "'learning rate'" in err.message
+    from kd.config import ConfigError
+
+    err = user_error("bad <b>input</b>")
+    assert "&lt;b&gt;" in err.message and "<b>" not in err.message
+    # A settings error names the form's label, not the CLI's flag.
+    err = user_error(ConfigError("lr", "must be <b>positive</b>"))
+    assert err.message == "'learning rate' must be &lt;b&gt;positive&lt;/b&gt;"
 
 
 # ---- Aligned spaces ----------------------------------------------------------------------------
@@ -204,9 +211,14 @@ def _aligned(tiny_teacher, tiny_student, visitor=None, **kw):
 
 
 def test_aligned_space_builtin(tiny_teacher, tiny_student):
-    fig, numbers, table = _aligned(tiny_teacher, tiny_student)
+    fig, numbers, table, space = _aligned(tiny_teacher, tiny_student)
     # 2 models x (1 line trace + en, de, fr)
     assert len(fig.data) == 8
+    # The teacher's space: the teacher's English points, the untrained student's translations
+    # joined to them; one frame until there is a distilled student.
+    assert [f.name for f in space.frames] == ["untrained"]
+    assert space.data[0].name == "teacher(en)"
+    assert "In the teacher's space" in numbers and "*teacher reading x*" in numbers
     assert "48 sentences per model" in numbers
     assert "Trustworthiness" in numbers and "No distilled student yet" in numbers
     assert list(table.columns) == ["lang", "teacher", "student, untrained"]
@@ -215,12 +227,12 @@ def test_aligned_space_builtin(tiny_teacher, tiny_student):
 
 def test_aligned_space_upload_and_tatoeba(tmp_path, tiny_teacher, tiny_student):
     path = _pairs_file(tmp_path / "mine.tsv", n=30)
-    fig, numbers, _ = _aligned(
+    fig, numbers, _, _ = _aligned(
         tiny_teacher, tiny_student, source=settings.SOURCES[2], upload=str(path), langs_text="fr"
     )
     assert len(fig.data) == 6 and "Trustworthiness" in numbers
     if TATOEBA_DEV.is_dir():
-        fig, _, table = _aligned(
+        fig, _, table, _ = _aligned(
             tiny_teacher,
             tiny_student,
             source=settings.SOURCES[1],
@@ -274,6 +286,7 @@ def test_prepare_run_rejects_bad_settings(tmp_path, tiny_teacher, tiny_student):
         (dict(langs=[], own_pairs=None), "at least one language"),
         (dict(langs=["xx"]), "unknown language code 'xx'"),
         (dict(epochs=0), "'epochs' must be a whole number from 1"),
+        (dict(epochs=6), "'epochs' must be a whole number from 1 to 5"),
         (dict(max_pairs=2.5), "'pairs per language' must be a whole number"),
         (dict(max_pairs=0, english_rows=0, own_pairs=None), "no training data"),
         (dict(loss="hinge"), "'loss' must be one of"),
@@ -293,16 +306,68 @@ def test_make_config_adds_the_uploaded_languages(tmp_path, tiny_teacher, tiny_st
     from kd.config import TrainConfig
 
     pairs = _pairs_file(tmp_path / "de.tsv", lang="de")
-    cfg = make_config(*_form(tiny_teacher, tiny_student, pairs))
+    cfg = make_config(form_values(_form(tiny_teacher, tiny_student, pairs)))
     assert cfg.langs == ["fr", "de"] and cfg.data == [str(pairs)]
-    assert cfg.eval_every > 0 and cfg.checkpoint_every == 0
+    assert cfg.evals == 2 and cfg.eval_every == 0 and cfg.checkpoint_every == 0
     # A file without a header is in the chosen language when there is exactly one.
     bare = tmp_path / "bare.tsv"
     bare.write_text(pairs.read_text("utf-8").split("\n", 1)[1], encoding="utf-8")
-    assert make_config(*_form(tiny_teacher, tiny_student, bare)).langs == ["fr"]
+    assert make_config(form_values(_form(tiny_teacher, tiny_student, bare))).langs == ["fr"]
     with pytest.raises(ValueError, match="language"):
-        make_config(*_form(tiny_teacher, tiny_student, bare, langs=["fr", "de"]))
-    assert TrainConfig().freeze_layers == settings.FREEZE_LAYERS
+        make_config(form_values(_form(tiny_teacher, tiny_student, bare, langs=["fr", "de"])))
+    # Pairs asked for from the default source too: it stays, and the file joins it.
+    cfg = make_config(form_values(_form(tiny_teacher, tiny_student, pairs, max_pairs=10)))
+    assert cfg.data == ["default", str(pairs)]
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_every_form_control_is_the_configs_setting():
+    """Each Distill control's label, range and default are TrainConfig's (the app preset and
+    the server caps): the page cannot offer what the core refuses, or disagree on a default."""
+    from kd.config import KINDS, SETTINGS, TrainConfig, form_range
+    from webapp.distill_form import CONFIG_FIELDS, PRESET
+
+    demo = app.build_demo()
+    defaults = TrainConfig.from_preset(PRESET)
+    by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    for name in CONFIG_FIELDS:
+        block = by_id[f"distill-{name.replace('_', '-')}"]
+        spec = SETTINGS[name]
+        assert block.label == spec.label, name
+        assert block.value == getattr(defaults, name), name
+        if spec.choices:
+            assert [c[1] for c in block.choices] == list(spec.choices), name
+        else:
+            low, high = form_range(name)
+            assert (block.minimum, block.maximum) == (low, high), name
+            if KINDS[name] is int:  # the core takes the form's whole range, ends included
+                TrainConfig.from_preset(PRESET, **{name: int(low)})
+                if high is not None and spec.high is not None:
+                    assert high <= spec.high, name
+    assert by_id["distill-langs"].value == defaults.langs
+
+
+def test_one_bad_value_names_the_flag_in_the_cli_and_the_label_in_the_page(
+    tmp_path, capsys, tiny_teacher, tiny_student
+):
+    from kd.cli import main
+    from kd.config import SETTINGS
+    from webapp.distill_form import CONFIG_FIELDS
+
+    pairs = _pairs_file(tmp_path / "fr.tsv")
+    bad = {"epochs": 0, "batch_size": 0, "lr": -1.0, "eval_pairs": -1, "freeze_layers": -1}
+    for name, value in bad.items():
+        assert name in CONFIG_FIELDS
+        flag = "--" + name.replace("_", "-")
+        assert main(["distill", "--out", str(tmp_path / "o"), flag, str(value)]) == 2
+        cli = capsys.readouterr().err.strip()
+        with pytest.raises(gr.Error) as err:
+            prepare_run(*_form(tiny_teacher, tiny_student, pairs, **{name: value}), Visitor())
+        page = _message(err)
+        label = f"'{SETTINGS[name].label}'"
+        assert cli.startswith(f"kd: error: {flag} ") and label not in cli, cli
+        assert page.startswith(label) and flag not in page, page
+        assert cli.split(flag, 1)[1] == page.split(label, 1)[1], (cli, page)
 
 
 def test_distill_then_compare_with_per_visitor_students(
@@ -313,7 +378,9 @@ def test_distill_then_compare_with_per_visitor_students(
     pairs = _pairs_file(tmp_path / "fr.tsv")
     alice, bob = Visitor(), Visitor()
     outputs = list(run_distillation(*_form(tiny_teacher, tiny_student, pairs), alice))
-    status, curve, table, bars, zip_path, visitor = outputs[-1]
+    status, curve, table, bars, zip_path, journey, visitor = outputs[-1]
+    assert [f.name for f in journey.frames][-1] == "distilled"
+    assert journey.data[0].name == "teacher(en)"
     assert visitor is alice and not alice.training
     assert "Distillation finished" in status
     assert any(o[1] is not gr.skip() and o[1] is not None for o in outputs[1:-1])
@@ -337,8 +404,10 @@ def test_distill_then_compare_with_per_visitor_students(
     assert len(fig_a.data) == 3 and len(fig_b.data) == 2
     assert "cos (student, distilled)" in table_a.columns
     assert bob.student_dir is None and alice.student_dir != bob.student_dir
-    fig, numbers, _ = _aligned(tiny_teacher, tiny_student, alice)
+    fig, numbers, _, space = _aligned(tiny_teacher, tiny_student, alice)
     assert len(fig.data) == 12 and "No distilled student" not in numbers
+    assert [f.name for f in space.frames] == ["untrained", "distilled"]
+    assert "*student, distilled* cos" in numbers
 
     # A second run replaces the first student on disk.
     first = Path(alice.student_dir)

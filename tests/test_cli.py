@@ -259,6 +259,36 @@ def test_plot_writes_figures(
     )
     assert rc == 0, err
     written = sorted(p.name for p in (tmp_path / "figs").iterdir())
-    assert written == ["accuracy.html", "aligned_space.html", "training.html"]
+    assert written == ["accuracy.html", "aligned_space.html", "teacher_space.html", "training.html"]
     html = (tmp_path / "figs" / "aligned_space.html").read_text(encoding="utf-8")
     assert "the dog" in html and "der hund" in html  # hover text made it into the page
+    # The teacher's space: line lengths untrained -> distilled, printed.
+    assert "line length 1 - cos" in out and "mean line length falls from" in out
+    html = (tmp_path / "figs" / "teacher_space.html").read_text(encoding="utf-8")
+    assert "teacher(en)" in html and "distilled" in html
+    # No watch set in this run (no held-out pairs): --animate says so in one line.
+    rc, _, err = _run(
+        capsys, "plot", "--model", str(tmp_path / "out"), "--tatoeba", str(tatoeba),
+        "--langs", "de", "--method", "pca", "--out", str(tmp_path / "f2"), "--animate",
+    )  # fmt: skip
+    _assert_one_line_error(rc, err, "kept no watch set")
+
+
+def test_plot_animate_replays_the_run(tmp_path, capsys, tiny_teacher, tiny_student, isolated_cache):
+    words = ["the", "cat", "dog", "sits", "runs", "on", "mat", "big", "small", "house"]
+    rng = __import__("random").Random(0)
+    rows = {" ".join(rng.choice(words) for _ in range(5)): None for _ in range(80)}
+    data = tmp_path / "de.tsv"
+    data.write_text("en\tde\n" + "".join(f"{en}\t{en.upper()}\n" for en in rows), "utf-8")
+    argv = list(_distill(tmp_path, tiny_teacher, tiny_student, data, "--epochs", "2"))
+    argv[argv.index("--eval-pairs") + 1] = "10"
+    rc, _, err = _run(capsys, *argv, "--evals", "2")
+    assert rc == 0, err
+    rc, out, err = _run(
+        capsys, "plot", "--model", str(tmp_path / "out"), "--tatoeba", str(_tiny_tatoeba(tmp_path)),
+        "--langs", "de", "--method", "pca", "--out", str(tmp_path / "figs"), "--animate",
+    )  # fmt: skip
+    assert rc == 0, err
+    assert "journey: 5 frames (untrained, linear head (step 0), step" in out
+    html = (tmp_path / "figs" / "journey.html").read_text(encoding="utf-8")
+    assert "addFrames" in html and "linear head (step 0)" in html and "distilled" in html

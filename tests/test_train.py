@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import numpy as np
@@ -147,6 +148,11 @@ def test_stop_then_resume_continues(tmp_path, tiny_teacher, tiny_student, isolat
     assert resumed.steps == full.steps
     history = json.loads((tmp_path / "student" / "history.json").read_text())
     assert history[0]["step"] == 5  # the resumed run started after the checkpoint
+    # Stopping and resuming changes nothing: the same weights as the uninterrupted run.
+    sents = ["the cat sits on the mat", "le chat est sur le tapis", "hello world"]
+    a = Encoder.load(str(tmp_path / "student")).encode(sents)
+    b = Encoder.load(str(tmp_path / "b")).encode(sents)
+    assert np.allclose(a, b, atol=1e-5), np.abs(a - b).max()
 
 
 def test_resume_refuses_other_settings(tmp_path, tiny_teacher, tiny_student, isolated_cache):
@@ -166,15 +172,21 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, tiny_teacher, tiny_studen
         distill(_cfg(tmp_path, tiny_teacher, tiny_student, checkpoint_every=1, resume=True))
 
 
+def _losses_fall(cfg) -> None:
+    """Run ``cfg`` and check that it learnt: the last steps' loss is below the first steps'."""
+    losses = []
+    result = distill(cfg, on_step=lambda step, m: losses.append(m["loss"]))
+    assert result.steps == len(losses) >= 10
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]), losses
+
+
 @pytest.mark.parametrize("loss", ["kl", "cos"])
 def test_other_losses_train(tmp_path, tiny_teacher, tiny_student, isolated_cache, loss):
-    cfg = _cfg(tmp_path, tiny_teacher, tiny_student, loss=loss, epochs=1)
-    assert distill(cfg).steps > 0
+    _losses_fall(_cfg(tmp_path, tiny_teacher, tiny_student, loss=loss, epochs=1))
 
 
 def test_full_forward_path(tmp_path, tiny_teacher, tiny_student, isolated_cache):
-    cfg = _cfg(tmp_path, tiny_teacher, tiny_student, freeze_layers=0, epochs=1)
-    assert distill(cfg).steps > 0
+    _losses_fall(_cfg(tmp_path, tiny_teacher, tiny_student, freeze_layers=0, epochs=1))
 
 
 @pytest.mark.parametrize(
@@ -245,5 +257,32 @@ def test_rank_loss_is_cross_entropy_over_the_teachers_bank():
 
 
 def test_a_run_with_the_ranking_term_trains(tmp_path, tiny_teacher, tiny_student):
-    result = distill(_cfg(tmp_path, tiny_teacher, tiny_student, rank_weight=1.0, eval_pairs=10))
-    assert result.steps > 0 and "student_distilled" in result.metrics
+    cfg = _cfg(tmp_path, tiny_teacher, tiny_student, rank_weight=1.0, eval_pairs=10)
+    _losses_fall(cfg)
+    assert "student_distilled" in json.loads((tmp_path / "student" / "metrics.json").read_text())
+
+
+def test_evals_spread_over_the_real_step_total(tmp_path, tiny_teacher, tiny_student):
+    """``evals`` evaluations land evenly in the run, counted from the steps it really has."""
+    cfg = _cfg(tmp_path, tiny_teacher, tiny_student, evals=3, eval_pairs=10)
+    evaluated = []
+    result = distill(cfg, on_step=lambda step, m: "eval" in m and evaluated.append(step))
+    total = result.metrics["total_steps"]
+    every = math.ceil(total / 4)
+    assert total > 9 and evaluated == [every, 2 * every, 3 * every]
+
+
+def test_a_run_keeps_its_watch_set(tmp_path, tiny_teacher, tiny_student):
+    """The held-out translations watched through the run: a frame per evaluation, saved."""
+    from kd.watch import WatchSet
+
+    cfg = _cfg(tmp_path, tiny_teacher, tiny_student, evals=2, eval_pairs=10)
+    distill(cfg)
+    watch = WatchSet.load(tmp_path / "student")
+    assert watch is not None and len(watch.english) == 8 and set(watch.langs) == {"fr"}
+    assert watch.frames[:2] == ["untrained", "linear head (step 0)"]
+    assert watch.frames[-1] == "distilled" and len(watch.frames) == 5
+    assert all(v.shape == (len(watch.texts), 32) for v in watch.vectors)
+    # The teacher's anchors are unit vectors; each translation points at one of them.
+    assert np.allclose(np.linalg.norm(watch.teacher, axis=1), 1, atol=1e-5)
+    assert sorted(set(watch.pair_ids.tolist())) == list(range(8))

@@ -6,10 +6,11 @@ marked ``slow``.
 
 from __future__ import annotations
 
+import ast
 import math
 import subprocess
 import sys
-import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -73,6 +74,29 @@ def test_viz_imports_neither_gradio_nor_kd_nor_torch():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
+def _imported_modules(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, module) of every absolute import in a module, those inside functions included."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.lineno, node.module))
+    return found
+
+
+def test_kd_core_imports_no_viz():
+    """kd/ never imports viz/, not even lazily: ``kd plot``'s glue between them is kd_plot.py."""
+    kd_dir = Path(__file__).resolve().parents[1] / "kd"
+    offenders = [
+        f"kd/{path.relative_to(kd_dir).as_posix()}:{line} imports {module}"
+        for path in sorted(kd_dir.rglob("*.py"))
+        for line, module in _imported_modules(ast.parse(path.read_bytes(), filename=str(path)))
+        if module.split(".")[0] == "viz"
+    ]
+    assert not offenders, offenders
+
+
 # ----------------------------------------------------------------------------- projection
 
 
@@ -123,19 +147,27 @@ def test_pca_is_scale_invariant_per_row():
     np.testing.assert_allclose(P.project(x, "pca"), P.project(scaled, "pca"), atol=1e-5)
 
 
-def test_cache_returns_the_same_object_quickly():
+def test_cache_returns_the_same_object_without_fitting_again(monkeypatch):
+    # How fast a cached redraw is: bench/viz_speed.py (cached_redraw_ms, against a first fit).
+    fits = []
+    fit = P._pca
+
+    def counted(*args):
+        fits.append(args)
+        return fit(*args)
+
+    monkeypatch.setattr(P, "_pca", counted)
     x = clustered(3000, d=64)
     first = P.project(x, "pca")
-    start = time.perf_counter()
     again = P.project(x.copy(), "pca")
-    elapsed = time.perf_counter() - start
     assert again is first
-    assert elapsed < 0.1
+    assert len(fits) == 1  # equal input is a cache hit: no second fit
     assert not first.flags.writeable
     assert P.cache_info()["entries"] == 1
     P.clear_cache()
     assert P.cache_info()["entries"] == 0
     assert P.project(x, "pca") is not first
+    assert len(fits) == 2  # a cleared cache fits again
 
 
 def test_cache_key_includes_data_and_params_and_is_bounded():
@@ -570,3 +602,309 @@ def test_write_figures_png_where_kaleido_works(tmp_path):
     paths = plot_cli.write_figures({"e": F.empty_figure("png")}, tmp_path, png=True, width=300)
     png = [p for p in paths if p.suffix == ".png"]
     assert len(png) == 1 and png[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ----------------------------------------------------------------------------- teacher's space
+
+
+def teacher_space_set(m: int = 4, langs=("de", "fr"), d: int = 32, seed: int = 0):
+    """m English anchors; one translation per (language, anchor); three student frames.
+
+    "untrained": random vectors; "step 1": halfway; "distilled": each translation's student
+    vector is its anchor's teacher vector, scaled (cosine ignores the length).
+    """
+    rng = np.random.default_rng(seed)
+    teacher = rng.normal(size=(m, d))
+    pids = list(range(m)) * len(langs)
+    row_langs = [lang for lang in langs for _ in range(m)]
+    sents = [f"{lang} sentence {i}" for lang, i in zip(row_langs, pids, strict=True)]
+    untrained = rng.normal(size=(len(pids), d))
+    distilled = teacher[pids] * rng.uniform(0.5, 2.0, size=(len(pids), 1))
+    frames = {
+        "untrained": untrained,
+        "step 1": 0.5 * (untrained + distilled),
+        "distilled": distilled,
+    }
+    return teacher, frames, row_langs, sents, pids
+
+
+def test_teacher_space_frames_rows_columns_and_fixed_anchors():
+    t, frames, langs, sents, pids = teacher_space_set()
+    en = [f"English {i}" for i in range(len(t))]
+    df = P.teacher_space_frames(t, frames, langs, sents, pids, "pca", en_sentences=en)
+    columns = ["x", "y", "lang", "model", "sentence", "pair_id", "frame", "distance"]
+    assert list(df.columns) == columns == P.TEACHER_SPACE_COLUMNS
+    m, n = len(t), len(langs)
+    assert len(df) == 3 * (m + n)
+    assert df["frame"].tolist() == [f for f in frames for _ in range(m + n)]
+    for label in frames:
+        part = df[df.frame == label]
+        assert part["model"].tolist() == ["teacher"] * m + ["student"] * n
+        assert part["lang"].tolist() == ["en"] * m + langs
+        assert part["sentence"].tolist() == en + sents
+        assert part["pair_id"].tolist() == list(range(m)) + pids
+        assert part["distance"].iloc[:m].isna().all()
+        assert part["distance"].iloc[m:].notna().all()
+    anchors = [df[(df.frame == f) & (df.model == "teacher")][["x", "y"]].to_numpy() for f in frames]
+    for other in anchors[1:]:
+        np.testing.assert_array_equal(other, anchors[0])  # the anchors never move
+    # ONE fit of the anchors (once) and every frame's students, stacked: the same cache entry.
+    xy = P.project(np.vstack([t, *frames.values()]), "pca")
+    np.testing.assert_array_equal(anchors[0], xy[:m])
+    students = df[df.model == "student"][["x", "y"]].to_numpy()
+    np.testing.assert_array_equal(students, xy[m:])
+    assert P.cache_info()["entries"] == 1
+    assert df["pair_id"].dtype == np.int64 and df["x"].dtype == np.float64
+
+
+def test_teacher_space_distilled_frame_lands_on_the_anchors():
+    t, frames, langs, sents, pids = teacher_space_set(m=30, d=64)
+    df = P.teacher_space_frames(t, frames, langs, sents, pids, "pca")
+    distilled = df[(df.frame == "distilled") & (df.model == "student")]
+    np.testing.assert_allclose(distilled["distance"], 0.0, atol=1e-12)
+    anchor_xy = df[(df.frame == "distilled") & (df.model == "teacher")][["x", "y"]].to_numpy()
+    np.testing.assert_allclose(distilled[["x", "y"]].to_numpy(), anchor_xy[pids], atol=1e-5)
+    untrained = df[(df.frame == "untrained") & (df.model == "student")]
+    assert untrained["distance"].mean() == pytest.approx(1.0, abs=0.1)  # random: cos ~ 0
+
+    good = M.teacher_space_numbers(t, frames["distilled"], pids)
+    assert good == {
+        "mean_cos": pytest.approx(1.0),
+        "mean_distance": pytest.approx(0.0, abs=1e-12),
+        "retrieval": 1.0,
+        "n": len(pids),
+    }
+    bad = M.teacher_space_numbers(t, frames["untrained"], pids)
+    assert bad["mean_distance"] == pytest.approx(1.0, abs=0.1)
+    assert bad["mean_distance"] == pytest.approx(untrained["distance"].mean())
+    assert bad["retrieval"] < 0.3  # chance: 1/30
+
+
+def test_teacher_space_numbers_hand_checked():
+    t = np.array([[1.0, 0.0], [0.0, 1.0]])
+    same = M.teacher_space_numbers(t, t.copy(), [0, 1])
+    assert same == {"mean_cos": 1.0, "mean_distance": 0.0, "retrieval": 1.0, "n": 2}
+    s = np.array([[3.0, 0.0], [0.0, 2.0], [1.0, 0.0], [1.0, 1.0]])
+    got = M.teacher_space_numbers(t, s, np.array([0, 1, 1, 0]))
+    assert got["mean_cos"] == pytest.approx((1 + 1 + 0 + math.sqrt(0.5)) / 4)
+    assert got["mean_distance"] == pytest.approx(1 - got["mean_cos"])
+    assert got["retrieval"] == 3 / 4  # row 2 is nearest anchor 0; row 3's tie goes to anchor 0
+    assert got["n"] == 4
+
+
+def test_teacher_space_numbers_bad_input():
+    t = np.eye(3)
+    with pytest.raises(ValueError, match="teacher's space, i.e. the same dimension"):
+        M.teacher_space_numbers(t, np.ones((2, 4)), [0, 1])
+    with pytest.raises(ValueError, match=r"0\.\.2; got 3 at row 1"):
+        M.teacher_space_numbers(t, np.ones((2, 3)), [0, 3])
+    with pytest.raises(ValueError, match="one anchor row per translation"):
+        M.teacher_space_numbers(t, np.ones((2, 3)), [0])
+    with pytest.raises(ValueError, match="integers"):
+        M.teacher_space_numbers(t, np.ones((2, 3)), [0.5, 1.0])
+    with pytest.raises(ValueError, match="NaN"):
+        M.teacher_space_numbers(t, np.full((2, 3), np.nan), [0, 1])
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (
+            lambda a: {**a, "frames": {**a["frames"], "step 1": np.ones((8, 5))}},
+            r"frame 'step 1' have dimension 5 but the teacher's have 32: the student's vectors "
+            r"must be in the teacher's space, i\.e\. the same dimension",
+        ),
+        (
+            lambda a: {**a, "pair_ids": [0, 1, 2, 3, 0, 1, 2, 4]},
+            r"pair_ids must be rows of teacher_en, 0\.\.3 .*got 4 at row 7",
+        ),
+        (lambda a: {**a, "pair_ids": [-1] * 8}, "got -1 at row 0"),
+        (lambda a: {**a, "pair_ids": ["a"] * 8}, "pair_ids must be integers"),
+        (
+            lambda a: {**a, "frames": {**a["frames"], "distilled": np.ones((7, 32))}},
+            "frame 'distilled' have 7 rows but there are 8 translations",
+        ),
+        (lambda a: {**a, "sentences": a["sentences"][:-1]}, "one lang, sentence and pair_id"),
+        (lambda a: {**a, "frames": {}}, "student_x_by_frame is empty"),
+        (lambda a: {**a, "frames": {1: np.ones((8, 32)), "1": np.ones((8, 32))}}, "distinct"),
+        (lambda a: {**a, "en_sentences": ["only one"]}, "one English sentence per anchor"),
+        (lambda a: {**a, "teacher": np.ones(32)}, "teacher_en must be a 2-D array"),
+        (
+            lambda a: {**a, "frames": {"untrained": np.full((8, 32), np.nan)}},
+            "frame 'untrained' has NaN",
+        ),
+        (lambda a: {**a, "method": "tsne"}, "unknown projection method"),
+    ],
+)
+def test_teacher_space_frames_bad_input(change, match):
+    t, frames, langs, sents, pids = teacher_space_set()
+    args = {
+        "teacher": t,
+        "frames": frames,
+        "langs": langs,
+        "sentences": sents,
+        "pair_ids": pids,
+        "method": "pca",
+        "en_sentences": None,
+    }
+    a = change(args)
+    with pytest.raises(ValueError, match=match):
+        P.teacher_space_frames(
+            a["teacher"],
+            a["frames"],
+            a["langs"],
+            a["sentences"],
+            a["pair_ids"],
+            a["method"],
+            en_sentences=a["en_sentences"],
+        )
+
+
+@pytest.fixture
+def teacher_space_df() -> pd.DataFrame:
+    t, frames, langs, sents, pids = teacher_space_set()
+    en = [f"English {i}" for i in range(len(t))]
+    return P.teacher_space_frames(t, frames, langs, sents, pids, "pca", en_sentences=en)
+
+
+NUMBERS = {
+    "untrained": {"mean_cos": 0.02, "mean_distance": 0.98, "retrieval": 0.0, "n": 200},
+    "distilled": {"mean_cos": 0.71, "mean_distance": 0.29, "retrieval": 0.86, "n": 200},
+}
+
+
+def test_teacher_space_figure_draws_translations_against_anchors(teacher_space_df):
+    df = teacher_space_df
+    fig = F.teacher_space(df, caption_numbers=NUMBERS, title="the teacher's space")
+    assert len(fig.data) == 1 + 2 * 2  # anchors, 2 line traces, 2 marker traces
+    assert [t.mode for t in fig.data] == ["markers", "lines", "lines", "markers", "markers"]
+    assert [t.name for t in fig.data[3:]] == ["student(de)", "student(fr)"]
+    anchors = fig.data[0]
+    assert anchors.name == "teacher(en)"
+    assert anchors.marker.symbol == "diamond" and anchors.marker.color == F.ANCHOR_COLOR
+    assert list(anchors.text) == [f"English {i}" for i in range(4)]
+
+    last = df[df.frame == "distilled"]  # default: the last frame
+    a_xy = last[last.model == "teacher"][["x", "y"]].to_numpy()
+    de = last[(last.model == "student") & (last.lang == "de")]
+    np.testing.assert_allclose(anchors.x, a_xy[:, 0], rtol=1e-6)
+    np.testing.assert_allclose(fig.data[3].x, de["x"], rtol=1e-6)
+    np.testing.assert_allclose(fig.data[3].customdata, de["distance"], atol=1e-6)
+    assert fig.data[3].text[0] == "de sentence 0<br><i>teacher(en):</i> English 0"
+    # Each de point is joined to its own anchor: [student, anchor, gap] per translation.
+    seg = np.asarray(fig.data[1].x, dtype=float).reshape(-1, 3)
+    np.testing.assert_allclose(seg[:, 0], de["x"], rtol=1e-6)
+    np.testing.assert_allclose(seg[:, 1], a_xy[de["pair_id"], 0], rtol=1e-6)
+    assert np.isnan(seg[:, 2]).all()
+    colors = F.language_colors(["en", "de", "fr"])
+    assert fig.data[1].line.color == fig.data[3].marker.color == colors["de"]
+
+    caption = next(a for a in fig.layout.annotations if a.name == "caption")
+    assert caption.text == (
+        "cos(student(x), teacher(en)) 0.02 \u2192 0.71 \u00b7 retrieval into the teacher's "
+        "space 0.00 \u2192 0.86 (untrained \u2192 distilled, n = 200)"
+    )
+    assert not F.teacher_space(df).layout.annotations  # no numbers passed: no caption
+
+
+def test_teacher_space_frames_share_axes(teacher_space_df):
+    df = teacher_space_df
+    first = F.teacher_space(df, "untrained")
+    last = F.teacher_space(df, "distilled")
+    assert first.layout.xaxis.range == last.layout.xaxis.range
+    assert first.layout.yaxis.range == last.layout.yaxis.range
+    lo, hi = first.layout.xaxis.range
+    assert lo < df["x"].min() and df["x"].max() < hi  # covers every frame's points
+    lo, hi = first.layout.yaxis.range
+    assert lo < df["y"].min() and df["y"].max() < hi
+    assert not np.allclose(first.data[3].x, last.data[3].x)  # the students moved
+    np.testing.assert_array_equal(first.data[0].x, last.data[0].x)  # the anchors did not
+
+
+def test_teacher_space_animation_frames_slider_and_buttons(teacher_space_df):
+    df = teacher_space_df
+    fig = F.teacher_space_animation(df, caption_numbers=NUMBERS)
+    labels = ["untrained", "step 1", "distilled"]
+    assert [f.name for f in fig.frames] == labels
+    assert all(len(f.data) == len(fig.data) == 5 for f in fig.frames)
+    for f in fig.frames:  # same traces in the same order as the figure's data
+        assert [t.type for t in f.data] == [t.type for t in fig.data]
+    (slider,) = fig.layout.sliders
+    assert [s.label for s in slider.steps] == labels
+    assert [list(s.args[0]) for s in slider.steps] == [[label] for label in labels]
+    assert all(s.method == "animate" for s in slider.steps)
+    (menu,) = fig.layout.updatemenus
+    assert menu.buttons[0].args[0] is None  # play: all frames, from the current one
+    assert list(menu.buttons[1].args[0]) == [None]  # pause
+    assert "play" in menu.buttons[0].label and "pause" in menu.buttons[1].label
+
+    static = {label: F.teacher_space(df, label) for label in labels}
+    assert fig.layout.xaxis.range == static["distilled"].layout.xaxis.range  # fixed axes
+    assert fig.layout.yaxis.range == static["distilled"].layout.yaxis.range
+    for f in fig.frames:
+        np.testing.assert_array_equal(f.data[0].x, fig.frames[0].data[0].x)  # anchors fixed
+        for k in range(5):
+            np.testing.assert_array_equal(f.data[k].x, static[f.name].data[k].x)
+            np.testing.assert_array_equal(f.data[k].y, static[f.name].data[k].y)
+        np.testing.assert_array_equal(f.data[3].customdata, static[f.name].data[3].customdata)
+    np.testing.assert_array_equal(fig.data[3].x, static["untrained"].data[3].x)  # starts first
+    assert any(a.name == "caption" for a in fig.layout.annotations)
+
+
+def test_teacher_space_animation_stays_light():
+    # A few hundred translations x 10 frames: the frames carry only what moves, as float32.
+    t, _, langs, sents, pids = teacher_space_set(m=100, langs=("de", "fr", "ja"), d=16)
+    rng = np.random.default_rng(1)
+    frames = {f"step {k}": rng.normal(size=(len(pids), 16)) for k in range(10)}
+    df = P.teacher_space_frames(t, frames, langs, sents, pids, "pca")
+    fig = F.teacher_space_animation(df)
+    assert len(fig.frames) == 10
+    assert len(fig.to_json()) < 600_000  # about 27 KB a frame; plotly.js itself not included
+
+
+@pytest.mark.parametrize(
+    ("mutate", "match"),
+    [
+        (lambda d: d.drop(columns="frame"), "lacks column"),
+        (lambda d: d.iloc[:0], "no rows"),
+        (lambda d: d.assign(model="other"), "'teacher' .* or 'student'"),
+        (lambda d: d[d.model == "teacher"], "no 'student' rows"),
+        (lambda d: d.assign(x=np.inf), "non-finite"),
+    ],
+)
+def test_teacher_space_bad_input(teacher_space_df, mutate, match):
+    for draw in (F.teacher_space, F.teacher_space_animation):
+        with pytest.raises(ValueError, match=match):
+            draw(mutate(teacher_space_df))
+
+
+def test_teacher_space_bad_frame_and_numbers(teacher_space_df):
+    df = teacher_space_df
+    with pytest.raises(ValueError, match="frame 'step 9' is not in df"):
+        F.teacher_space(df, "step 9")
+    with pytest.raises(ValueError, match="needs 'mean_cos' and 'retrieval'"):
+        F.teacher_space(df, caption_numbers={"untrained": {"mean_cos": 0.1}})
+    with pytest.raises(ValueError, match="finite number"):
+        F.teacher_space(df, caption_numbers={"untrained": {"mean_cos": "x", "retrieval": 0}})
+    with pytest.raises(ValueError, match="non-empty mapping"):
+        F.teacher_space_animation(df, caption_numbers={})
+    with pytest.raises(ValueError, match="frame_ms"):
+        F.teacher_space_animation(df, frame_ms=0)
+    one = F.teacher_space(df, caption_numbers={"distilled": NUMBERS["distilled"]})
+    assert one.layout.annotations[0].text == (
+        "cos(student(x), teacher(en)) 0.71 \u00b7 retrieval into the teacher's space 0.86 "
+        "(distilled, n = 200)"
+    )
+
+
+@pytest.mark.slow
+def test_teacher_space_frames_umap_one_fit_anchors_fixed():
+    t, frames, langs, sents, pids = teacher_space_set(m=20, d=16)
+    frames["distilled"] = t[pids].copy()  # identical rows: UMAP gives identical coordinates
+    df = P.teacher_space_frames(t, frames, langs, sents, pids, "umap")
+    assert df[["x", "y"]].notna().all().all()
+    anchors = df[(df.frame == "distilled") & (df.model == "teacher")][["x", "y"]].to_numpy()
+    first = df[(df.frame == "untrained") & (df.model == "teacher")][["x", "y"]].to_numpy()
+    np.testing.assert_array_equal(anchors, first)
+    students = df[(df.frame == "distilled") & (df.model == "student")][["x", "y"]].to_numpy()
+    np.testing.assert_array_equal(students, anchors[pids])

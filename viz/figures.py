@@ -15,6 +15,9 @@ Trace-count conventions (what tests and callers may rely on):
   appearance order), then one horizontal line trace per reference (dict order):
   ``1 + n_langs + n_references``.
 - :func:`accuracy_bars`: one bar trace per model/stage, in first appearance order.
+- :func:`teacher_space` and every frame of :func:`teacher_space_animation`: the teacher's
+  anchors, then one line trace per student language, then one marker trace per student
+  language (first appearance order over the whole frame): ``1 + 2 * n_langs``.
 - :func:`empty_figure`: no traces, one annotation.
 """
 
@@ -37,6 +40,8 @@ __all__ = [
     "empty_figure",
     "language_colors",
     "similarity_heatmaps",
+    "teacher_space",
+    "teacher_space_animation",
     "training_curves",
 ]
 
@@ -563,6 +568,410 @@ def accuracy_bars(
         height=420,
     )
     fig.update_yaxes(showgrid=True, gridcolor="#eee")
+    return fig
+
+
+# ----------------------------------------------------------------------------- teacher's space
+
+_TS_COLUMNS = ("x", "y", "lang", "model", "sentence", "pair_id", "frame")
+_TS_MODELS = ("teacher", "student")
+COS_LABEL = "cos(student(x), teacher(en))"
+RETRIEVAL_LABEL = "retrieval into the teacher's space"
+
+
+def _teacher_space_data(df: object) -> dict:
+    """Validated arrays of a :func:`viz.project.teacher_space_frames` frame, plus shared ranges."""
+    _require_columns(df, _TS_COLUMNS, "df")
+    if len(df) == 0:
+        raise ValueError("df has no rows; build it with viz.project.teacher_space_frames")
+    model = df["model"].astype(str).to_numpy()
+    unknown = sorted(set(model) - set(_TS_MODELS))
+    if unknown:
+        raise ValueError(
+            f"column 'model' must be 'teacher' (English anchors) or 'student' (translations), "
+            f"got {unknown}; build df with viz.project.teacher_space_frames"
+        )
+    x = _numeric(df["x"], "x")
+    y = _numeric(df["y"], "y")
+    has_distance = "distance" in df.columns
+    distance = _numeric(df["distance"], "distance", allow_nan=True) if has_distance else None
+    frame = df["frame"].astype(str).to_numpy()
+    student = model == "student"
+    if not student.any():
+        raise ValueError("df has no 'student' rows; pass the student's translations too")
+    langs = _order(df["lang"][student])
+    pad = []
+    for v in (x, y):  # one range over ALL frames: every frame, static or animated, compares
+        lo, hi = float(v.min()), float(v.max())
+        margin = 0.06 * (hi - lo) if hi > lo else 1.0
+        pad.append([lo - margin, hi + margin])
+    return {
+        "x": x.astype(np.float32),  # display precision: keeps a figure with frames small
+        "y": y.astype(np.float32),
+        "lang": df["lang"].astype(str).to_numpy(),
+        "model": model,
+        "sentence": df["sentence"].astype(str).to_numpy(),
+        "pair": df["pair_id"].to_numpy(),
+        "frame": frame,
+        "distance": None if distance is None else distance.astype(np.float32),
+        "frames": _order(df["frame"]),
+        "langs": langs,
+        "colors": language_colors(["en", *langs], anchor="en"),
+        "x_range": pad[0],
+        "y_range": pad[1],
+    }
+
+
+def _teacher_space_traces(data: dict, label: str, *, full: bool = True) -> list[go.Scatter]:
+    """The ``1 + 2 * n_langs`` traces of one frame; ``full=False``: only what moves."""
+    in_frame = data["frame"] == label
+    x, y, pair, lang = data["x"], data["y"], data["pair"], data["lang"]
+    anchor_rows = np.flatnonzero(in_frame & (data["model"] == "teacher"))
+    anchor_of: dict[object, int] = {}
+    for i in anchor_rows:
+        anchor_of.setdefault(_plain(pair[i]), int(i))
+    moved = {"x": x[anchor_rows], "y": y[anchor_rows]}
+    anchors = go.Scatter(**moved)
+    if full:
+        anchors = go.Scatter(
+            **moved,
+            mode="markers",
+            name="teacher(en)",
+            legendgroup="__teacher__",
+            marker={
+                "color": ANCHOR_COLOR,
+                "size": 13,
+                "symbol": "diamond",
+                "line": {"color": "white", "width": 1},
+            },
+            text=np.asarray([_hover_text(s) for s in data["sentence"][anchor_rows]], dtype=object),
+            customdata=pair[anchor_rows],
+            hovertemplate="%{text}<br><i>teacher(en)</i> \u00b7 <i>pair</i> %{customdata}"
+            "<extra></extra>",
+        )
+    en = {p: data["sentence"][i] for p, i in anchor_of.items()}
+    lines: list[go.Scatter] = []
+    markers: list[go.Scatter] = []
+    students = in_frame & (data["model"] == "student")
+    for code in data["langs"]:
+        rows = np.flatnonzero(students & (lang == code))
+        src = np.asarray([i for i in rows if _plain(pair[i]) in anchor_of], dtype=np.int64)
+        dst = np.asarray([anchor_of[_plain(pair[i])] for i in src], dtype=np.int64)
+        gap = np.full(len(src), np.nan, dtype=np.float32)
+        # Segments [translation, anchor, NaN] flattened: the NaN breaks the line between pairs.
+        seg_x = np.column_stack([x[src], x[dst], gap]).ravel()
+        seg_y = np.column_stack([y[src], y[dst], gap]).ravel()
+        if full:
+            lines.append(
+                go.Scatter(
+                    x=seg_x,
+                    y=seg_y,
+                    mode="lines",
+                    name=f"{code} \u2192 teacher(en)",
+                    legendgroup=code,
+                    showlegend=False,
+                    line={"color": data["colors"][code], "width": 1},
+                    opacity=0.45,
+                    hoverinfo="skip",
+                )
+            )
+        else:
+            lines.append(go.Scatter(x=seg_x, y=seg_y))
+        moved = {"x": x[rows], "y": y[rows]}
+        if data["distance"] is not None:
+            moved["customdata"] = data["distance"][rows]
+        if not full:
+            markers.append(go.Scatter(**moved))
+            continue
+        text = [
+            _hover_text(data["sentence"][i])
+            + (
+                f"<br><i>teacher(en):</i> {_hover_text(en[_plain(pair[i])])}"
+                if _plain(pair[i]) in en
+                else ""
+            )
+            for i in rows
+        ]
+        gap_text = (
+            " \u00b7 1 \u2212 cos to teacher(en) %{customdata:.3f}"
+            if data["distance"] is not None
+            else ""
+        )
+        markers.append(
+            go.Scatter(
+                **moved,
+                mode="markers",
+                name=f"student({code})",
+                legendgroup=code,
+                marker={"color": data["colors"][code], "size": 7, "opacity": 0.85},
+                text=np.asarray(text, dtype=object),
+                hovertemplate=f"%{{text}}<br><i>student</i> \u00b7 <i>lang</i> "
+                f"{html.escape(code)}{gap_text}<extra></extra>",
+            )
+        )
+    return [anchors, *lines, *markers]
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.2f}"
+
+
+def _caption(caption_numbers: Mapping[str, Mapping[str, float]] | None) -> str | None:
+    """'cos(...) a → b · retrieval ... c → d' from the first (baseline) and last entries."""
+    if caption_numbers is None:
+        return None
+    if not isinstance(caption_numbers, Mapping) or not caption_numbers:
+        raise ValueError(
+            "caption_numbers must be a non-empty mapping label -> teacher_space_numbers(...) "
+            "dict, baseline first, e.g. {'untrained': {...}, 'distilled': {...}}"
+        )
+    checked: list[tuple[str, float, float, object]] = []
+    for label, numbers in caption_numbers.items():
+        if not isinstance(numbers, Mapping) or not {"mean_cos", "retrieval"} <= set(numbers):
+            raise ValueError(
+                f"caption_numbers[{str(label)!r}] needs 'mean_cos' and 'retrieval' (the dict "
+                "viz.metrics.teacher_space_numbers returns)"
+            )
+        values = []
+        for key in ("mean_cos", "retrieval"):
+            try:
+                value = float(numbers[key])
+            except (TypeError, ValueError):
+                value = math.nan
+            if not math.isfinite(value):
+                raise ValueError(
+                    f"caption_numbers[{str(label)!r}][{key!r}] must be a finite number, got "
+                    f"{numbers[key]!r}"
+                )
+            values.append(value)
+        checked.append((html.escape(str(label)), values[0], values[1], numbers.get("n")))
+    first, last = checked[0], checked[-1]
+    if len(checked) == 1:
+        text = f"{COS_LABEL} {_fmt(first[1])} \u00b7 {RETRIEVAL_LABEL} {_fmt(first[2])}"
+        stages = first[0]
+    else:
+        text = (
+            f"{COS_LABEL} {_fmt(first[1])} \u2192 {_fmt(last[1])} \u00b7 "
+            f"{RETRIEVAL_LABEL} {_fmt(first[2])} \u2192 {_fmt(last[2])}"
+        )
+        stages = f"{first[0]} \u2192 {last[0]}"
+    ns = [c[3] for c in (first, last)]
+    if all(isinstance(v, (int, np.integer)) for v in ns):
+        stages += f", n = {ns[0]}" if ns[0] == ns[-1] else f", n = {ns[0]} \u2192 {ns[-1]}"
+    return f"{text} ({stages})"
+
+
+def _teacher_space_layout(
+    fig: go.Figure, data: dict, *, title: str | None, caption: str | None, height: int
+) -> None:
+    fig.update_xaxes(range=data["x_range"], showticklabels=False, showgrid=False, zeroline=False)
+    fig.update_yaxes(range=data["y_range"], showticklabels=False, showgrid=False, zeroline=False)
+    top = 30 + (35 if title else 0) + (30 if caption else 0)
+    if caption:
+        fig.add_annotation(
+            name="caption",
+            text=caption,
+            xref="paper",
+            yref="paper",
+            x=0.0,
+            xanchor="left",
+            y=1.0,
+            yanchor="bottom",
+            yshift=8,
+            showarrow=False,
+            align="left",
+            font={"size": 13, "color": "#333"},
+        )
+    fig.update_layout(
+        title=title,
+        height=height,
+        plot_bgcolor="white",
+        legend={"itemsizing": "constant"},
+        margin={"l": 20, "r": 20, "t": top, "b": 20},
+        hoverlabel={"align": "left"},
+        hovermode="closest",
+    )
+
+
+def teacher_space(
+    df: pd.DataFrame,
+    frame: str | None = None,
+    *,
+    title: str | None = None,
+    caption_numbers: Mapping[str, Mapping[str, float]] | None = None,
+    height: int = 560,
+) -> go.Figure:
+    """The method in one panel: each translation, embedded by the student, against its anchor.
+
+    The teacher's English sentences are large dark diamonds; the student's translations are
+    dots coloured by language, each joined by a thin line to the diamond of its English
+    sentence. Distillation succeeds when the lines shrink to nothing: student(x) lands where
+    the teacher put en. Axis ranges cover every frame of ``df``, so two figures of one frame
+    each ("untrained", "distilled") share axes and compare.
+
+    Args:
+        df: long-form frame from :func:`viz.project.teacher_space_frames`: columns ``x, y,
+            lang, model, sentence, pair_id, frame`` and optionally ``distance`` (shown on
+            hover); ``model`` is ``"teacher"`` (anchors) or ``"student"``.
+        frame: the frame label to draw; default: the last one.
+        title: figure title.
+        caption_numbers: label -> :func:`viz.metrics.teacher_space_numbers` dict, baseline
+            first, e.g. ``{"untrained": {...}, "distilled": {...}}``; printed above the plot
+            as "cos(student(x), teacher(en)) 0.02 → 0.71 · retrieval into the teacher's
+            space 0.00 → 0.86 (untrained → distilled, n = 200)" (first → last entry).
+        height: figure height in pixels.
+
+    Returns:
+        A figure with ``1 + 2 * n_langs`` traces (student languages in first appearance order
+        over the whole ``df``): ``data[0]`` the anchors, then one line trace per language, then
+        one marker trace per language named ``student(<lang>)`` (``customdata`` =
+        ``distance`` when ``df`` has it; ``text`` = the sentence and its English anchor). The
+        caption, if any, is the layout annotation named ``"caption"``.
+
+    Raises:
+        ValueError: on missing columns, no rows, no student rows, a ``model`` other than
+            teacher/student, non-finite coordinates, an unknown ``frame`` or malformed
+            ``caption_numbers``.
+
+    Example:
+        >>> df = pd.DataFrame({"x": [0.0, 1.0, 0.0, 0.1], "y": [0.0, 1.0, 0.0, 0.1],
+        ...                    "lang": ["en", "de"] * 2, "model": ["teacher", "student"] * 2,
+        ...                    "sentence": ["Hi", "Hallo"] * 2, "pair_id": [0, 0, 0, 0],
+        ...                    "frame": ["untrained"] * 2 + ["distilled"] * 2})
+        >>> fig = teacher_space(df, caption_numbers={"untrained": {"mean_cos": 0.02,
+        ...     "retrieval": 0.0}, "distilled": {"mean_cos": 0.71, "retrieval": 0.86}})
+        >>> len(fig.data), list(fig.layout.xaxis.range) == list(teacher_space(df, "untrained")
+        ...     .layout.xaxis.range)
+        (3, True)
+    """
+    data = _teacher_space_data(df)
+    if frame is None:
+        frame = data["frames"][-1]
+    elif str(frame) not in data["frames"]:
+        raise ValueError(f"frame {frame!r} is not in df; its frames are {data['frames']}")
+    fig = go.Figure(_teacher_space_traces(data, str(frame)))
+    _teacher_space_layout(fig, data, title=title, caption=_caption(caption_numbers), height=height)
+    return fig
+
+
+def teacher_space_animation(
+    df: pd.DataFrame,
+    *,
+    title: str | None = None,
+    height: int = 620,
+    caption_numbers: Mapping[str, Mapping[str, float]] | None = None,
+    frame_ms: int = 800,
+) -> go.Figure:
+    """:func:`teacher_space` as a plotly animation: anchors fixed, the student's points move.
+
+    One ``go.Frame`` per ``frame`` label of ``df``, in order (e.g. untrained, step 0, step 120,
+    ..., distilled), a step slider labelled with the frame labels and play/pause buttons. The
+    axes are fixed over all frames. The figure starts on the first frame.
+
+    Args:
+        df: as :func:`teacher_space`.
+        title: figure title.
+        height: figure height in pixels.
+        caption_numbers: as :func:`teacher_space` (baseline → result, the same in every frame).
+        frame_ms: milliseconds per frame when playing.
+
+    Returns:
+        A figure whose ``data`` is the first frame's traces (the layout of
+        :func:`teacher_space`), ``frames`` one per label (name = label), each with the same
+        ``1 + 2 * n_langs`` traces in the same order, carrying only what moves (``x, y`` and
+        the students' ``customdata``), coordinates as float32; ``layout.sliders[0].steps``
+        labelled with the frame labels, ``layout.updatemenus[0]`` the play and pause buttons.
+
+    Raises:
+        ValueError: as :func:`teacher_space`, or on ``frame_ms`` < 1.
+
+    Example:
+        >>> df = pd.DataFrame({"x": [0.0, 1.0, 0.0, 0.1], "y": [0.0, 1.0, 0.0, 0.1],
+        ...                    "lang": ["en", "de"] * 2, "model": ["teacher", "student"] * 2,
+        ...                    "sentence": ["Hi", "Hallo"] * 2, "pair_id": [0, 0, 0, 0],
+        ...                    "frame": ["untrained"] * 2 + ["distilled"] * 2})
+        >>> fig = teacher_space_animation(df)
+        >>> [f.name for f in fig.frames], [s.label for s in fig.layout.sliders[0].steps]
+        (['untrained', 'distilled'], ['untrained', 'distilled'])
+    """
+    if not isinstance(frame_ms, (int, np.integer)) or frame_ms < 1:
+        raise ValueError(f"frame_ms must be an integer >= 1, got {frame_ms!r}")
+    data = _teacher_space_data(df)
+    labels = data["frames"]
+    fig = go.Figure(
+        data=_teacher_space_traces(data, labels[0]),
+        frames=[
+            go.Frame(name=label, data=_teacher_space_traces(data, label, full=False))
+            for label in labels
+        ],
+    )
+    _teacher_space_layout(fig, data, title=title, caption=_caption(caption_numbers), height=height)
+    move = {"duration": int(frame_ms) * 5 // 8, "easing": "cubic-in-out"}
+    fig.update_layout(
+        sliders=[
+            {
+                "active": 0,
+                "currentvalue": {"prefix": "frame: ", "font": {"size": 13}},
+                "pad": {"t": 10, "b": 10},
+                "x": 0.12,
+                "len": 0.88,
+                "steps": [
+                    {
+                        "label": label,
+                        "method": "animate",
+                        "args": [
+                            [label],
+                            {
+                                "mode": "immediate",
+                                "frame": {"duration": 0, "redraw": False},
+                                "transition": move,
+                            },
+                        ],
+                    }
+                    for label in labels
+                ],
+            }
+        ],
+        updatemenus=[
+            {
+                "type": "buttons",
+                "direction": "left",
+                "showactive": False,
+                "x": 0.12,
+                "xanchor": "right",
+                "y": 0,
+                "yanchor": "top",
+                "pad": {"t": 22, "r": 10},
+                "buttons": [
+                    {
+                        "label": "\u25b6 play",
+                        "method": "animate",
+                        "args": [
+                            None,
+                            {
+                                "frame": {"duration": int(frame_ms), "redraw": False},
+                                "fromcurrent": True,
+                                "transition": move,
+                            },
+                        ],
+                    },
+                    {
+                        "label": "\u275a\u275a pause",
+                        "method": "animate",
+                        "args": [
+                            [None],
+                            {
+                                "mode": "immediate",
+                                "frame": {"duration": 0, "redraw": False},
+                                "transition": {"duration": 0},
+                            },
+                        ],
+                    },
+                ],
+            }
+        ],
+    )
+    fig.update_layout(margin={"b": 100})
     return fig
 
 

@@ -1,8 +1,9 @@
 """Numbers to print beside the pictures, so they are not just pretty.
 
 Distances in a 2-D map mean little, so alignment is measured in the ORIGINAL embedding space
-(:func:`translation_cosine`), and the map itself gets a score of how far to believe it
-(:func:`projection_trustworthiness`).
+(:func:`translation_cosine`; :func:`teacher_space_numbers` for a student's translations against
+the teacher's English vectors, what distillation trains), and the map itself gets a score of how
+far to believe it (:func:`projection_trustworthiness`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pandas as pd
 __all__ = [
     "cosine_matrix",
     "projection_trustworthiness",
+    "teacher_space_numbers",
     "translation_cosine",
     "translation_cosine_by_lang",
 ]
@@ -142,6 +144,73 @@ def translation_cosine(
     sums = weighted.groupby(per_lang["model"], sort=False).sum()
     counts = per_lang["n_pairs"].groupby(per_lang["model"], sort=False).sum()
     return {str(m): float(sums[m] / counts[m]) for m in sums.index}
+
+
+def teacher_space_numbers(
+    teacher_en: np.ndarray, student_x: np.ndarray, pair_ids: Sequence[int]
+) -> dict[str, float | int]:
+    """How well the student puts translations where the teacher put their English sentences.
+
+    Measured in the original embedding space, one vector model against another: the student's
+    vector of translation x is compared with the TEACHER's vector of its English sentence (the
+    anchor), which is what distillation trains (student(x) ≈ teacher(en)).
+
+    Args:
+        teacher_en: (m, d) teacher vectors of m English sentences.
+        student_x: (n, d) student vectors of n translations, in the teacher's dimension d.
+        pair_ids: n integers in 0..m-1: the row of ``teacher_en`` each translation belongs to.
+
+    Returns:
+        ``{"mean_cos": .., "mean_distance": .., "retrieval": .., "n": ..}``: the mean
+        cos(student(x), teacher(en)), 1 minus that, the fraction of translations whose nearest
+        anchor by cosine is their own English sentence (retrieval into the teacher's space; a
+        tie goes to the lower row, as argmax does), and the number of translations.
+
+    Raises:
+        ValueError: on bad vectors, dimensions that differ, or pair ids outside 0..m-1.
+
+    Example:
+        >>> t = np.array([[1.0, 0.0], [0.0, 1.0]])
+        >>> s = np.array([[3.0, 0.0], [0.0, 2.0], [1.0, 0.0]])  # the last one lands on anchor 0
+        >>> {k: round(v, 3) for k, v in teacher_space_numbers(t, s, [0, 1, 1]).items()}
+        {'mean_cos': 0.667, 'mean_distance': 0.333, 'retrieval': 0.667, 'n': 3}
+    """
+    teacher = _unit_rows(teacher_en, "teacher_en")  # (m, d)
+    student = _unit_rows(student_x, "student_x")  # (n, d)
+    m, d = teacher.shape
+    n = student.shape[0]
+    if student.shape[1] != d:
+        raise ValueError(
+            f"student_x has dimension {student.shape[1]} but teacher_en has {d}: the student's "
+            "vectors must be in the teacher's space, i.e. the same dimension"
+        )
+    pid = np.asarray(pair_ids)
+    if pid.shape != (n,):
+        raise ValueError(
+            f"pair_ids has shape {pid.shape} but student_x has {n} rows; pass one anchor row "
+            "per translation"
+        )
+    if pid.dtype.kind not in "iu":
+        raise ValueError("pair_ids must be integers: the row of teacher_en of each translation")
+    bad = (pid < 0) | (pid >= m)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"pair_ids must be rows of teacher_en, 0..{m - 1}; got {int(pid[i])} at row {i}"
+        )
+    cos = np.clip(np.einsum("ij,ij->i", student, teacher[pid]), -1.0, 1.0)  # (n,)
+    hits = 0
+    for start in range(0, n, 1024):  # (1024, m) similarity blocks
+        stop = min(start + 1024, n)
+        nearest = np.argmax(student[start:stop] @ teacher.T, axis=1)
+        hits += int((nearest == pid[start:stop]).sum())
+    mean_cos = float(cos.mean())
+    return {
+        "mean_cos": mean_cos,
+        "mean_distance": 1.0 - mean_cos,
+        "retrieval": hits / n,
+        "n": int(n),
+    }
 
 
 def projection_trustworthiness(

@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 
 from kd.langs import parse_langs
-from webapp.compare import model_vectors
 from webapp.guards import check_data_dir
+from webapp.model_cache import model_vectors
 from webapp.session import Visitor, user_error
-from webapp.settings import MAX_LANGS, MAX_POINTS, PAIRS_DIR, SOURCES
+from webapp.settings import MAX_LANGS, MAX_POINTS, MODEL_LABELS, PAIRS_DIR, SOURCES
+from webapp.teacher_space import numbers_line, teacher_space_figure
 from webapp.uploads import check_upload, read_upload
 
 
@@ -95,14 +96,16 @@ def aligned_space(
 
     Returns:
         (aligned scatter with one facet per model, Markdown with the numbers, DataFrame of the
-        mean translation cosine per language and model in the original space).
+        mean translation cosine per language and model in the original space, the teacher's
+        space: teacher(en) anchors with the untrained and the distilled student's translations
+        joined to them, one frame each).
 
     Raises:
         gr.Error: bad languages, a missing or malformed source, too many points, a bad model.
     """
     import numpy as np
 
-    from viz.figures import aligned_scatter
+    from viz.figures import aligned_scatter, empty_figure
     from viz.metrics import (
         projection_trustworthiness,
         translation_cosine,
@@ -139,17 +142,25 @@ def aligned_space(
         table = cos.pivot(index="lang", columns="model", values="cosine")
         table = table.reindex(columns=list(vectors)).round(3).reset_index()
         overall = translation_cosine(vectors, langs, pair_ids)
+        every = model_vectors(sentences, teacher, student, visitor, list(MODEL_LABELS))
+        space, numbers, space_note = teacher_space_figure(every, sentences, langs, pair_ids, method)
         lines = [
             f"**{len(sentences)} sentences per model** ({len(set(langs)) - 1} languages + "
             f"English), {method.upper()} in {seconds:.1f} s"
             + ("" if was_warm or method != "umap" else " (including UMAP's one-time compile)"),
             "",
-            "Mean translation cosine in the original space (translation vs its English "
-            "sentence): " + ", ".join(f"*{m}* **{v:.3f}**" for m, v in overall.items()),
+            numbers_line(numbers) if numbers else space_note or "",
+            "",
+            "Within each model (each model's translation vs its own English vector; the "
+            "untrained student scores high here because e5 aligns languages among themselves, "
+            "in a space that is not the teacher's): "
+            + ", ".join(f"*{m}* **{v:.3f}**" for m, v in overall.items()),
             "",
             f"Trustworthiness of the map: **{trust:.3f}** (1.0: neighbours on the map are "
             "neighbours in the original space).",
         ]
-        return fig, "\n".join(lines + ([""] + notes if notes else [])), table
+        if space is None:
+            space = empty_figure(space_note or "nothing to draw in the teacher's space")
+        return fig, "\n".join(lines + ([""] + notes if notes else [])), table, space
     except ValueError as err:
         raise user_error(str(err)) from None

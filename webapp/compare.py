@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from webapp.guards import check_model_name
-from webapp.model_cache import encode
+from webapp.model_cache import model_vectors
 from webapp.session import Visitor, user_error
-from webapp.settings import COMPARE_FILE, MAX_LINE_CHARS, MAX_LINES, MAX_TEXT_CHARS, MODEL_LABELS
+from webapp.settings import COMPARE_FILE, MAX_LINE_CHARS, MAX_LINES, MAX_TEXT_CHARS
 
 
 def default_compare_text() -> str:
@@ -38,26 +35,6 @@ def read_sentences(text: str | None) -> list[str]:
                 f"sentence {i} has {len(s):,} characters; the limit is {MAX_LINE_CHARS:,}"
             )
     return sentences
-
-
-def model_vectors(
-    sentences: list[str], teacher: str, student: str, visitor: Visitor | None, which=None
-) -> dict:
-    """label -> vectors of the sentences by the teacher, the untrained student and the
-    visitor's own distilled student (if they have one), in that order."""
-    which = which or list(MODEL_LABELS)
-    teacher = check_model_name(teacher, visitor) if "teacher" in which else teacher
-    student = check_model_name(student, visitor) if "untrained" in which else student
-    vectors = {}
-    if "teacher" in which:
-        vectors[MODEL_LABELS["teacher"]] = encode(teacher, sentences)
-    if "untrained" in which:
-        vectors[MODEL_LABELS["untrained"]] = encode(student, sentences)
-    if "distilled" in which and visitor is not None and visitor.student_dir:
-        if not Path(visitor.student_dir).is_dir():
-            raise ValueError("your distilled student has expired; run the Distill tab again")
-        vectors[MODEL_LABELS["distilled"]] = encode(visitor.student_dir, sentences, public=False)
-    return vectors
 
 
 def closest_pairs(sentences: list[str], matrices: dict, top: int = 10):

@@ -6,7 +6,8 @@ before anything is opened:
 
 - a model is an offline id (``kd models``), a Hugging Face id ``owner/name``, or a folder inside
   the model folders: kd's cache, the folders listed in ``$KD_MODEL_DIRS``, and the visitor's
-  own work folder (their distilled or uploaded student);
+  own work folder (their distilled or uploaded student); such a folder must hold safetensors
+  weights and no pickle file (:func:`kd.registry.check_local_dir`, the rule loading applies);
 - a Tatoeba folder lies inside the data folders: ``../shared/data`` next to the repository when
   present, and the folders listed in ``$KD_DATA_DIRS``.
 
@@ -25,6 +26,7 @@ import os
 import re
 from pathlib import Path
 
+from kd.registry import OFFLINE_MODELS, check_local_dir
 from webapp import settings
 from webapp.session import Visitor
 
@@ -103,16 +105,18 @@ def check_model_name(
     passes the root of all visitors' folders: ownership is the handlers' check, with
     ``visitor``).
 
+    This is the page's one check of a model name: every tab and the model cache call it, and
+    a folder that passes it also passes the weights rule that loading applies.
+
     Example:
         >>> check_model_name(" sentence-transformers/all-MiniLM-L6-v2 ")
         'sentence-transformers/all-MiniLM-L6-v2'
 
     Raises:
         ValueError: empty, or neither an offline id, a Hugging Face ``owner/name`` id, nor a
-            folder inside :func:`model_roots` (the message lists those folders).
+            folder inside :func:`model_roots` (the message lists those folders); or a folder
+            without safetensors weights, or with a pickle file.
     """
-    from kd.models import OFFLINE_MODELS
-
     name = (name or "").strip()
     if not name:
         raise ValueError("no model chosen; pick a teacher and a student at the top of the page")
@@ -136,6 +140,10 @@ def check_model_name(
         raise ValueError(f"unknown model '{name[:200]}': no such folder")
     if not path.is_dir():
         raise ValueError(f"'{name[:200]}': give a model folder, not a file")
+    try:
+        check_local_dir(path)
+    except ValueError as err:  # name the folder as the visitor typed it
+        raise ValueError(str(err).replace(str(path), name[:200], 1)) from None
     return name
 
 

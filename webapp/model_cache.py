@@ -6,12 +6,14 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+from pathlib import Path
 
 import gradio as gr
 
 from webapp import settings
 from webapp.guards import check_model_name
-from webapp.settings import DEFAULT_STUDENT, DEFAULT_TEACHER, MODEL_CACHE_SIZE
+from webapp.session import Visitor
+from webapp.settings import DEFAULT_STUDENT, DEFAULT_TEACHER, MODEL_CACHE_SIZE, MODEL_LABELS
 
 log = logging.getLogger("kd.app")
 
@@ -76,6 +78,26 @@ def encode(name: str, sentences: list[str], *, public: bool = True):
     """``np.ndarray (n, d)`` of a model's vectors, cached by (model, sentences): a redraw with
     another projection or the same Compare text does not encode again."""
     return _encode_cached((name or "").strip(), tuple(sentences), public)
+
+
+def model_vectors(
+    sentences: list[str], teacher: str, student: str, visitor: Visitor | None, which=None
+) -> dict:
+    """label -> vectors of the sentences by the teacher, the untrained student and the
+    visitor's own distilled student (if they have one), in that order."""
+    which = which or list(MODEL_LABELS)
+    teacher = check_model_name(teacher, visitor) if "teacher" in which else teacher
+    student = check_model_name(student, visitor) if "untrained" in which else student
+    vectors = {}
+    if "teacher" in which:
+        vectors[MODEL_LABELS["teacher"]] = encode(teacher, sentences)
+    if "untrained" in which:
+        vectors[MODEL_LABELS["untrained"]] = encode(student, sentences)
+    if "distilled" in which and visitor is not None and visitor.student_dir:
+        if not Path(visitor.student_dir).is_dir():
+            raise ValueError("your distilled student has expired; run the Distill tab again")
+        vectors[MODEL_LABELS["distilled"]] = encode(visitor.student_dir, sentences, public=False)
+    return vectors
 
 
 def _warm_models(names: list[str]) -> None:

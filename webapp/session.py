@@ -12,25 +12,17 @@ import gradio as gr
 
 from webapp import settings
 
+
 # ---- errors ------------------------------------------------------------------------------------
-# The core's messages name CLI flags; the page has labelled fields instead.
-_FIELD_NAMES = {
-    "--max-pairs": "'pairs per language'",
-    "--english-rows": "'English-only rows'",
-    "--epochs": "'epochs'",
-    "--batch-size": "'batch size'",
-    "--lr": "'learning rate'",
-    "--loss": "'loss'",
-    "--eval-pairs": "'held-out pairs per language'",
-    "--freeze-layers": "'frozen layers'",
-    "--data": "'your own pairs'",
-}
+def user_error(err: Exception | str) -> gr.Error:
+    """A ``gr.Error`` for bad input: the message escaped (gradio renders HTML), no traceback.
 
+    A :class:`kd.config.ConfigError` names the form's label ("'learning rate' must be ...")
+    where the CLI names its flag.
+    """
+    from kd.config import ConfigError
 
-def user_error(message: str) -> gr.Error:
-    """A ``gr.Error`` for bad input: the message escaped (gradio renders HTML), no traceback."""
-    for flag, label in _FIELD_NAMES.items():
-        message = message.replace(flag, label)
+    message = err.for_page() if isinstance(err, ConfigError) else str(err)
     return gr.Error(html.escape(message, quote=False), print_exception=False)
 
 
@@ -47,6 +39,7 @@ class Visitor:
     student_zip: str | None = None
     teacher: str | None = None  # the teacher it was distilled from
     metrics: dict | None = None
+    config: dict | None = None  # the run prepare_run armed (TrainConfig.to_dict), until it starts
     runs: int = 0
     queued: bool = False  # Start pressed, waiting for the training slot
     training: bool = False

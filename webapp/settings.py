@@ -6,6 +6,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from kd.registry import DEFAULT_STUDENT, DEFAULT_TEACHER, MPNET
+
 ROOT = Path(__file__).resolve().parent.parent  # the repository
 ASSETS = ROOT / "assets"
 PAIRS_DIR = ASSETS / "pairs"
@@ -15,10 +17,8 @@ SEARCH_COLLECTION = ASSETS / "search_collection.tsv"
 SEARCH_QUERIES = ASSETS / "search_queries.tsv"
 WORK_ROOT = Path(tempfile.gettempdir()) / "kd-app"
 
-# The offline ids (kept here as text so that importing the app does not import torch).
-DEFAULT_TEACHER = "sentence-transformers/all-MiniLM-L6-v2"
-DEFAULT_STUDENT = "intfloat/multilingual-e5-small"
-TEACHER_CHOICES = [DEFAULT_TEACHER, "sentence-transformers/all-mpnet-base-v2"]
+# The offline ids the dropdowns offer; kd.registry owns them (and imports no torch).
+TEACHER_CHOICES = [DEFAULT_TEACHER, MPNET]
 STUDENT_CHOICES = [DEFAULT_STUDENT]
 
 # Limits that keep one visitor from taking a 2-core server for long.
@@ -27,12 +27,7 @@ MAX_LINES = 40
 MAX_LINE_CHARS = 1_000
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 MAX_POINTS = 2_000  # sentences per model in one aligned-space picture
-MAX_PAIRS = 2_000
-MAX_ENGLISH_ROWS = 20_000
-MAX_EPOCHS = 5
-MAX_EVAL_PAIRS = 500
 MAX_LANGS = 24
-FREEZE_LAYERS = 10  # TrainConfig's default: the top 2 of the student's 12 layers train
 MIN_PAIRS_SHOWN = 200  # languages with fewer gettext pairs are not offered
 VISITOR_TTL_S = 4 * 3600
 MODEL_CACHE_SIZE = 6

@@ -1,0 +1,169 @@
+"""The Distill form: its controls built from ``TrainConfig``'s settings, and the config it gives.
+
+One owner for every setting: each control's label, range and default come from
+:class:`kd.config.TrainConfig` (its :class:`kd.config.Setting` metadata and the ``app`` preset),
+so the page, the CLI and the core can never disagree about what a value may be. The form is
+wired in the order of :data:`FORM_FIELDS` (the ``/distill`` API takes its values in that order);
+handlers turn the values into a mapping with :func:`form_values` and build the run's config
+once with :func:`make_config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from collections.abc import Mapping, Sequence
+
+import gradio as gr
+
+from kd.config import KINDS, SETTINGS, TrainConfig, form_range
+from kd.langs import DEV_LANGS, lang_name
+from webapp.guards import check_model_name
+from webapp.session import Visitor
+from webapp.settings import MAX_LANGS, MIN_PAIRS_SHOWN
+from webapp.uploads import check_upload, read_upload
+
+log = logging.getLogger("kd.app")
+
+PRESET = "app"
+"""The :data:`kd.config.PRESETS` entry whose values the form starts from."""
+
+CONFIG_FIELDS = (
+    "max_pairs",
+    "english_rows",
+    "epochs",
+    "batch_size",
+    "lr",
+    "loss",
+    "eval_pairs",
+    "evals",
+    "freeze_layers",
+)
+"""The ``TrainConfig`` fields the form sets directly, each by one control."""
+
+FORM_FIELDS = ("teacher", "student", "langs", "more_langs", *CONFIG_FIELDS, "own_pairs")
+"""Every value of the form, in wiring order: the models row, the languages, the settings, the
+optional file of the visitor's own pairs."""
+
+APP_DEFAULTS = TrainConfig.from_preset(PRESET)
+
+
+def control(name: str, step: float | None = None, **layout) -> gr.components.Component:
+    """The form's control for ``TrainConfig`` field ``name``: a radio for a choice, a number box
+    for a rate, a slider for a count, labelled and bounded as the config says."""
+    spec, default = SETTINGS[name], getattr(APP_DEFAULTS, name)
+    elem_id = layout.pop("elem_id", f"distill-{name.replace('_', '-')}")
+    info = layout.pop("info", None)
+    if spec.choices:
+        return gr.Radio(list(spec.choices), value=default, label=spec.label, elem_id=elem_id)
+    low, high = form_range(name)
+    if KINDS[name] is float:
+        return gr.Number(
+            default,
+            label=spec.label,
+            minimum=low,
+            maximum=high,
+            info=info,
+            elem_id=elem_id,
+            **layout,
+        )
+    if high is None:
+        raise ValueError(f"'{name}' has no upper limit: a slider needs one (Setting.server_high)")
+    return gr.Slider(
+        low,
+        high,
+        value=default,
+        step=step or 1,
+        label=spec.label,
+        info=info,
+        elem_id=elem_id,
+        **layout,
+    )
+
+
+def form_values(values: Sequence) -> dict:
+    """The form's values, in :data:`FORM_FIELDS` order, as a mapping by field name."""
+    if len(values) != len(FORM_FIELDS):
+        raise ValueError(
+            f"the Distill form has {len(FORM_FIELDS)} values ({', '.join(FORM_FIELDS)}), "
+            f"got {len(values)}"
+        )
+    return dict(zip(FORM_FIELDS, values, strict=True))
+
+
+def make_config(form: Mapping, out: str = "student", visitor: Visitor | None = None):
+    """The run's ``TrainConfig`` from the form's values (:func:`form_values`).
+
+    The teacher and student names are checked first (:func:`webapp.guards.check_model_name`):
+    a typed path must lie inside the model folders, ``visitor``'s own included. The visitor's own
+    pairs are read here, once, so a malformed file is reported at once, not minutes into the
+    run; the file's languages join the run.
+
+    Raises:
+        kd.config.ConfigError: a setting out of its range (its message names the label via
+            ``for_page()``).
+        ValueError: anything else wrong, in words for the page.
+    """
+    teacher = check_model_name(form.get("teacher"), visitor)
+    student = check_model_name(form.get("student"), visitor)
+    langs = [*(form.get("langs") or []), *(form.get("more_langs") or [])]
+    data = []
+    if form.get("own_pairs"):
+        file = check_upload(form["own_pairs"], "your own pairs")
+        translated = [p for p in read_upload(file, langs) if p.other is not None]
+        langs += [p.lang for p in translated]
+        data.append(str(file))
+    langs = list(dict.fromkeys(langs))
+    if not langs:
+        raise ValueError("pick at least one language to distil into")
+    if len(langs) > MAX_LANGS:
+        raise ValueError(f"{len(langs)} languages; pick at most {MAX_LANGS}")
+    settings = {name: form.get(name) for name in CONFIG_FIELDS}
+    cfg = TrainConfig.from_values(
+        {**settings, "out": out, "teacher": teacher, "student": student, "langs": langs}
+        | {"data": data},
+        preset=PRESET,
+        server=True,
+    )
+    if data and cfg.max_pairs:  # the default source still gives "pairs per language"
+        cfg = dataclasses.replace(cfg, data=["default", *data])
+    return cfg
+
+
+# ---- languages -----------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _gettext_counts() -> dict[str, int]:
+    from kd.gettext_source import gettext_counts
+
+    try:
+        return gettext_counts()
+    except (OSError, ValueError) as err:
+        log.warning("no gettext catalogs: %s", err)
+        return {}
+
+
+def lang_label(code: str, counts: dict[str, int] | None) -> str:
+    try:
+        name = lang_name(code)
+    except ValueError:
+        name = code
+    if counts is None:
+        return f"{code} · {name}"
+    return f"{code} · {name} ({counts.get(code, 0):,} pairs)"
+
+
+def language_choices() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(label with the number of gettext pairs, code) of the development languages, and of
+    the other languages with at least ``MIN_PAIRS_SHOWN`` pairs, most pairs first."""
+    counts = _gettext_counts()
+    extra = [
+        c for c, n in counts.items() if c not in DEV_LANGS and c != "en" and n >= MIN_PAIRS_SHOWN
+    ]
+    dev = [(lang_label(c, counts), c) for c in DEV_LANGS]
+    return dev, [(lang_label(c, counts), c) for c in extra]
+
+
+def language_update():
+    dev, more = language_choices()
+    return gr.CheckboxGroup(choices=dev), gr.Dropdown(choices=more)

@@ -1,0 +1,117 @@
+"""A visitor's student as a file: the zip the Distill tab offers, and the zip brought back.
+
+The Distill tab hands each finished student out as a zip that ``SentenceTransformer`` loads
+once unpacked, and takes such a zip back later (:func:`load_student_zip`), unpacked by
+:func:`kd.archive.safe_extract` into the visitor's own folder. Each visitor holds one student:
+:func:`replace_student` deletes the previous one's files.
+"""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+from pathlib import Path
+
+from webapp import settings
+from webapp.session import Visitor, user_error
+from webapp.uploads import check_upload
+
+
+def zip_student(out: Path) -> str:
+    """The student folder as a zip (stored, not deflated: float weights barely compress)."""
+    path = out.parent / f"kd-student-{out.name}.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
+        for file in sorted(out.rglob("*")):
+            if file.is_file():
+                zf.write(file, file.relative_to(out).as_posix())
+    return str(path)
+
+
+def replace_student(visitor: Visitor, folder: Path, zip_path: str | None) -> None:
+    """Make ``folder`` the visitor's student; the previous one's files go (one per visitor)."""
+    old = [visitor.student_dir, visitor.student_zip]
+    visitor.student_dir = str(folder)
+    visitor.student_zip = zip_path
+    visitor.teacher = None
+    visitor.metrics = None
+    for path in old:
+        if path and Path(path).is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path:
+            Path(path).unlink(missing_ok=True)
+
+
+def student_root(folder: Path) -> Path:
+    """The sentence-transformers folder in an unpacked zip: the top, or its single subfolder."""
+    if (folder / "modules.json").is_file():
+        return folder
+    children = [p for p in folder.iterdir() if p.is_dir()]
+    if len(children) == 1 and (children[0] / "modules.json").is_file():
+        return children[0]
+    raise ValueError(
+        "the zip holds no sentence-transformers model (no modules.json at its top); upload the "
+        "zip the Distill tab offered, or a zip of a folder saved by SentenceTransformer.save"
+    )
+
+
+def load_student_zip(path: str | None, visitor: Visitor | None):
+    """The Distill tab's "bring back a student" upload: unpack, check and load a student zip.
+
+    The zip is unpacked by :func:`kd.archive.safe_extract` (no absolute or ``..`` paths, no
+    links, no pickle files, capped members and size) into the visitor's own work folder, and
+    the model is loaded once to prove that it works. It then becomes the visitor's student, as
+    if they had just distilled it: Compare and Aligned spaces show it.
+
+    Returns:
+        (status Markdown, visitor).
+
+    Raises:
+        gr.Error: no file, the wrong type or size, an unsafe or damaged zip, a model that does
+            not load, or a distillation of this visitor's still running.
+    """
+    from kd.archive import safe_extract
+    from webapp.model_cache import get_encoder
+
+    visitor = visitor if visitor is not None else Visitor()
+    out = None
+    try:
+        if visitor.training or visitor.queued:
+            raise ValueError(
+                "your distillation is still running; wait for it to end (or press Stop), then "
+                "load the zip"
+            )
+        file = check_upload(
+            path,
+            "a student zip",
+            suffixes=(".zip",),
+            limit=settings.MAX_STUDENT_ZIP_BYTES,
+            hint="upload the .zip the Distill tab offered (kd-student-run-N.zip)",
+        )
+        out = visitor.new_run_dir()
+        safe_extract(
+            file,
+            out,
+            max_members=settings.MAX_STUDENT_ZIP_MEMBERS,
+            max_bytes=settings.MAX_STUDENT_UNZIPPED_BYTES,
+        )
+        folder = student_root(out)
+        try:
+            encoder = get_encoder(str(folder), public=False)
+        except ValueError:
+            raise
+        except Exception as err:  # a damaged weights file, an unknown architecture
+            raise ValueError(f"the zip's model does not load ({type(err).__name__})") from None
+    except ValueError as err:
+        if out is not None:
+            shutil.rmtree(out, ignore_errors=True)
+        message = str(err)
+        if out is not None:  # the server's folder names mean nothing to the visitor
+            message = message.replace(str(out.resolve()), "the zip").replace(str(out), "the zip")
+        raise user_error(message) from None
+    replace_student(visitor, folder, None)
+    return (
+        f"**Student loaded** from {Path(path).name} ({encoder.dim}-d vectors). It is yours "
+        "for this session: the Compare and Aligned-spaces tabs now show it as *student, "
+        "distilled*.",
+        visitor,
+    )

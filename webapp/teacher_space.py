@@ -1,0 +1,118 @@
+"""The teacher's space, drawn: English sentences as the teacher's anchors, translations by the
+student joined to them, before and after distillation (the method's headline, as a picture).
+
+Used by the Aligned-spaces tab (untrained and distilled student on the visitor's sentences)
+and the Distill tab (the run's watch set, :mod:`kd.watch`, frame by frame). Figures and
+numbers come from ``viz``: :func:`viz.project.teacher_space_frames` (one fit for all frames),
+:func:`viz.metrics.teacher_space_numbers`, :func:`viz.figures.teacher_space_animation`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from webapp.settings import MODEL_LABELS
+
+
+def _method() -> str:
+    """UMAP once its compile has been paid (in the background at launch), else PCA."""
+    from viz.project import is_warm
+
+    return "umap" if is_warm() else "pca"
+
+
+def numbers_line(numbers: dict[str, dict]) -> str:
+    """Markdown: each model's mean cos(student(x), teacher(en)) and retrieval into the
+    teacher's space, the first entries being the baselines."""
+    parts = [
+        f"*{name}* cos **{n['mean_cos']:.3f}**, retrieval **{n['retrieval']:.3f}**"
+        for name, n in numbers.items()
+    ]
+    return (
+        "In the teacher's space (each translation by the model named, against the teacher's "
+        "vector of its English sentence; retrieval among the English sentences shown): "
+        + " · ".join(parts)
+    )
+
+
+def teacher_space_figure(
+    vectors: dict[str, np.ndarray],
+    sentences: list[str],
+    langs: list[str],
+    pair_ids: list[int],
+    method: str | None = None,
+):
+    """The Aligned tab's panel: frames "untrained" and "distilled" (where the visitor has one)
+    of the student's translations among the teacher's English points.
+
+    ``vectors``: model label -> (n, d) vectors of ``sentences`` (English rows first, as
+    ``webapp.aligned.sentence_set`` builds them). Returns (figure or None, numbers by label,
+    note or None); None when there is no teacher or no student in the teacher's width.
+    """
+    from viz.figures import teacher_space_animation
+    from viz.metrics import teacher_space_numbers
+    from viz.project import teacher_space_frames
+
+    teacher = vectors.get(MODEL_LABELS["teacher"])
+    if teacher is None:
+        return None, {}, "The teacher's-space panel needs the teacher: tick it above."
+    is_en = np.array([lang == "en" for lang in langs])
+    rows = np.flatnonzero(~is_en)
+    english = [s for s, en in zip(sentences, is_en, strict=True) if en]
+    anchors = teacher[is_en]
+    ids = np.array(pair_ids)[rows]
+    frames, numbers = {}, {"teacher reading x": teacher_space_numbers(anchors, teacher[rows], ids)}
+    for key, frame in (("untrained", "untrained"), ("distilled", "distilled")):
+        v = vectors.get(MODEL_LABELS[key])
+        if v is not None and v.shape[1] == teacher.shape[1]:
+            frames[frame] = v[rows]
+            numbers[MODEL_LABELS[key]] = teacher_space_numbers(anchors, v[rows], ids)
+    if not frames:
+        return None, numbers, "No student in the teacher's width to draw in its space."
+    df = teacher_space_frames(
+        anchors,
+        frames,
+        [langs[i] for i in rows],
+        [sentences[i] for i in rows],
+        ids,
+        method or _method(),
+        en_sentences=english,
+    )
+    shown = {k: v for k, v in numbers.items() if k != "teacher reading x"}
+    fig = teacher_space_animation(
+        df,
+        title="the teacher's space: teacher(en) ◆, the student's translations joined to them",
+        caption_numbers=shown if len(shown) > 1 else None,
+    )
+    return fig, numbers, None
+
+
+def journey_figure(watch, method: str | None = None):
+    """The Distill tab's animation: the run's watch set (:class:`kd.watch.WatchSet`), one frame
+    per evaluation, from the untrained student to the distilled one."""
+    from viz.figures import empty_figure, teacher_space_animation
+    from viz.metrics import teacher_space_numbers
+    from viz.project import teacher_space_frames
+
+    if watch is None or not watch.frames:
+        return empty_figure("no held-out pairs to watch (raise 'held-out pairs per language')")
+    frames = dict(zip(watch.frames, watch.vectors, strict=True))
+    df = teacher_space_frames(
+        watch.teacher,
+        frames,
+        watch.langs,
+        watch.texts,
+        watch.pair_ids,
+        method or _method(),
+        en_sentences=watch.english,
+    )
+    first, last = watch.frames[0], watch.frames[-1]
+    numbers = {
+        label: teacher_space_numbers(watch.teacher, frames[label], watch.pair_ids)
+        for label in dict.fromkeys([first, last])
+    }
+    return teacher_space_animation(
+        df,
+        title=f"{len(watch.english)} held-out sentences: the translations travel to teacher(en) ◆",
+        caption_numbers=numbers if len(numbers) > 1 else None,
+    )
