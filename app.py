@@ -33,7 +33,7 @@ from webapp.aligned import aligned_space
 from webapp.compare import compare, default_compare_text
 from webapp.distill import prepare_run, request_stop, run_distillation
 from webapp.distill_form import APP_DEFAULTS, FORM_FIELDS, control, lang_label, language_update
-from webapp.guards import launch_options
+from webapp.guards import launch_options, tatoeba_folders
 from webapp.model_cache import server_status, start_background_warm_up, status_tick
 from webapp.run_results import RESULT_COLUMNS
 from webapp.search import ALL_LANGS, collection_langs, example_queries, search
@@ -186,11 +186,21 @@ def build_demo() -> gr.Blocks:
                     "fit so that they share coordinates. Grey lines join each translation to "
                     "its English sentence: short lines mean aligned spaces."
                 )
+                # The Tatoeba option only where this server has such a folder (else a dead end).
+                tatoeba = tatoeba_folders()
                 with gr.Row():
-                    source = gr.Radio(list(SOURCES), value=SOURCES[0], label="sentences")
+                    source = gr.Radio(
+                        [x for x in SOURCES if tatoeba or x != SOURCES[1]],
+                        value=SOURCES[0],
+                        label="sentences",
+                        elem_id="aligned-source",
+                    )
                     tatoeba_dir = gr.Textbox(
+                        tatoeba[0] if tatoeba else "",
                         label="Tatoeba folder (tatoeba.XXX-eng.XXX files)",
-                        placeholder="../shared/data/tatoeba-dev",
+                        info=("on this server: " + ", ".join(tatoeba[:3])) if tatoeba else None,
+                        visible=bool(tatoeba),
+                        elem_id="tatoeba-dir",
                     )
                     upload = gr.File(
                         label="or upload a .tsv (en<TAB>xx header)",
@@ -301,6 +311,8 @@ def build_demo() -> gr.Blocks:
             concurrency_id="training",
             api_name="distill",
             show_progress_on=[run_status],
+        ).then(  # the status line says "idle" at once, not at the next slow tick
+            server_status, None, status, show_progress="hidden", api_visibility="private"
         )
         stop.click(request_stop, visitor, run_status, concurrency_limit=None, api_name="stop")
         student_zip.upload(

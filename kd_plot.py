@@ -53,6 +53,7 @@ def plot_run(
     from viz.figures import (
         accuracy_bars,
         aligned_scatter,
+        teacher_space,
         teacher_space_animation,
         training_curves,
     )
@@ -123,13 +124,16 @@ def plot_run(
         method,
         en_sentences=[sentences[i] for i in en_rows],
     )
+    space_title = "the teacher's space: teacher(en) ◆ and each translation by the student"
+    caption = numbers if len(numbers) > 1 else None
     figs = {
-        "teacher_space": teacher_space_animation(
-            space,
-            title="the teacher's space: teacher(en) ◆ and each translation by the student",
-            caption_numbers=numbers if len(numbers) > 1 else None,
-        )
+        "teacher_space": teacher_space_animation(space, title=space_title, caption_numbers=caption)
     }
+    if png:  # a still of each frame (an animation's PNG would show only its first frame)
+        for name in frames:
+            figs[f"teacher_space_{name}"] = teacher_space(
+                space, name, title=f"{space_title} ({name})", caption_numbers=caption
+            )
 
     # Each model's own space, one fit over the models that live in the teacher's space: the
     # untrained student's space (same width, unrelated axes) would only add a distant island.
@@ -180,5 +184,11 @@ def plot_run(
                 k: teacher_space_numbers(watch.teacher, v, watch.pair_ids) for k, v in ends.items()
             },
         )
+        if png:  # the frame strip: first, middle and last frame as stills
+            picks = list(dict.fromkeys([0, len(watch.frames) // 2, len(watch.frames) - 1]))
+            for i in picks:
+                figs[f"journey_{i}"] = teacher_space(
+                    journey, watch.frames[i], title=watch.frames[i], height=420
+                )
         lines.append(f"journey: {len(watch.frames)} frames ({', '.join(watch.frames)})")
     return write_figures(figs, out, png=png), lines

@@ -158,6 +158,16 @@ def measure_aligned(client, teacher: str, student: str, tatoeba: Path | None) ->
     return out
 
 
+def _show_frame(page, elem: str, index: int) -> None:
+    """Move the plotly animation in ``elem`` to frame ``index`` the way a visitor does: a click
+    on that step of its slider (the page has no global ``Plotly`` to call)."""
+    step = page.locator(f"{elem} .slider-label-group").nth(index)
+    step.scroll_into_view_if_needed()
+    box = step.bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_timeout(1200)  # the animation's transition
+
+
 def measure_distill(client, teacher: str, student: str) -> dict:
     """A short distillation on a tiny budget through the API: time to the first step, total."""
     form = [teacher, student, ["de", "fr"], [], 20, 100, 1, 32, 1e-4, "mse"]
@@ -232,6 +242,11 @@ def take_screenshots(
         page.get_by_text("Distillation finished").wait_for(timeout=600_000)
         seconds = time.perf_counter() - started
         page.screenshot(path=str(folder / "distill.png"), full_page=True)
+        say("journey")
+        steps = page.locator("#journey .slider-label-group").count()
+        for i in range(steps):  # the frame strip: one PNG per frame of the animation
+            _show_frame(page, "#journey", i)
+            page.locator("#journey").screenshot(path=str(folder / f"journey-{i}.png"))
         say("compare")
         page.get_by_role("tab", name="Compare").click()
         page.locator("#compare-btn").click()
@@ -248,6 +263,11 @@ def take_screenshots(
         page.locator("#draw").click()
         page.get_by_text("UMAP in").first.wait_for()
         page.screenshot(path=str(folder / "aligned-umap.png"), full_page=True)
+        for i, name in enumerate(("untrained", "distilled")):
+            _show_frame(page, "#teacher-space", i)
+            page.locator("#teacher-space").screenshot(
+                path=str(folder / f"teacher-space-{name}.png")
+            )
         say("search")
         page.get_by_role("tab", name="Search").click()
         page.locator("#search-btn").click()

@@ -47,6 +47,10 @@ def _load_sentence_transformer(name: str, device: str):
     from sentence_transformers import SentenceTransformer
 
     resolved = resolve_model(name)
+    local = Path(resolved).is_dir()
+    # A Hub id while the Hub cannot be reached: only what is already in the local Hugging Face
+    # cache can load, and that is known at once; trying to download would hang for a minute.
+    offline = not local and not _hub_reachable()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -55,15 +59,24 @@ def _load_sentence_transformer(name: str, device: str):
                 device=device,
                 trust_remote_code=False,
                 model_kwargs={"use_safetensors": True},
+                local_files_only=offline,
             )
         except (OSError, ValueError, RuntimeError, KeyError) as err:
+            if offline:
+                raise ValueError(
+                    f"cannot load model '{name}': the Hugging Face Hub cannot be reached from "
+                    "here and the model is not in the local cache; give a local folder, or one "
+                    "of the offline models: " + ", ".join(OFFLINE_MODELS)
+                ) from None
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            hint = (
-                ""
-                if Path(resolved).is_dir()
-                else (" (no internet here? offline models: " + ", ".join(OFFLINE_MODELS) + ")")
-            )
+            hint = "" if local else f" (offline models: {', '.join(OFFLINE_MODELS)})"
             raise ValueError(f"cannot load model '{name}': {first[:300]}{hint}") from None
+
+
+def _hub_reachable() -> bool:
+    from kd.sources import hub_reachable
+
+    return hub_reachable()
 
 
 def pick_device(device: str = "auto") -> str:
@@ -148,6 +161,12 @@ class Encoder(nn.Module):
         return h.hexdigest()[:16]
 
     # ---- tokenisation and the forward pass ------------------------------------------------
+    def token_counts(self, texts: list[str]) -> list[int]:
+        """Tokens each text has before truncation (prompt prefix and special tokens included):
+        a count above :attr:`max_seq_length` means the model reads only the start."""
+        ids = self.tokenizer([self.prefix + t for t in texts], truncation=False)["input_ids"]
+        return [len(x) for x in ids]
+
     def tokenize(self, texts: list[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
         batch = self.tokenizer(
             [self.prefix + t for t in texts],

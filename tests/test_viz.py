@@ -7,6 +7,7 @@ marked ``slow``.
 from __future__ import annotations
 
 import ast
+import json
 import math
 import subprocess
 import sys
@@ -908,3 +909,25 @@ def test_teacher_space_frames_umap_one_fit_anchors_fixed():
     np.testing.assert_array_equal(anchors, first)
     students = df[(df.frame == "distilled") & (df.model == "student")][["x", "y"]].to_numpy()
     np.testing.assert_array_equal(students, anchors[pids])
+
+
+def test_teacher_space_slider_without_frames_replays_each_frame():
+    """For hosts that drop frames (gradio's gr.Plot): no frames, no play button; each slider
+    step restyles every trace to exactly what the static figure of that frame draws."""
+    rng = np.random.default_rng(0)
+    teacher = rng.normal(size=(4, 8))
+    frames = {"untrained": rng.normal(size=(8, 8)), "distilled": np.repeat(teacher, 2, axis=0)}
+    langs = ["de", "fr"] * 4
+    df = P.teacher_space_frames(
+        teacher, frames, langs, [f"x{i}" for i in range(8)], np.repeat(np.arange(4), 2), "pca"
+    )
+    fig = F.teacher_space_animation(df, frames=False)
+    assert len(fig.frames) == 0 and not fig.layout.updatemenus
+    steps = fig.layout.sliders[0].steps
+    assert [s.label for s in steps] == ["untrained", "distilled"]
+    for step in steps:
+        assert step.method == "restyle" and list(step.args[1]) == list(range(len(fig.data)))
+        still = F.teacher_space(df, step.label)
+        for got, want in zip(step.args[0]["x"], still.data, strict=True):
+            np.testing.assert_allclose(np.asarray(got, float), np.asarray(want.x, float))
+    json.loads(fig.to_json())  # valid JSON (no NaN literals) for the page

@@ -861,8 +861,14 @@ def teacher_space_animation(
     height: int = 620,
     caption_numbers: Mapping[str, Mapping[str, float]] | None = None,
     frame_ms: int = 800,
+    frames: bool = True,
 ) -> go.Figure:
     """:func:`teacher_space` as a plotly animation: anchors fixed, the student's points move.
+
+    ``frames=False`` is for hosts that drop a figure's frames (gradio's ``gr.Plot`` renders
+    with ``Plotly.react(div, data, layout)``, so ``animate`` finds nothing): no ``go.Frame``s
+    and no play button; each slider step carries its frame's ``x``, ``y`` and ``customdata``
+    and applies them with ``restyle``, which works with data and layout alone.
 
     One ``go.Frame`` per ``frame`` label of ``df``, in order (e.g. untrained, step 0, step 120,
     ..., distilled), a step slider labelled with the frame labels and play/pause buttons. The
@@ -898,6 +904,8 @@ def teacher_space_animation(
         raise ValueError(f"frame_ms must be an integer >= 1, got {frame_ms!r}")
     data = _teacher_space_data(df)
     labels = data["frames"]
+    if not frames:
+        return _teacher_space_slider(data, labels, title, height, caption_numbers)
     fig = go.Figure(
         data=_teacher_space_traces(data, labels[0]),
         frames=[
@@ -972,6 +980,49 @@ def teacher_space_animation(
         ],
     )
     fig.update_layout(margin={"b": 100})
+    return fig
+
+
+def _plain_list(values) -> list | None:
+    """A JSON-plain list (NaN -> None, numpy scalars -> Python) of a trace's array."""
+    if values is None:
+        return None
+    out = []
+    for v in np.asarray(values).tolist():
+        out.append(None if isinstance(v, float) and math.isnan(v) else v)
+    return out
+
+
+def _teacher_space_slider(data, labels, title, height, caption_numbers) -> go.Figure:
+    """The animation as a slider of ``restyle`` steps (no frames): see
+    :func:`teacher_space_animation`'s ``frames=False``."""
+    per_frame = {label: _teacher_space_traces(data, label) for label in labels}
+    fig = go.Figure(data=per_frame[labels[0]])
+    _teacher_space_layout(fig, data, title=title, caption=_caption(caption_numbers), height=height)
+    steps = []
+    for label in labels:
+        traces = per_frame[label]
+        # Plain lists: plotly.js decodes typed arrays ({dtype, bdata}) in traces, not in the
+        # arguments of a slider's restyle.
+        update = {
+            "x": [_plain_list(t.x) for t in traces],
+            "y": [_plain_list(t.y) for t in traces],
+            "customdata": [_plain_list(t.customdata) for t in traces],
+        }
+        steps.append(
+            {"label": label, "method": "restyle", "args": [update, list(range(len(traces)))]}
+        )
+    fig.update_layout(
+        sliders=[
+            {
+                "active": 0,
+                "currentvalue": {"prefix": "frame: ", "font": {"size": 13}},
+                "pad": {"t": 10, "b": 10},
+                "steps": steps,
+            }
+        ],
+        margin={"b": 100},
+    )
     return fig
 
 

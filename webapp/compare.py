@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from webapp.model_cache import model_vectors
+from webapp.model_cache import cut_sentences, model_vectors
 from webapp.session import Visitor, user_error
-from webapp.settings import COMPARE_FILE, MAX_LINE_CHARS, MAX_LINES, MAX_TEXT_CHARS
+from webapp.settings import COMPARE_FILE, MAX_LINE_CHARS, MAX_LINES, MAX_TEXT_CHARS, MODEL_LABELS
 
 
 def default_compare_text() -> str:
@@ -58,6 +58,23 @@ def closest_pairs(sentences: list[str], matrices: dict, top: int = 10):
     return pd.DataFrame(rows)
 
 
+def _cut_note(sentences, teacher, student, visitor, vectors) -> str:
+    """ " · sentence 3 cut at 48 tokens by <model>" for each model that reads only the start of
+    some sentences (a long sentence that differs only after the cut would embed alike)."""
+    names = {MODEL_LABELS["teacher"]: (teacher, True), MODEL_LABELS["untrained"]: (student, True)}
+    if visitor is not None and visitor.student_dir:
+        names[MODEL_LABELS["distilled"]] = (visitor.student_dir, False)
+    notes = []
+    for label, (name, public) in names.items():
+        if label not in vectors:
+            continue
+        limit, cut = cut_sentences(name, sentences, public=public)
+        if cut:
+            which = ", ".join(map(str, cut))
+            notes.append(f"sentence {which} cut at {limit} tokens by {label}")
+    return "".join(f" · {n}" for n in notes)
+
+
 def compare(text: str, teacher: str, student: str, visitor: Visitor | None):
     """Cosine heatmaps of the sentences for each model, and the closest pairs.
 
@@ -76,7 +93,9 @@ def compare(text: str, teacher: str, student: str, visitor: Visitor | None):
         sentences = read_sentences(text)
         vectors = model_vectors(sentences, teacher, student, visitor)
         matrices = {name: cosine_matrix(v) for name, v in vectors.items()}
-        fig = similarity_heatmaps(matrices, sentences, title="cosine similarity")
+        title = "cosine similarity"
+        cuts = _cut_note(sentences, teacher, student, visitor, vectors)
+        fig = similarity_heatmaps(matrices, sentences, title=f"{title}{cuts}")
         return fig, closest_pairs(sentences, matrices)
     except ValueError as err:
         raise user_error(str(err)) from None

@@ -66,6 +66,17 @@ def data_roots() -> list[Path]:
     return roots + _env_dirs(settings.DATA_DIRS_ENV)
 
 
+def tatoeba_folders() -> list[str]:
+    """The Tatoeba-format folders (``tatoeba.XXX-eng.XXX`` files) in the data folders, two
+    levels deep at most, named as the page shows them: what the Aligned tab can offer."""
+    found = []
+    for root in data_roots():
+        for folder in [root, *root.glob("*"), *root.glob("*/*")]:
+            if folder.is_dir() and next(folder.glob("tatoeba.*-eng.*"), None) is not None:
+                found.append(_shown(folder.resolve()))
+    return list(dict.fromkeys(found))
+
+
 def inside(path: Path, roots: list[Path]) -> bool:
     """Whether ``path`` (already resolved) is one of ``roots`` or lies below one."""
     return any(path == root or root in path.parents for root in roots)
@@ -215,6 +226,10 @@ def blocked_paths() -> list[str]:
 
 
 def launch_options() -> dict:
-    """The ``launch()`` arguments that limit uploads and what gradio serves (``main()`` and the
-    tests use the same)."""
-    return {"max_file_size": settings.MAX_STUDENT_ZIP_BYTES, "blocked_paths": blocked_paths()}
+    """The ``launch()`` arguments that limit uploads and what gradio serves, and the page's
+    style (gradio 6 takes ``css`` in ``launch()``); ``main()`` and the tests use the same."""
+    return {
+        "max_file_size": settings.MAX_STUDENT_ZIP_BYTES,
+        "blocked_paths": blocked_paths(),
+        "css": settings.PAGE_CSS,
+    }

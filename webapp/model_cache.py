@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -18,6 +19,10 @@ from webapp.settings import DEFAULT_STUDENT, DEFAULT_TEACHER, MODEL_CACHE_SIZE, 
 log = logging.getLogger("kd.app")
 
 _model_state: dict[str, str] = {}  # public model name -> "loading" | "ready" | "failed"
+_failed_at: dict[str, float] = {}  # public model name -> when its last load failed (monotonic)
+FAILURE_SHOWN_S = 60.0
+"""How long the status line names a model that failed to load: the visitor who typed it saw
+the error; later visitors need not read about it."""
 _model_locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
 _trainings = {"running": 0}
@@ -61,6 +66,7 @@ def get_encoder(name: str, *, public: bool = True):
         except Exception:
             if public:
                 _model_state[name] = "failed"
+                _failed_at[name] = time.monotonic()
             raise
         if public:
             _model_state[name] = "ready"
@@ -78,6 +84,16 @@ def encode(name: str, sentences: list[str], *, public: bool = True):
     """``np.ndarray (n, d)`` of a model's vectors, cached by (model, sentences): a redraw with
     another projection or the same Compare text does not encode again."""
     return _encode_cached((name or "").strip(), tuple(sentences), public)
+
+
+def cut_sentences(name: str, sentences: list[str], *, public: bool = True) -> tuple[int, list[int]]:
+    """(the model's token limit, the 1-based numbers of the sentences longer than it): the
+    model embeds only the start of those."""
+    encoder = get_encoder((name or "").strip(), public=public)
+    counts = encoder.token_counts(list(sentences))
+    return encoder.max_seq_length, [
+        i + 1 for i, n in enumerate(counts) if n > encoder.max_seq_length
+    ]
 
 
 def model_vectors(
@@ -134,10 +150,14 @@ def server_status() -> str:
     from viz.project import is_warm
 
     marks = {"ready": "ready", "loading": "loading…", "failed": "failed to load"}
+    now = time.monotonic()
+    shown = {
+        name: state
+        for name, state in list(_model_state.items())
+        if state != "failed" or now - _failed_at.get(name, now) < FAILURE_SHOWN_S
+    }
     models = (
-        ", ".join(
-            f"`{name.rsplit('/', 1)[-1]}` {marks[state]}" for name, state in _model_state.items()
-        )
+        ", ".join(f"`{name.rsplit('/', 1)[-1]}` {marks[state]}" for name, state in shown.items())
         or "none loaded yet (they load on first use)"
     )
     if is_warm():
@@ -152,7 +172,7 @@ def server_status() -> str:
 
 
 def status_tick():
-    busy = not all_ready()
+    busy = not all_ready() or _trainings["running"] > 0
     return server_status(), gr.Timer(value=2 if busy else 15)
 
 

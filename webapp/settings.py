@@ -6,7 +6,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from kd.registry import DEFAULT_STUDENT, DEFAULT_TEACHER, MPNET
+from kd.registry import DEFAULT_STUDENT, DEFAULT_TEACHER, MPNET, installed
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository
 ASSETS = ROOT / "assets"
@@ -17,8 +17,9 @@ SEARCH_COLLECTION = ASSETS / "search_collection.tsv"
 SEARCH_QUERIES = ASSETS / "search_queries.tsv"
 WORK_ROOT = Path(tempfile.gettempdir()) / "kd-app"
 
-# The offline ids the dropdowns offer; kd.registry owns them (and imports no torch).
-TEACHER_CHOICES = [DEFAULT_TEACHER, MPNET]
+# The offline ids the dropdowns offer; kd.registry owns them (and imports no torch). An optional
+# teacher is offered only where its package is installed: a visitor cannot pip install it.
+TEACHER_CHOICES = [DEFAULT_TEACHER] + [m for m in (MPNET,) if installed(m)]
 STUDENT_CHOICES = [DEFAULT_STUDENT]
 
 # Limits that keep one visitor from taking a 2-core server for long.
@@ -44,6 +45,16 @@ MAX_STUDENT_ZIP_MEMBERS = 64
 MODEL_DIRS_ENV = "KD_MODEL_DIRS"
 DATA_DIRS_ENV = "KD_DATA_DIRS"
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# Result tables: a narrow column's header stays whole ("rank", not "ra / nk" letter by letter);
+# a table too wide for its column scrolls sideways instead.
+PAGE_CSS = """
+.gradio-container table th, .gradio-container table th * {
+  word-break: normal !important;
+  overflow-wrap: normal !important;
+  white-space: nowrap !important;
+}
+"""
 
 MODEL_LABELS = {
     "teacher": "teacher",

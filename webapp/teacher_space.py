@@ -83,6 +83,7 @@ def teacher_space_figure(
         df,
         title="the teacher's space: teacher(en) ◆, the student's translations joined to them",
         caption_numbers=shown if len(shown) > 1 else None,
+        frames=False,  # gr.Plot drops a figure's frames: the slider carries each frame's data
     )
     return fig, numbers, None
 
@@ -115,4 +116,5 @@ def journey_figure(watch, method: str | None = None):
         df,
         title=f"{len(watch.english)} held-out sentences: the translations travel to teacher(en) ◆",
         caption_numbers=numbers if len(numbers) > 1 else None,
+        frames=False,  # gr.Plot drops a figure's frames: the slider carries each frame's data
     )
