@@ -36,6 +36,7 @@ from webapp.aligned import aligned_space  # noqa: E402
 from webapp.compare import compare  # noqa: E402
 from webapp.distill import prepare_run  # noqa: E402
 from webapp.guards import (  # noqa: E402
+    _shown,
     blocked_paths,
     check_data_dir,
     check_model_name,
@@ -274,7 +275,10 @@ def test_tatoeba_folders_outside_the_data_folders_are_refused(tmp_path, monkeypa
         with pytest.raises(ValueError, match="outside the folders this server reads data") as err:
             check_data_dir(text)
         message = str(err.value)
-        assert str(shared.parent) in message and str(extra) in message, message
+        # Folders as the page names them (relative to the repository's parent where they lie
+        # below it, as pytest's tmp_path does when the clone is in /tmp).
+        assert _shown(shared.parent.resolve()) in message, message
+        assert _shown(extra.resolve()) in message, message
         assert settings.DATA_DIRS_ENV in message
     # A tatoeba file inside an allowed folder that links out is refused too.
     linked = extra / "linked"
@@ -312,7 +316,7 @@ def test_tatoeba_refusals_and_a_good_folder_in_the_tab(
     for folder in ("/etc", "../../root", "~/.ssh"):
         with pytest.raises(gr.Error, match="outside the folders") as err:
             draw(folder)
-        assert str(data) in _message(err)
+        assert _shown(data.resolve()) in _message(err)
     with pytest.raises(gr.Error, match="inside:"):
         draw("")
     _, numbers, table, _ = draw(str(good))
