@@ -59,7 +59,7 @@ def plot_run(
     )
     from viz.metrics import projection_trustworthiness, teacher_space_numbers, translation_cosine
     from viz.plot_cli import write_figures
-    from viz.project import project_frame, teacher_space_frames
+    from viz.project import project_frame, teacher_space_frames, teacher_space_journey
 
     if n < 1:
         raise ValueError("--n must be at least 1")
@@ -166,23 +166,19 @@ def plot_run(
     if history.exists():
         figs["training"] = training_curves(pd.DataFrame(json.loads(history.read_text())))
     if watch is not None:
-        journey = teacher_space_frames(
+        journey, ends = teacher_space_journey(
             watch.teacher,
-            dict(zip(watch.frames, watch.vectors, strict=True)),
+            watch.by_frame(),
             watch.langs,
             watch.texts,
             watch.pair_ids,
             method,
             en_sentences=watch.english,
         )
-        ends = dict(zip(watch.frames, watch.vectors, strict=True))
-        ends = {k: ends[k] for k in dict.fromkeys([watch.frames[0], watch.frames[-1]])}
         figs["journey"] = teacher_space_animation(
             journey,
             title=f"{len(watch.english)} held-out sentences, one frame per evaluation",
-            caption_numbers={
-                k: teacher_space_numbers(watch.teacher, v, watch.pair_ids) for k, v in ends.items()
-            },
+            caption_numbers=ends,
         )
         if png:  # the frame strip: first, middle and last frame as stills
             picks = list(dict.fromkeys([0, len(watch.frames) // 2, len(watch.frames) - 1]))

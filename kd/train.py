@@ -61,7 +61,7 @@ from kd.models import (
     resolve_precision,
 )
 from kd.student_forward import embed_in_batches, make_runner, trainable_parameters
-from kd.watch import WatchSet, watch_set
+from kd.watch import watch_set
 
 log = logging.getLogger("kd")
 
@@ -214,7 +214,7 @@ def distill(
     # vectors first, where its width is the teacher's.
     watch = watch_set(data.eval_sets, teacher.encode)
     if watch is not None:
-        _snapshot(watch, "untrained", student)
+        watch.snapshot("untrained", student.encode)
     sts_sets = _sts_sets(cfg)
     if sts_sets:
         from kd.sts import cached_encode, embed_sts
@@ -255,7 +255,7 @@ def distill(
     student.dim = student.head.out_features
     del pooled
     if watch is not None and not cfg.resume:
-        _snapshot(watch, "linear head (step 0)", student)
+        watch.snapshot("linear head (step 0)", student.encode)
 
     steps_per_epoch = cfg.steps_per_epoch(len(data.texts))
     total = steps_per_epoch * cfg.epochs
@@ -331,7 +331,7 @@ def distill(
             if eval_every and step % eval_every == 0 and data.eval_sets and step < total:
                 record["eval"] = _evaluate_student(student, data, eval_teacher)
                 if watch is not None:
-                    _snapshot(watch, f"step {step}", student)
+                    watch.snapshot(f"step {step}", student.encode)
                     record["watch"] = watch
             kept = {k: v for k, v in record.items() if k not in ("eval", "watch")}
             history.append({"step": step} | kept)
@@ -351,7 +351,7 @@ def distill(
         say("evaluating the distilled student")
         metrics["student_distilled"] = _evaluate_student(student, data, eval_teacher)
     if watch is not None:
-        _snapshot(watch, "distilled" if not stopped else f"stopped (step {step})", student)
+        watch.snapshot("distilled" if not stopped else f"stopped (step {step})", student.encode)
     if sts_sets:
         from kd.sts import sts_report
 
@@ -393,18 +393,9 @@ def _sts_sets(cfg: TrainConfig) -> dict:
     return {lang: s for lang, s in present.items() if lang in langs}
 
 
-def _snapshot(watch: WatchSet, label: str, student: Encoder) -> None:
-    was = student.training
-    student.eval()
-    watch.snapshot(label, student.encode)
-    student.train(was)
-
-
 def _evaluate_student(student: Encoder, data: Dataset, eval_teacher) -> dict:
-    was = student.training
-    result = evaluate(data.eval_sets, eval_teacher, student.encode)
-    student.train(was)
-    return result
+    # Encoder.encode runs in eval mode (no dropout) and restores training mode afterwards.
+    return evaluate(data.eval_sets, eval_teacher, student.encode)
 
 
 def _check_resumable(cfg: TrainConfig, meta: dict) -> None:

@@ -52,6 +52,10 @@ class WatchSet:
         self.vectors.append(vecs)
         return vecs
 
+    def by_frame(self) -> dict[str, np.ndarray]:
+        """Frame label -> the student's (n, d) vectors then, in the order they were taken."""
+        return dict(zip(self.frames, self.vectors, strict=True))
+
     def save(self, folder: str | Path) -> Path:
         """Write ``folder/watch.npz`` (plain arrays; loads without pickle)."""
         buf = io.BytesIO()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 import numpy as np
 import pytest
@@ -276,7 +277,7 @@ def test_plot_writes_figures(
 
 def test_plot_animate_replays_the_run(tmp_path, capsys, tiny_teacher, tiny_student, isolated_cache):
     words = ["the", "cat", "dog", "sits", "runs", "on", "mat", "big", "small", "house"]
-    rng = __import__("random").Random(0)
+    rng = random.Random(0)
     rows = {" ".join(rng.choice(words) for _ in range(5)): None for _ in range(80)}
     data = tmp_path / "de.tsv"
     data.write_text("en\tde\n" + "".join(f"{en}\t{en.upper()}\n" for en in rows), "utf-8")

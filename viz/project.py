@@ -55,6 +55,7 @@ __all__ = [
     "project",
     "project_frame",
     "teacher_space_frames",
+    "teacher_space_journey",
     "warm_up",
     "warm_up_in_background",
 ]
@@ -590,6 +591,49 @@ def teacher_space_frames(
         },
         columns=TEACHER_SPACE_COLUMNS,
     )
+
+
+def teacher_space_journey(
+    teacher_en: np.ndarray,
+    student_x_by_frame: Mapping[str, np.ndarray],
+    langs: Sequence[str],
+    sentences: Sequence[str],
+    pair_ids: Sequence[int],
+    method: str = "umap",
+    *,
+    en_sentences: Sequence[str] | None = None,
+) -> tuple[pd.DataFrame, dict[str, dict]]:
+    """A run's journey into the teacher's space: :func:`teacher_space_frames` of every frame,
+    and :func:`viz.metrics.teacher_space_numbers` of the first and the last frame (baseline and
+    result, the caption of ``viz.figures.teacher_space_animation``; one entry if they are the
+    same frame).
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> t = rng.normal(size=(3, 4))
+        >>> df, numbers = teacher_space_journey(
+        ...     t, {"untrained": rng.normal(size=(3, 4)), "distilled": t},
+        ...     ["de"] * 3, ["a", "b", "c"], [0, 1, 2], "pca")
+        >>> list(numbers), numbers["distilled"]["retrieval"]
+        (['untrained', 'distilled'], 1.0)
+    """
+    from viz.metrics import teacher_space_numbers
+
+    df = teacher_space_frames(
+        teacher_en,
+        student_x_by_frame,
+        langs,
+        sentences,
+        pair_ids,
+        method,
+        en_sentences=en_sentences,
+    )
+    labels = list(student_x_by_frame)
+    numbers = {
+        label: teacher_space_numbers(teacher_en, student_x_by_frame[label], pair_ids)
+        for label in dict.fromkeys([labels[0], labels[-1]])
+    }
+    return df, numbers
 
 
 def clear_cache() -> None:

@@ -92,26 +92,19 @@ def journey_figure(watch, method: str | None = None):
     """The Distill tab's animation: the run's watch set (:class:`kd.watch.WatchSet`), one frame
     per evaluation, from the untrained student to the distilled one."""
     from viz.figures import empty_figure, teacher_space_animation
-    from viz.metrics import teacher_space_numbers
-    from viz.project import teacher_space_frames
+    from viz.project import teacher_space_journey
 
     if watch is None or not watch.frames:
         return empty_figure("no held-out pairs to watch (raise 'held-out pairs per language')")
-    frames = dict(zip(watch.frames, watch.vectors, strict=True))
-    df = teacher_space_frames(
+    df, numbers = teacher_space_journey(
         watch.teacher,
-        frames,
+        watch.by_frame(),
         watch.langs,
         watch.texts,
         watch.pair_ids,
         method or _method(),
         en_sentences=watch.english,
     )
-    first, last = watch.frames[0], watch.frames[-1]
-    numbers = {
-        label: teacher_space_numbers(watch.teacher, frames[label], watch.pair_ids)
-        for label in dict.fromkeys([first, last])
-    }
     return teacher_space_animation(
         df,
         title=f"{len(watch.english)} held-out sentences: the translations travel to teacher(en) ◆",
