@@ -30,16 +30,19 @@ import gradio as gr
 
 from kd.langs import DEV_LANGS
 from webapp.aligned import aligned_space
+from webapp.aligned import limits_note as draw_limits
 from webapp.compare import compare, default_compare_text
-from webapp.distill import prepare_run, request_stop, run_distillation
+from webapp.distill import prepare_run, queued_message, request_stop, run_distillation
 from webapp.distill_form import APP_DEFAULTS, FORM_FIELDS, control, lang_label, language_update
+from webapp.distill_form import limits_note as run_limits
 from webapp.guards import launch_options, tatoeba_folders
 from webapp.model_cache import server_status, start_background_warm_up, status_tick
+from webapp.prebuilt import prebuilt_dir, prebuilt_note
 from webapp.run_results import RESULT_COLUMNS
 from webapp.search import ALL_LANGS, collection_langs, example_queries, search
 from webapp.search import MAX_K as SEARCH_MAX_K
 from webapp.search import RESULT_COLUMNS as SEARCH_COLUMNS
-from webapp.session import Visitor, forget_visitor
+from webapp.session import Visitor, end_session, forget_visitor, register_session
 from webapp.settings import (
     DEFAULT_STUDENT,
     DEFAULT_TEACHER,
@@ -73,6 +76,8 @@ def build_demo() -> gr.Blocks:
         visitor = gr.State(Visitor(), time_to_live=VISITOR_TTL_S, delete_callback=forget_visitor)
         gr.Markdown(INTRO)
         status = gr.Markdown("**Status** · starting…", elem_id="server-status")
+        if prebuilt_dir() is not None:  # the good student on screen before anyone trains
+            gr.Markdown(prebuilt_note(), elem_id="prebuilt-note")
         with gr.Row():
             teacher = gr.Dropdown(
                 TEACHER_CHOICES,
@@ -89,7 +94,8 @@ def build_demo() -> gr.Blocks:
                 info="default: a 4-bit-derived copy of multilingual-e5-small",
             )
 
-        with gr.Tabs():
+        # With a pre-built student the page opens on Compare, already drawn (see demo.load).
+        with gr.Tabs(selected="compare" if prebuilt_dir() is not None else None):
             with gr.Tab("Distill", id="distill"), gr.Row():
                 with gr.Column(scale=1, min_width=320):
                     langs = gr.CheckboxGroup(
@@ -102,6 +108,9 @@ def build_demo() -> gr.Blocks:
                         [],
                         value=[],
                         multiselect=True,
+                        # An API call has no page to fill the choices in: the handler checks
+                        # each code instead (webapp.distill_form.make_config).
+                        allow_custom_value=True,
                         label="more languages",
                         info="every language with at least 200 pairs here; type to search",
                         elem_id="more-langs",
@@ -129,6 +138,7 @@ def build_demo() -> gr.Blocks:
                     with gr.Row():
                         start = gr.Button("Start distillation", variant="primary", elem_id="start")
                         stop = gr.Button("Stop", variant="stop", elem_id="stop")
+                    gr.Markdown(run_limits(), elem_id="run-limits")
                 with gr.Column(scale=2):
                     run_status = gr.Markdown(
                         "Pick languages and press Start.", elem_id="run-status"
@@ -161,8 +171,9 @@ def build_demo() -> gr.Blocks:
             with gr.Tab("Compare", id="compare"):
                 gr.Markdown(
                     "One sentence per line, in any languages. Each model's cosine similarity "
-                    "between every two sentences; your distilled student appears once you have "
-                    "one. The closest pairs are ranked by the last model shown."
+                    "between every two sentences: the teacher, the untrained student, the "
+                    "pre-built distilled student, and yours once you have one. The closest pairs "
+                    "are ranked by the last model shown."
                 )
                 text = gr.Textbox(
                     default_compare_text(),
@@ -213,7 +224,15 @@ def build_demo() -> gr.Blocks:
                         label="languages (comma-separated codes)",
                         elem_id="aligned-langs",
                     )
-                    per_lang = gr.Slider(2, 500, value=16, step=1, label="sentences per language")
+                    per_lang = gr.Slider(
+                        2,
+                        500,
+                        value=16,
+                        step=1,
+                        label="sentences per language",
+                        info=f"one Draw: {draw_limits()}",
+                        elem_id="aligned-per-lang",
+                    )
                     method = gr.Radio(["pca", "umap"], value="pca", label="projection")
                     which = gr.CheckboxGroup(
                         [(label, key) for key, label in MODEL_LABELS.items()],
@@ -223,7 +242,7 @@ def build_demo() -> gr.Blocks:
                 draw = gr.Button("Draw", variant="primary", elem_id="draw")
                 space = gr.Plot(
                     label="the teacher's space: does each translation land on its English "
-                    "sentence? (slider: untrained / distilled)",
+                    "sentence? (slider: untrained / pre-built / yours)",
                     elem_id="teacher-space",
                 )
                 numbers = gr.Markdown(elem_id="numbers")
@@ -300,9 +319,11 @@ def build_demo() -> gr.Blocks:
         start.click(
             prepare_run,
             [*form, visitor],
-            [run_status, visitor],
+            visitor,  # no visible output: a refused form is a toast, not a badge on a message
             concurrency_limit=None,
             api_name="prepare_run",
+        ).success(
+            queued_message, None, run_status, show_progress="hidden", api_visibility="private"
         ).success(
             run_distillation,
             [*form, visitor],
@@ -312,7 +333,7 @@ def build_demo() -> gr.Blocks:
             api_name="distill",
             show_progress_on=[run_status],
         ).then(  # the status line says "idle" at once, not at the next slow tick
-            server_status, None, status, show_progress="hidden", api_visibility="private"
+            server_status, visitor, status, show_progress="hidden", api_visibility="private"
         )
         stop.click(request_stop, visitor, run_status, concurrency_limit=None, api_name="stop")
         student_zip.upload(
@@ -322,6 +343,7 @@ def build_demo() -> gr.Blocks:
             concurrency_limit=1,
             concurrency_id="student-zip",
             api_name="load_student",
+            show_progress="hidden",  # a refused zip is a toast, not a badge over the message
         )
         compare_btn.click(
             compare,
@@ -359,16 +381,23 @@ def build_demo() -> gr.Blocks:
         )
 
         timer = gr.Timer(2)
-        timer.tick(
+        timer.tick(  # the shared models and this visitor's own, never other visitors' names
             status_tick,
-            None,
+            visitor,
             [status, timer],
             show_progress="hidden",
             concurrency_limit=None,
             api_visibility="private",
         )
-        demo.load(server_status, None, status, api_visibility="private")
+        demo.load(server_status, visitor, status, api_visibility="private")
+        # The visitor's files go when they close the page, not an hour later (gradio keeps a
+        # closed page's state that long): load records the session, unload deletes.
+        demo.load(register_session, visitor, None, api_visibility="private")
+        demo.unload(end_session)
         demo.load(language_update, None, [langs, more_langs], api_visibility="private")
+        demo.load(  # the first page shows Compare's heatmaps (the pre-built student's too)
+            compare, [text, teacher, student, visitor], [heatmaps, pairs], api_visibility="private"
+        )
     demo.queue(max_size=64)
     return demo
 

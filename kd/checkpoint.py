@@ -25,9 +25,16 @@ def save_checkpoint(
     params: dict[str, torch.Tensor],
     optimizer: torch.optim.Optimizer,
     meta: dict,
+    extra: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Write a checkpoint directory atomically (a crash leaves the previous one whole)."""
+    """Write a checkpoint directory atomically (a crash leaves the previous one whole).
+
+    ``extra``: more tensors to keep (under ``extra/NAME``; :func:`read_extra` gives them back),
+    e.g. each rank's random state in a run of several processes.
+    """
     tensors = {f"param/{k}": v.detach().cpu().contiguous() for k, v in params.items()}
+    for name, value in (extra or {}).items():
+        tensors[f"extra/{name}"] = value.detach().cpu().contiguous()
     opt_state = optimizer.state_dict()
     for pid, state in opt_state["state"].items():
         for key, value in state.items():
@@ -91,3 +98,12 @@ def load_checkpoint(
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all([tensors[k] for k in cuda])
     return meta
+
+
+def read_extra(path: str | Path) -> dict[str, torch.Tensor]:
+    """The ``extra`` tensors a checkpoint was saved with (``{}`` for none)."""
+    try:
+        tensors = load_file(str(Path(path) / TENSORS))
+    except (FileNotFoundError, SafetensorError, OSError):
+        return {}
+    return {k.removeprefix("extra/"): v for k, v in tensors.items() if k.startswith("extra/")}

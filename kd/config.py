@@ -18,6 +18,7 @@ from kd.registry import DEFAULT_STUDENT, DEFAULT_TEACHER, PRECISIONS
 
 LOSSES = ("mse", "kl", "cos")
 DEVICES = ("auto", "cpu", "cuda")
+SAVE_FORMS = ("full", "delta", "delta-fp16")
 
 PRESETS: dict[str, dict] = {
     # About ten minutes on two CPU cores (README, "The default run").
@@ -34,7 +35,23 @@ PRESETS: dict[str, dict] = {
         "eval_pairs": 50,
         "evals": 3,
         "checkpoint_every": 0,
+        "save": "delta",
         "langs": ["de", "fr", "es", "ru", "ja", "zh", "ar"],
+    },
+    # The GPU recipe (README, "Scaling out"; not yet measured on a GPU): the full student
+    # trains (all layers, no frozen-layer cache), bf16 autocast, batches of 128, up to 100,000
+    # pairs a language (give --data hf:... for the paper's corpora) and every everyday English
+    # row, on the streaming path so the corpus may be larger than memory.
+    "gpu": {
+        "max_pairs": 100000,
+        "english_rows": 45000,
+        "freeze_layers": 0,
+        "batch_size": 128,
+        "lr": 1e-4,
+        "precision": "bf16",
+        "evals": 4,
+        "checkpoint_every": 500,
+        "stream": True,
     },
 }
 """Named recipes (``kd distill --preset NAME``): the fields each one changes from the defaults."""
@@ -249,6 +266,14 @@ class TrainConfig:
     checkpoint_every: int = setting(
         100, label="checkpoint every", help="save a checkpoint every N steps (0: never)", low=0
     )
+    save: str = setting(
+        "full",
+        label="save as",
+        help="what OUT receives: the full sentence-transformers folder, or a delta of the "
+        "tensors training changed (a few percent of the size; kd loads it like a model and "
+        "`kd export` rebuilds the full folder); delta-fp16 stores them in float16",
+        choices=SAVE_FORMS,
+    )
     device: str = setting("auto", label="device", choices=DEVICES)
     precision: str = setting(
         "auto",
@@ -258,7 +283,20 @@ class TrainConfig:
     )
     seed: int = setting(0, label="seed", low=0)
     max_steps: int = setting(0, label="step cap", help="stop after N steps (0: no cap)", low=0)
+    max_minutes: float = setting(
+        0.0,
+        label="time limit (minutes)",
+        help="end the run after this many minutes of wall time from its start, in any phase; "
+        "once training has begun the student so far is saved (0: no limit)",
+        low=0,
+    )
     resume: bool = setting(False, label="resume", help="continue from OUT/checkpoint")
+    stream: bool = setting(
+        False,
+        label="streaming",
+        help="the streaming path: data, teacher vectors and frozen-layer states on disk, read "
+        "as needed, so memory stays flat however large the corpus (always on under torchrun)",
+    )
 
     def __post_init__(self) -> None:
         self.langs = parse_langs(self.langs)
@@ -327,11 +365,13 @@ class TrainConfig:
 
     # Settings that may differ between a run and its resumption without changing the result.
     RESUME_FREE = (
+        "max_minutes",
         "device",
         "precision",
         "eval_every",
         "evals",
         "checkpoint_every",
+        "save",
         "out",
         "resume",
         "sts",

@@ -248,6 +248,35 @@ def _jsonl_rows(path: Path, text: str) -> Iterable[tuple[str, object]]:
         yield f":{number}", row
 
 
+def _jsonl_pair(
+    path: Path, where: str, row: object, lang: str | None, skips: _Skips | None = None
+) -> Pair | None:
+    """One decoded JSON row as a pair (``None``: skipped as empty or over-long), or the
+    ValueError that names its file and line."""
+    skips = skips or _Skips()
+    if not isinstance(row, dict) or "en" not in row:
+        raise ValueError(f"{path}{where}: expected a JSON object with keys 'en' and 'text'")
+    other = row.get("text", row.get("translation"))
+    row_lang = row.get("lang", lang)
+    for key, value in (("en", row["en"]), ("text", other), ("lang", row_lang)):
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{path}{where}: {key!r} must be a string, got {value!r:.40}")
+    if row_lang is not None and _lang_or_none(row_lang) == "en":
+        if other is not None:
+            raise ValueError(f"{path}{where}: a row with lang 'en' holds English only; drop 'text'")
+        en = clean_text(row["en"])
+        return Pair(en, None, "en", path.name) if skips.keep(en) else None
+    if row_lang is None:
+        raise ValueError(
+            f"{path}{where}: no language; add \"lang\" to the row or pass lang (e.g. 'de')"
+        )
+    code = _translation_lang(path, row_lang, where)
+    if other is None:
+        raise ValueError(f"{path}{where}: expected a JSON object with keys 'en' and 'text'")
+    en, other = clean_text(row["en"]), clean_text(other)
+    return Pair(en, other, code, path.name) if skips.keep(en, other) else None
+
+
 def read_jsonl(path: str | Path, lang: str | None = None) -> list[Pair]:
     """Read JSON Lines (or a JSON array) of objects ``{"en": ..., "text": ..., "lang": ...}``.
 
@@ -270,32 +299,9 @@ def read_jsonl(path: str | Path, lang: str | None = None) -> list[Pair]:
     pairs: list[Pair] = []
     skips = _Skips()
     for where, row in _jsonl_rows(path, text):
-        if not isinstance(row, dict) or "en" not in row:
-            raise ValueError(f"{path}{where}: expected a JSON object with keys 'en' and 'text'")
-        other = row.get("text", row.get("translation"))
-        row_lang = row.get("lang", lang)
-        for key, value in (("en", row["en"]), ("text", other), ("lang", row_lang)):
-            if value is not None and not isinstance(value, str):
-                raise ValueError(f"{path}{where}: {key!r} must be a string, got {value!r:.40}")
-        if row_lang is not None and _lang_or_none(row_lang) == "en":
-            if other is not None:
-                raise ValueError(
-                    f"{path}{where}: a row with lang 'en' holds English only; drop 'text'"
-                )
-            en = clean_text(row["en"])
-            if skips.keep(en):
-                pairs.append(Pair(en, None, "en", path.name))
-            continue
-        if row_lang is None:
-            raise ValueError(
-                f"{path}{where}: no language; add \"lang\" to the row or pass lang (e.g. 'de')"
-            )
-        code = _translation_lang(path, row_lang, where)
-        if other is None:
-            raise ValueError(f"{path}{where}: expected a JSON object with keys 'en' and 'text'")
-        en, other = clean_text(row["en"]), clean_text(other)
-        if skips.keep(en, other):
-            pairs.append(Pair(en, other, code, path.name))
+        pair = _jsonl_pair(path, where, row, lang, skips)
+        if pair is not None:
+            pairs.append(pair)
     return skips.finish(path, pairs)
 
 
@@ -395,6 +401,124 @@ def read_pairs(path: str | Path, lang: str | None = None) -> list[Pair]:
         f"{path}: unknown file type {path.suffix!r}; use .tsv or .txt (english<TAB>translation "
         "per line) or .jsonl/.json (objects with 'en', 'text' and 'lang')"
     )
+
+
+def _stream_lines(path: Path) -> Iterable[tuple[int, str]]:
+    """(line number, text) of a UTF-8 file read one line at a time: the streaming readers' input.
+
+    The same errors as :func:`_read_text`, found as the reading reaches them.
+    """
+    if not path.exists():
+        raise ValueError(f"{path}: file not found")
+    if not path.is_file():
+        raise ValueError(f"{path}: not a file")
+    try:
+        with path.open("rb") as fh:
+            for number, raw in enumerate(fh, start=1):
+                if number == 1:
+                    raw = raw.removeprefix(b"\xef\xbb\xbf")
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise ValueError(
+                        f"{path}:{number}: not valid UTF-8 (save the file as UTF-8)"
+                    ) from None
+                yield number, line.removesuffix("\n").removesuffix("\r")
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read ({err.strerror})") from None
+
+
+def iter_tsv(path: str | Path, lang: str | None = None, source: str | None = None):
+    """:func:`read_tsv`'s pairs one at a time, reading one line at a time (a file larger than
+    memory streams through). Same rules and messages; ``source`` names the pairs' source
+    (default: the file name).
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "de.tsv"
+        >>> _ = p.write_text("en\\tde\\nGood morning.\\tGuten Morgen.\\n", encoding="utf-8")
+        >>> [pair.other for pair in iter_tsv(p)]
+        ['Guten Morgen.']
+    """
+    path = Path(path)
+    given = _translation_lang(path, lang) if lang is not None else None
+    source = source or path.name
+    skips = _Skips()
+    code: str | None = None
+    kept = 0
+    for number, line in _stream_lines(path):
+        if not line.strip():
+            continue
+        cols = line.split("\t")
+        if len(cols) != 2:
+            raise ValueError(
+                f"{path}:{number}: expected 2 tab-separated columns (english, translation), "
+                f"found {len(cols)}"
+            )
+        if code is None:
+            header = cols[0].strip().lower() in _TSV_HEADER_EN
+            named = cols[1].strip()
+            if header and named.lower() not in _TSV_HEADER_OTHER:
+                code = _translation_lang(path, named, f":{number}")
+                if given is not None and given != code:
+                    raise ValueError(
+                        f"{path}:{number}: the header says {code!r} but lang={lang!r} was "
+                        "given; fix the header or the lang"
+                    )
+            else:
+                code = _translation_lang(path, given)
+            if header:
+                continue
+        en, other = clean_text(cols[0]), clean_text(cols[1])
+        if skips.keep(en, other):
+            kept += 1
+            yield Pair(en, other, code, source)
+    if not kept:
+        raise ValueError(f"{path}: no pairs found ({skips.describe()})")
+
+
+def iter_jsonl(path: str | Path, lang: str | None = None, source: str | None = None):
+    """:func:`read_jsonl`'s pairs one at a time from a JSON Lines file, one line at a time (a
+    JSON array, which cannot stream, is read whole by :func:`read_jsonl`)."""
+    path = Path(path)
+    with path.open("rb") as fh:
+        is_array = fh.read(4096).lstrip().removeprefix(b"\xef\xbb\xbf").startswith(b"[")
+    if is_array:
+        for pair in read_jsonl(path, lang):
+            yield Pair(pair.en, pair.other, pair.lang, source or pair.source)
+        return
+    source = source or path.name
+    kept = 0
+    for number, line in _stream_lines(path):
+        if not line.strip():
+            continue
+        # One line through read_jsonl's own rules: the same checks and the same messages.
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+        except RecursionError:
+            raise ValueError(f"{path}:{number}: not valid JSON (nested too deeply)") from None
+        pair = _jsonl_pair(path, f":{number}", row, lang)
+        if pair is not None:
+            kept += 1
+            yield Pair(pair.en, pair.other, pair.lang, source)
+    if not kept:
+        raise ValueError(f"{path}: no pairs found")
+
+
+def iter_pairs(path: str | Path, lang: str | None = None, source: str | None = None):
+    """:func:`read_pairs` one pair at a time: ``.tsv``/``.txt`` and JSON Lines stream line by
+    line; a Tatoeba directory is read whole."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if not path.is_dir() and suffix in (".tsv", ".txt"):
+        yield from iter_tsv(path, lang, source)
+    elif not path.is_dir() and suffix in (".jsonl", ".json") and path.is_file():
+        yield from iter_jsonl(path, lang, source)
+    else:
+        for pair in read_pairs(path, lang):
+            yield Pair(pair.en, pair.other, pair.lang, source or pair.source)
 
 
 def english_key(text: str) -> str:

@@ -26,7 +26,7 @@ def mse_loss(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
     Example:
         >>> t = F.normalize(torch.randn(4, 8), dim=-1)
-        >>> float(mse_loss(3 * t, t))  # scale does not matter, direction does
+        >>> round(float(mse_loss(3 * t, t)), 6)  # scale does not matter, direction does
         0.0
     """
     s = F.normalize(s, dim=-1)  # (B, D)
@@ -82,6 +82,38 @@ def rank_loss(
     """
     logits = F.normalize(s, dim=-1) @ bank.T / temperature  # (B, U)
     return F.cross_entropy(logits, target)
+
+
+def sampled_rank_loss(
+    s: torch.Tensor,
+    t: torch.Tensor,
+    bank: torch.Tensor,
+    bank_ids: torch.Tensor,
+    target: torch.Tensor,
+    temperature: float = 0.05,
+) -> torch.Tensor:
+    """:func:`rank_loss` against a bank that need not hold every training sentence.
+
+    ``t`` (B, D) is each item's own teacher vector (the positive), ``bank`` (K, D) teacher
+    vectors of K sentences with ids ``bank_ids`` (K,), ``target`` (B,) each item's sentence id.
+    A bank row of the item's own sentence is masked, so the positive counts once. With the
+    whole set as the bank this is :func:`rank_loss` exactly (the positive column moved first);
+    the streaming path uses a fixed sample of at most ``kd.stream.RANK_BANK`` sentences, so a
+    corpus of millions costs no more per step than one of thousands.
+
+    Example:
+        >>> bank = F.normalize(torch.randn(10, 8), dim=-1)
+        >>> ids = torch.arange(10)
+        >>> a = sampled_rank_loss(bank[:3], bank[:3], bank, ids, ids[:3], 0.1)
+        >>> bool(torch.isclose(a, rank_loss(bank[:3], bank, ids[:3], 0.1)))
+        True
+    """
+    s = F.normalize(s, dim=-1)
+    positive = (s * t).sum(-1, keepdim=True) / temperature  # (B, 1)
+    negative = s @ bank.T / temperature  # (B, K)
+    negative = negative.masked_fill(bank_ids[None, :] == target[:, None], float("-inf"))
+    logits = torch.cat([positive, negative], dim=1)  # (B, 1 + K)
+    return F.cross_entropy(logits, torch.zeros(len(s), dtype=torch.long, device=s.device))
 
 
 def distillation_loss(

@@ -142,7 +142,13 @@ class Encoder(nn.Module):
 
     @classmethod
     def load(cls, name: str, device: str = "cpu") -> Encoder:
-        """Load a teacher or student by id or directory (see :func:`resolve_model`)."""
+        """Load a teacher or student by id or directory (see :func:`resolve_model`); a delta
+        folder (:mod:`kd.delta`) is rebuilt from its base model."""
+        from kd.delta import is_delta, load_delta
+
+        if is_delta(name):
+            resolve_model(name)  # the same folder checks as any model (no pickle file)
+            return load_delta(name, device, name=name)
         return cls(name, _load_sentence_transformer(name, device), device)
 
     def fingerprint(self) -> str:

@@ -160,19 +160,25 @@ class FrozenPrefixCache:
     def lengths(self) -> np.ndarray:
         return (self.offsets[1:] - self.offsets[:-1]).numpy()
 
+    def item_states(self, i: int) -> torch.Tensor:
+        """The cached states of item ``i``: (n_i, H). (:class:`kd.disk_cache.DiskPrefixCache`
+        reads them from disk instead.)"""
+        return self.states[self.offsets[i] : self.offsets[i + 1]]
+
     def embed(self, idx: np.ndarray) -> torch.Tensor:
         """Student vectors (B, D) with gradients through the top layers and the head."""
-        lens = [int(self.offsets[i + 1] - self.offsets[i]) for i in idx]
-        longest = max(lens)
-        dim = self.states.shape[1]
+        rows = [self.item_states(int(i)) for i in idx]
+        longest = max(r.shape[0] for r in rows)
+        dim = rows[0].shape[1]
+        device = torch.device(self.encoder.device_name)
         # bf16 states feed bf16 compute as they are; fp32 compute widens them while copying.
-        autocasting = torch.is_autocast_enabled(self.states.device.type)
-        dtype = self.states.dtype if autocasting else torch.float32
-        hidden = self.states.new_zeros((len(idx), longest, dim), dtype=dtype)  # (B, T, H)
-        mask = torch.zeros((len(idx), longest), dtype=torch.long, device=self.states.device)
-        for row, (i, n) in enumerate(zip(idx, lens, strict=True)):
-            hidden[row, :n] = self.states[self.offsets[i] : self.offsets[i] + n]
-            mask[row, :n] = 1
+        autocasting = torch.is_autocast_enabled(device.type)
+        dtype = rows[0].dtype if autocasting else torch.float32
+        hidden = torch.zeros((len(idx), longest, dim), dtype=dtype, device=device)  # (B, T, H)
+        mask = torch.zeros((len(idx), longest), dtype=torch.long, device=device)
+        for row, r in enumerate(rows):
+            hidden[row, : r.shape[0]] = r
+            mask[row, : r.shape[0]] = 1
         hidden = run_layers(self.encoder.transformer, self.top, hidden, mask)  # (B, T, H)
         return self.encoder.pool_and_project(hidden, mask)
 

@@ -49,6 +49,7 @@ from torch import nn
 from kd.checkpoint import load_checkpoint, save_checkpoint
 from kd.config import TrainConfig
 from kd.dataset import Dataset, read_dataset
+from kd.delta import save_student, trained_keys, weights_fingerprint
 from kd.evaluate import evaluate
 from kd.io import atomic_write_json, atomic_write_npy, cache_dir
 from kd.losses import distillation_loss, rank_loss
@@ -60,6 +61,7 @@ from kd.models import (
     prepare_torch,
     resolve_precision,
 )
+from kd.stopping import EvaluationCut, RunStopped, StopCheck
 from kd.student_forward import embed_in_batches, make_runner, trainable_parameters
 from kd.watch import watch_set
 
@@ -151,6 +153,8 @@ class RunResult:
     metrics: dict
     steps: int
     stopped: bool
+    saved: str = "full"
+    """``full`` or ``delta``: the form :func:`kd.delta.save_student` wrote."""
 
 
 def distill(
@@ -167,15 +171,25 @@ def distill(
         on_step: called after every optimisation step with ``(step, metrics)``; metrics hold
             ``loss``, ``lr``, ``epoch``, ``items_per_s``, ``eta_s`` and ``total_steps``, plus
             ``eval`` (per-language metrics) on evaluation steps.
-        should_stop: polled every step; when it returns True the run ends early and the
-            student trained so far is evaluated and saved.
+        should_stop: polled every step and from every other phase (once a batch, through
+            :class:`kd.stopping.StopCheck`, as ``cfg.max_minutes`` is): when it returns True
+            during training the run ends early and the student trained so far is evaluated
+            (for at most :data:`kd.stopping.STOP_GRACE_S` more seconds) and saved; before
+            training begins, :class:`kd.stopping.RunStopped` is raised.
         status: receives one-line descriptions of the phases (loading, caching, ...).
         progress: ``(phase, done, total)`` during the encoding phases.
 
     Example:
         >>> distill(TrainConfig(out="student", epochs=1))  # doctest: +SKIP
     """
+    from kd.distributed import launched
+
+    if cfg.stream or launched():  # data on disk, and DDP under torchrun (kd/stream.py)
+        from kd.stream import distill_stream
+
+        return distill_stream(cfg, on_step, should_stop, status, progress)
     say = status or (lambda msg: log.info(msg))
+    halt = StopCheck(should_stop, cfg.max_minutes)  # Stop and the time limit, in every phase
     out = Path(cfg.out)
     device = pick_device(cfg.device)
     prepare_torch(device)
@@ -186,7 +200,9 @@ def distill(
     student = Encoder.load(cfg.student, device)
     teacher.requires_grad_(False)
     teacher.max_seq_length = min(teacher.max_seq_length, cfg.max_seq_length * 2)
+    base_fingerprint = weights_fingerprint(student)  # a delta names the weights it applies to
 
+    halt.check()
     say("reading parallel data")
     data = read_dataset(cfg)
     if data.note:
@@ -200,27 +216,32 @@ def distill(
     tvec = teacher_vectors(
         teacher,
         data.english,
-        progress=lambda d, n: progress and progress("teacher", d, n),
+        progress=halt.progress(lambda d, n: progress and progress("teacher", d, n)),
         precision=precision,
     )
-    eval_teacher = {lang: teacher_vectors(teacher, en) for lang, (en, _x) in data.eval_sets.items()}
+    eval_teacher = {
+        lang: teacher_vectors(teacher, en, progress=halt.progress())
+        for lang, (en, _x) in data.eval_sets.items()
+    }
 
     metrics: dict = {"config": cfg.to_dict(), "data": data.summary(), "sources": data.sources}
     if data.eval_sets:
         say("evaluating the teacher and the untrained student on held-out pairs")
-        metrics["teacher"] = evaluate(data.eval_sets, eval_teacher, teacher.encode)
-        metrics["student_untrained"] = evaluate(data.eval_sets, eval_teacher, student.encode)
+        metrics["teacher"] = evaluate(data.eval_sets, eval_teacher, halt.guard(teacher.encode))
+        metrics["student_untrained"] = evaluate(
+            data.eval_sets, eval_teacher, halt.guard(student.encode)
+        )
     # A few held-out translations watched through the run (kd.watch): the untrained student's
     # vectors first, where its width is the teacher's.
-    watch = watch_set(data.eval_sets, teacher.encode)
+    watch = watch_set(data.eval_sets, halt.guard(teacher.encode))
     if watch is not None:
-        watch.snapshot("untrained", student.encode)
+        watch.snapshot("untrained", halt.guard(student.encode))
     sts_sets = _sts_sets(cfg)
     if sts_sets:
         from kd.sts import cached_encode, embed_sts
 
         say(f"STS: embedding {cfg.sts_pairs} pairs a language with the untrained student")
-        untrained_sts = cached_encode(student.encode)
+        untrained_sts = cached_encode(halt.guard(student.encode))
         embed_sts(sts_sets, untrained_sts)  # remembered: training changes the student
 
     say(f"caching the student's {cfg.freeze_layers} frozen layers for {len(data.texts)} items")
@@ -236,7 +257,7 @@ def distill(
             data.texts,
             cfg.freeze_layers,
             cfg.max_seq_length,
-            progress=lambda d, n: progress and progress("student cache", d, n),
+            progress=halt.progress(lambda d, n: progress and progress("student cache", d, n)),
             dtype=torch.bfloat16 if precision == "bf16" else torch.float32,
         )
     lengths = runner.lengths()
@@ -250,6 +271,7 @@ def distill(
     student.head, student.normalize = None, False
     with autocast(device, precision):
         pooled = embed_in_batches(runner, fit_on)
+    halt.check()
     student.head = fit_linear_head(pooled, tvec[data.target[fit_on]]).to(device)
     student.normalize = True
     student.dim = student.head.out_features
@@ -288,6 +310,7 @@ def distill(
     targets = torch.from_numpy(tvec).to(device)  # (U, D)
     target_idx = torch.from_numpy(data.target)
     student.train()
+    halt.training = True  # from here on an early end keeps the student trained so far
     stopped = False
     started, done_at_start = time.perf_counter(), step
     history: list[dict] = []
@@ -299,7 +322,7 @@ def distill(
                 continue  # already done before a resume
             if step >= total:
                 break
-            if should_stop and should_stop():
+            if halt.halted():
                 stopped = True
                 break
             with autocast(device, precision):
@@ -329,10 +352,14 @@ def distill(
                 "total_steps": total,
             }
             if eval_every and step % eval_every == 0 and data.eval_sets and step < total:
-                record["eval"] = _evaluate_student(student, data, eval_teacher)
-                if watch is not None:
-                    watch.snapshot(f"step {step}", student.encode)
-                    record["watch"] = watch
+                try:
+                    record["eval"] = _evaluate_student(student, data, eval_teacher, halt)
+                    if watch is not None:
+                        watch.snapshot(f"step {step}", halt.guard(student.encode))
+                        record["watch"] = watch
+                except EvaluationCut:  # stopped during this evaluation, and out of time
+                    record.pop("eval", None)
+                    stopped = True
             kept = {k: v for k, v in record.items() if k not in ("eval", "watch")}
             history.append({"step": step} | kept)
             if on_step:
@@ -347,17 +374,26 @@ def distill(
         save_checkpoint(ckpt, named, optimizer, {"step": step, "config": cfg.to_dict()})
     student.eval()
     student.max_seq_length = full_length
-    if data.eval_sets:
-        say("evaluating the distilled student")
-        metrics["student_distilled"] = _evaluate_student(student, data, eval_teacher)
-    if watch is not None:
-        watch.snapshot("distilled" if not stopped else f"stopped (step {step})", student.encode)
-    if sts_sets:
-        from kd.sts import sts_report
+    if halt.reason:
+        metrics["stop_reason"] = halt.reason
+    try:  # after a Stop or the time limit, for STOP_GRACE_S at most (kd.stopping)
+        if data.eval_sets:
+            say("evaluating the distilled student")
+            metrics["student_distilled"] = _evaluate_student(student, data, eval_teacher, halt)
+        if watch is not None:
+            label = "distilled" if not stopped else f"stopped (step {step})"
+            watch.snapshot(label, halt.guard(student.encode))
+        if sts_sets:
+            from kd.sts import sts_report
 
-        say("STS: scoring the teacher, the untrained and the distilled student")
-        models = {"student_untrained": untrained_sts, "student_distilled": student.encode}
-        metrics["sts"] = sts_report(sts_sets, teacher.encode, models)
+            say("STS: scoring the teacher, the untrained and the distilled student")
+            distilled = halt.guard(student.encode)
+            models = {"student_untrained": untrained_sts, "student_distilled": distilled}
+            metrics["sts"] = sts_report(sts_sets, halt.guard(teacher.encode), models)
+    except EvaluationCut as cut:
+        stopped = True
+        metrics["evaluation_cut"] = str(cut)
+        say(str(cut))
     metrics |= {
         "steps": step,
         "total_steps": total,
@@ -367,9 +403,19 @@ def distill(
         "peak_rss_gb": peak_rss_gb(),
     }
     say(f"saving the student to {out}")
-    student.save(out, keep=(CHECKPOINT,))
     # The teacher's fingerprint lets an index built by the teacher accept this student's queries.
     run_config = cfg.to_dict() | {"teacher_fingerprint": teacher.fingerprint()}
+    saved = save_student(
+        student,
+        out,
+        cfg.save,
+        base=cfg.student,
+        base_fingerprint=base_fingerprint,
+        changed=trained_keys(student),
+        extra={"config": run_config, "metrics": _headline(metrics)},
+        keep=(CHECKPOINT,),
+    )
+    say(saved.describe())
     atomic_write_json(out / "kd_config.json", run_config)
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_json(out / "history.json", history)
@@ -379,7 +425,14 @@ def distill(
         import shutil
 
         shutil.rmtree(ckpt, ignore_errors=True)
-    return RunResult(out=out, metrics=metrics, steps=step, stopped=stopped)
+    return RunResult(out=out, metrics=metrics, steps=step, stopped=stopped, saved=saved.kind)
+
+
+def _headline(metrics: dict) -> dict:
+    """The run's numbers a delta's manifest carries: held-out results, STS, time and memory."""
+    keys = ("teacher", "student_untrained", "student_distilled", "sts", "steps", "stopped")
+    keys += ("train_seconds", "peak_rss_gb")
+    return {k: metrics[k] for k in keys if k in metrics}
 
 
 def _sts_sets(cfg: TrainConfig) -> dict:
@@ -393,9 +446,10 @@ def _sts_sets(cfg: TrainConfig) -> dict:
     return {lang: s for lang, s in present.items() if lang in langs}
 
 
-def _evaluate_student(student: Encoder, data: Dataset, eval_teacher) -> dict:
+def _evaluate_student(student: Encoder, data: Dataset, eval_teacher, halt=None) -> dict:
     # Encoder.encode runs in eval mode (no dropout) and restores training mode afterwards.
-    return evaluate(data.eval_sets, eval_teacher, student.encode)
+    encode = halt.guard(student.encode) if halt is not None else student.encode
+    return evaluate(data.eval_sets, eval_teacher, encode)
 
 
 def _check_resumable(cfg: TrainConfig, meta: dict) -> None:
@@ -422,4 +476,4 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-__all__ = ["Dataset", "RunResult", "distill", "fit_linear_head", "teacher_vectors"]
+__all__ = ["Dataset", "RunResult", "RunStopped", "distill", "fit_linear_head", "teacher_vectors"]

@@ -332,8 +332,8 @@ def test_prepare_run_rejects_bad_settings(tmp_path, tiny_teacher, tiny_student):
         with pytest.raises(gr.Error) as err:
             prepare_run(*form, Visitor())
         assert expected in _message(err), (kw, _message(err))
-    status, visitor = prepare_run(*_form(tiny_teacher, tiny_student, pairs), None)
-    assert "Queued" in status and isinstance(visitor, Visitor)
+    visitor = prepare_run(*_form(tiny_teacher, tiny_student, pairs), None)
+    assert isinstance(visitor, Visitor) and visitor.queued and visitor.config
 
 
 def test_make_config_adds_the_uploaded_languages(tmp_path, tiny_teacher, tiny_student):
@@ -425,11 +425,19 @@ def test_distill_then_compare_with_per_visitor_students(
     assert list(table["language"].unique()) == ["mean", "fr"]
     assert [t.name for t in bars.data] == ["teacher", "student, untrained", "student, distilled"]
 
-    # The zip holds a folder that SentenceTransformer loads.
+    # The zip holds a delta (the app's runs save the tensors they changed) with a README on
+    # loading it; `kd export` turns it into a folder SentenceTransformer loads.
+    from kd.cli import main as kd_main
+
     unpacked = tmp_path / "unzipped"
     with zipfile.ZipFile(zip_path) as zf:
         zf.extractall(unpacked)
-    vecs = SentenceTransformer(str(unpacked), device="cpu").encode(["le chat"])
+    assert (unpacked / "kd_delta.json").is_file() and "kd export" in (
+        unpacked / "README.md"
+    ).read_text()
+    assert "a delta" in status and "kd export" in status
+    assert kd_main(["export", "--model", str(unpacked), "--out", str(tmp_path / "full")]) == 0
+    vecs = SentenceTransformer(str(tmp_path / "full"), device="cpu").encode(["le chat"])
     assert vecs.shape == (1, 32)
 
     # Alice sees her student; Bob, with his own state, does not.
@@ -456,7 +464,7 @@ def test_stop_before_start_and_during_a_run(tmp_path, tiny_teacher, tiny_student
     visitor = Visitor()
     assert "Nothing" in request_stop(None) and "Nothing" in request_stop(visitor)
     assert not visitor.stop_requested
-    _, visitor = prepare_run(*_form(tiny_teacher, tiny_student, pairs), visitor)
+    visitor = prepare_run(*_form(tiny_teacher, tiny_student, pairs), visitor)
     assert visitor.queued and "before" in request_stop(visitor)
     outputs = list(run_distillation(*_form(tiny_teacher, tiny_student, pairs), visitor))
     assert len(outputs) == 1 and "before the run started" in outputs[0][0]
@@ -467,7 +475,8 @@ def test_stop_before_start_and_during_a_run(tmp_path, tiny_teacher, tiny_student
     last = None
     for out in run:
         last = out
-        if visitor.training and not visitor.stop_requested and out[1] is not gr.skip():
+        training = isinstance(out[0], str) and "· loss" in out[0]  # a step was reported
+        if visitor.training and not visitor.stop_requested and training:
             assert "Stopping" in request_stop(visitor)
     status = last[0]
     assert "stopped early" in status, status
@@ -520,9 +529,10 @@ def test_bad_model_during_the_run_is_a_gr_error(tmp_path, tiny_student, isolated
 
 
 def test_server_status_mentions_models_and_umap(tiny_teacher):
-    get_encoder(tiny_teacher)
-    line = server_status()
-    assert "UMAP" in line and "ready" in line
+    visitor = Visitor()
+    get_encoder(tiny_teacher, visitor=visitor)
+    line = server_status(visitor)
+    assert "UMAP" in line and f"`{Path(tiny_teacher).name}` ready" in line
 
 
 def test_server_status_forgets_old_failures_and_ends_trainings(tmp_path, monkeypatch):
@@ -534,12 +544,13 @@ def test_server_status_forgets_old_failures_and_ends_trainings(tmp_path, monkeyp
     broken.mkdir()
     (broken / "model.safetensors").write_bytes(b"not weights")
     monkeypatch.setenv(settings.MODEL_DIRS_ENV, str(tmp_path))
+    visitor = Visitor()
     with pytest.raises(Exception):  # noqa: B017 - whatever the loader raises
-        get_encoder(str(broken))
-    assert "`broken-model` failed to load" in server_status()
+        get_encoder(str(broken), visitor=visitor)
+    assert "`broken-model` failed to load" in server_status(visitor)
     clock = model_cache.time.monotonic() + FAILURE_SHOWN_S + 1
     monkeypatch.setattr(model_cache.time, "monotonic", lambda: clock)
-    assert "broken-model" not in server_status()
+    assert "broken-model" not in server_status(visitor)
     training_started()
     try:
         assert "training: 1 running" in server_status()
@@ -757,6 +768,15 @@ def test_browser_end_to_end(served, tmp_path, tiny_teacher, tiny_student, isolat
             == "nowrap"
         )
         page.screenshot(path=str(shots / "distill.png"), full_page=True)
+        # A refused form afterwards is a toast; the finished run's message stays readable, with
+        # no error badge over it.
+        rate = page.get_by_label("learning rate")
+        rate.fill("0")
+        page.locator("#start").click()
+        page.locator("[data-testid=toast-body]", has_text="learning rate").first.wait_for()
+        shown = page.locator("#run-status").inner_text()
+        assert "Distillation finished" in shown and "Error" not in shown, shown
+        rate.fill("0.0003")
 
         # Compare: three heatmaps now (teacher, untrained, distilled).
         page.get_by_role("tab", name="Compare").click()
@@ -801,6 +821,44 @@ def test_browser_end_to_end(served, tmp_path, tiny_teacher, tiny_student, isolat
         browser.close()
     for name in ("distill-running", "distill", "compare", "aligned", "search", "learn"):
         assert (shots / f"{name}.png").stat().st_size > 10_000, name
+
+
+def test_browser_first_page_shows_the_prebuilt_student(served, isolated_cache):
+    """Without any training, the page opens on Compare with the pre-built student's heatmap
+    beside the teacher's and the untrained student's, and its dev-set numbers above."""
+    from webapp.prebuilt import prebuilt_dir
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    if prebuilt_dir() is None:
+        pytest.skip("no pre-built student (assets/prebuilt-student, or KD_PREBUILT)")
+    _, url = served
+    label = settings.MODEL_LABELS["prebuilt"]
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        page.wait_for_function(
+            "() => document.querySelector('#heatmaps .js-plotly-plot')?.data?.length === 3",
+            timeout=120_000,
+        )
+        names = page.evaluate(
+            "() => document.querySelector('#heatmaps .js-plotly-plot').data.map(t => t.name)"
+        )
+        assert names == ["teacher", "student, untrained", label], names
+        note = page.locator("#prebuilt-note").inner_text()
+        assert label in note and "Tatoeba dev set" in note and "%" in note, note
+        assert page.locator("#compare-text").is_visible()  # the Compare tab is the one open
+        shots = (
+            Path(os.environ.get("KD_SCREENSHOTS", "")) if os.environ.get("KD_SCREENSHOTS") else None
+        )
+        if shots:
+            page.screenshot(path=str(shots / "first-page.png"), full_page=True)
+        browser.close()
 
 
 def test_requirements_txt_matches_pyproject():

@@ -192,3 +192,96 @@ def test_twenty_visitors_while_two_train(
             TEXT, tiny_teacher, tiny_student, api_name="/compare"
         )
         assert "student, distilled" not in _heatmap_names(plot)
+
+
+@pytest.mark.slow
+def test_twenty_visitors_upload_the_maximum_and_stop_frees_the_slot(
+    tmp_path, monkeypatch, allow_tiny_models, isolated_cache, tiny_teacher, tiny_student
+):
+    """Issue 16's bench (loopback only, bounded): 20 visitors each upload the largest file the
+    page takes, as often as the route lets them, while two distil; one presses Stop mid-run.
+    Asserted: the disk used for visitors never exceeds the stated budget, the route refuses
+    what is over a client's quota, and after Stop the slot frees within the grace period (the
+    next visitor's run then finishes)."""
+    import httpx
+    from gradio_client import Client, handle_file
+
+    from kd.stopping import STOP_GRACE_S
+    from webapp import budget
+
+    mb = 2**20
+    monkeypatch.setattr(settings, "WORK_ROOT", tmp_path / "visitors")
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    monkeypatch.setattr(settings, "MAX_STUDENT_ZIP_BYTES", 2 * mb)  # the largest upload
+    monkeypatch.setattr(settings, "UPLOAD_QUOTA_BYTES", 5 * mb)  # two and a half an hour
+    monkeypatch.setattr(settings, "DISK_BUDGET_BYTES", 60 * mb)  # 20 x 5 MB would be 100
+    monkeypatch.setattr(settings, "RUN_RESERVE_BYTES", 4 * mb)
+    with serve_app() as (_, url, _port):
+        used: list[int] = []
+        sampling = threading.Event()
+
+        def sample() -> None:
+            while not sampling.wait(0.2):
+                used.append(budget.used_bytes())
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        stopper, waiter = Client(url, verbose=False), Client(url, verbose=False)
+        long_form = _form(tiny_teacher, tiny_student, None, epochs=5, batch_size=4, evals=0)
+        long_form[-1] = handle_file(str(_pairs_file(tmp_path / "long.tsv", n=200)))
+        long_job = stopper.submit(*long_form, api_name="/distill")
+        short_form = _form(tiny_teacher, tiny_student, None, evals=0)
+        short_form[-1] = handle_file(str(_pairs_file(tmp_path / "short.tsv", seed=3)))
+        short_job = waiter.submit(*short_form, api_name="/distill")
+
+        answers: dict[int, list[int]] = {}
+
+        def upload(i: int) -> None:
+            codes = []
+            for _ in range(3):  # 6 MB asked, 5 MB allowed an hour: the third is refused
+                body = os.urandom(2 * mb - 4096)
+                response = httpx.post(
+                    f"{url}gradio_api/upload",
+                    files=[("files", (f"v{i}.zip", body, "application/zip"))],
+                    # uvicorn takes the client's address from a loopback proxy's header:
+                    # twenty clients, as twenty visitors behind the Space's proxy would be.
+                    headers={"X-Forwarded-For": f"10.0.0.{i}"},
+                    timeout=120,
+                )
+                codes.append(response.status_code)
+            answers[i] = codes
+
+        threads = [threading.Thread(target=upload, args=(i,)) for i in range(VISITORS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:  # Stop once the long run is training
+            outs = long_job.outputs()
+            if any(isinstance(o[0], str) and "· loss" in o[0] for o in outs):
+                break
+            time.sleep(0.2)
+        stopped_at = time.monotonic()
+        stopper.predict(api_name="/stop")
+        final_long = long_job.result(timeout=240)
+        freed_after = time.monotonic() - stopped_at
+        final_short = short_job.result(timeout=240)
+        sampling.set()
+        sampler.join()
+
+    codes = [c for cs in answers.values() for c in cs]
+    print(
+        f"uploads: {codes.count(200)} stored, {codes.count(429)} over quota, "
+        f"{codes.count(507)} over budget; peak disk {max(used) / mb:.0f} MB of "
+        f"{settings.DISK_BUDGET_BYTES / mb:.0f} MB; slot free {freed_after:.1f} s after Stop"
+    )
+    assert len(answers) == VISITORS and set(codes) <= {200, 429, 507}
+    assert all(cs.count(200) <= 2 for cs in answers.values())  # no client past its quota
+    assert codes.count(429) > 0
+    assert codes.count(507) > 0  # the budget, not the quotas, stopped the rest
+    assert max(used) <= settings.DISK_BUDGET_BYTES
+    assert "stopped early" in final_long[0], final_long[0]
+    assert freed_after < STOP_GRACE_S + 60  # the grace period, plus saving on a busy machine
+    assert "Distillation finished" in final_short[0], final_short[0]

@@ -89,10 +89,11 @@ def test_search_ranks_the_collection_under_each_model(
     tiny_teacher, tiny_student, tiny_distilled, isolated_cache, allow_tiny_models
 ):
     query = example_queries()[0]
-    notes, teacher, untrained, distilled = search(
+    notes, teacher, untrained, prebuilt, distilled = search(
         query, 5, ALL_LANGS, tiny_teacher, tiny_student, None
     )
-    assert len(teacher) == len(untrained) == 5 and distilled.empty
+    # The pre-built student learnt from another teacher: its table stays empty with this one.
+    assert len(teacher) == len(untrained) == 5 and prebuilt.empty and distilled.empty
     assert "No *student, distilled* yet" in notes
     assert list(teacher["rank"]) == [1, 2, 3, 4, 5]
     assert list(teacher["score"]) == sorted(teacher["score"], reverse=True)
@@ -101,7 +102,7 @@ def test_search_ranks_the_collection_under_each_model(
 
     # The visitor's student searches the teacher's index (same space), not one of its own.
     visitor = Visitor(student_dir=tiny_distilled, teacher=tiny_teacher)
-    notes, _, _, distilled = search(query, 3, "de", tiny_teacher, tiny_student, visitor)
+    notes, _, _, _, distilled = search(query, 3, "de", tiny_teacher, tiny_student, visitor)
     assert len(distilled) == 3 and set(distilled["lang"]) == {"de"}
     assert "same space" in notes
     dbs = sorted(p.name for p in (isolated_cache / "search").glob("*.db"))
@@ -154,7 +155,9 @@ def test_the_team_queries_find_their_sentences_with_the_real_student(isolated_ca
     queries = [line.split("\t") for line in SEARCH_QUERIES.read_text("utf-8").splitlines()[1:]]
     found = 0
     for _lang, query, expected in queries:
-        _, _, untrained, _ = search(query, 10, ALL_LANGS, DEFAULT_TEACHER, DEFAULT_STUDENT, None)
+        _, _, untrained, _, _ = search(
+            query, 10, ALL_LANGS, DEFAULT_TEACHER, DEFAULT_STUDENT, None
+        )
         found += expected in set(untrained["id"])
     assert found / len(queries) >= 0.8, (found, len(queries))
     assert Path(SEARCH_COLLECTION).is_file()

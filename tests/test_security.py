@@ -200,7 +200,8 @@ def test_symlinks_out_of_a_model_folder_are_refused(tmp_path, monkeypatch, tiny_
     for name in (root / "escape", root / "etc", root / "real" / ".." / ".." / "outside"):
         with pytest.raises(ValueError, match="unknown model"):
             check_model_name(str(name))
-    assert check_model_name(str(root / "alias")) == str(root / "alias")  # stays inside
+    # Stays inside; named by where it leads (one canonical name per folder: issue 16).
+    assert check_model_name(str(root / "alias")) == str(inside)
     with pytest.raises(ValueError, match="not a file"):
         check_model_name(str(inside / "config.json"))
     with pytest.raises(ValueError, match="no such folder"):
@@ -208,7 +209,13 @@ def test_symlinks_out_of_a_model_folder_are_refused(tmp_path, monkeypatch, tiny_
 
 
 def test_allowed_model_names(tmp_path, monkeypatch, tiny_teacher, isolated_cache):
+    import webapp.guards
+
     visitor = Visitor()
+    # Hub ids pass where the server downloads (KD_HUB_MODELS) and the repository is small.
+    monkeypatch.setattr(settings, "HUB_MODELS", True)
+    monkeypatch.setattr("kd.sources.hub_reachable", lambda *a, **k: True)
+    monkeypatch.setattr(webapp.guards, "hub_repo_bytes", lambda name: 1000)
     for name in (
         settings.DEFAULT_TEACHER,
         settings.DEFAULT_STUDENT,
@@ -473,7 +480,7 @@ def test_student_zip_refusals_in_the_handler(tmp_path, monkeypatch, tiny_student
         (None, "no file uploaded"),
         (str(text), "unknown file type; upload the .zip"),
         (str(_zip(tmp_path / "p.zip", {"model.pt": b"\x80"})), "pickle"),
-        (str(empty), "no modules.json"),
+        (str(empty), "no kd_delta.json or modules.json"),
         (str(broken), "the zip: no model weights"),
     ]
     for path, expected in cases:

@@ -136,13 +136,8 @@ def test_short_run_does_not_collapse(tmp_path, tiny_teacher, tiny_student, isola
 
 def test_stop_then_resume_continues(tmp_path, tiny_teacher, tiny_student, isolated_cache):
     cfg = _cfg(tmp_path, tiny_teacher, tiny_student, checkpoint_every=2)
-    calls = {"n": 0}
-
-    def stop_after_four():
-        calls["n"] += 1
-        return calls["n"] > 4
-
-    first = distill(cfg, should_stop=stop_after_four)
+    steps: list[int] = []  # should_stop is polled in every phase, so it counts steps, not calls
+    first = distill(cfg, on_step=lambda s, _: steps.append(s), should_stop=lambda: len(steps) >= 4)
     assert first.stopped and first.steps == 4
     assert (tmp_path / "student" / "checkpoint" / "meta.json").exists()
     resumed = distill(_cfg(tmp_path, tiny_teacher, tiny_student, checkpoint_every=2, resume=True))
@@ -159,7 +154,8 @@ def test_stop_then_resume_continues(tmp_path, tiny_teacher, tiny_student, isolat
 
 def test_resume_refuses_other_settings(tmp_path, tiny_teacher, tiny_student, isolated_cache):
     cfg = _cfg(tmp_path, tiny_teacher, tiny_student, checkpoint_every=1)
-    distill(cfg, should_stop=iter([False, False, True]).__next__)
+    steps: list[int] = []
+    distill(cfg, on_step=lambda s, _: steps.append(s), should_stop=lambda: len(steps) >= 2)
     changed = _cfg(tmp_path, tiny_teacher, tiny_student, checkpoint_every=1, resume=True, lr=5e-4)
     with pytest.raises(ValueError, match="different settings.*lr"):
         distill(changed)
@@ -167,7 +163,8 @@ def test_resume_refuses_other_settings(tmp_path, tiny_teacher, tiny_student, iso
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path, tiny_teacher, tiny_student, isolated_cache):
     cfg = _cfg(tmp_path, tiny_teacher, tiny_student, checkpoint_every=1)
-    distill(cfg, should_stop=iter([False, False, True]).__next__)
+    steps: list[int] = []
+    distill(cfg, on_step=lambda s, _: steps.append(s), should_stop=lambda: len(steps) >= 2)
     state = tmp_path / "student" / "checkpoint" / "state.safetensors"
     state.write_bytes(state.read_bytes()[:100])
     with pytest.raises(ValueError, match="corrupt or truncated"):

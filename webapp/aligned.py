@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 
 from kd.langs import parse_langs
+from webapp import settings
 from webapp.guards import check_data_dir
 from webapp.model_cache import model_vectors
 from webapp.session import Visitor, user_error
-from webapp.settings import MAX_LANGS, MAX_POINTS, MODEL_LABELS, PAIRS_DIR, SOURCES
+from webapp.settings import MAX_LANGS, MODEL_LABELS, PAIRS_DIR, SOURCES
 from webapp.teacher_space import numbers_line, teacher_space_figure
 from webapp.uploads import check_upload, read_upload
 
@@ -18,16 +19,44 @@ def builtin_langs() -> list[str]:
     return sorted(p.stem for p in PAIRS_DIR.glob("*.tsv"))
 
 
+def points_limit(method: str) -> int:
+    """Most sentences a model one Draw projects with ``method``: the cost cap (UMAP costs far
+    more a point than PCA), ``settings.MAX_POINTS_BY_METHOD``.
+
+    Raises:
+        ValueError: an unknown projection.
+    """
+    limits = settings.MAX_POINTS_BY_METHOD
+    if method not in limits:
+        raise ValueError(f"unknown projection {method!r}; pick one of {', '.join(limits)}")
+    return limits[method]
+
+
+def limits_note() -> str:
+    """Draw's cost cap in words, for the form."""
+    caps = settings.MAX_POINTS_BY_METHOD
+    return "at most " + ", ".join(
+        f"{n:,} sentences a model with {m.upper()}" for m, n in caps.items()
+    )
+
+
 def sentence_set(
-    source: str, tatoeba_dir: str | None, upload: str | None, langs_text: str, per_lang: int
+    source: str,
+    tatoeba_dir: str | None,
+    upload: str | None,
+    langs_text: str,
+    per_lang: int,
+    method: str = "pca",
 ) -> tuple[list[str], list[str], list[int]]:
     """Sentences, their languages and pair ids: each English sentence once, then translations.
 
     Raises:
-        ValueError: an unknown language, a missing or malformed source, too many points.
+        ValueError: an unknown language, a missing or malformed source, more points than
+            ``method``'s cap (:func:`points_limit`).
     """
     from kd.data import read_tatoeba, read_tsv, sample_per_lang
 
+    limit = points_limit(method)
     langs = parse_langs(langs_text or "")
     if len(langs) > MAX_LANGS:
         raise ValueError(f"{len(langs)} languages; pick at most {MAX_LANGS}")
@@ -69,10 +98,12 @@ def sentence_set(
     english = list(dict.fromkeys(p.en for p in pairs))
     ids = {en: i for i, en in enumerate(english)}
     sentences = english + [p.other for p in pairs]
-    if len(sentences) > MAX_POINTS:
+    if len(sentences) > limit:
+        other = [m.upper() for m, n in settings.MAX_POINTS_BY_METHOD.items() if n > limit]
+        also = f", or use {' or '.join(other)}" if other else ""
         raise ValueError(
-            f"that is {len(sentences):,} sentences per model; the limit is {MAX_POINTS:,}: "
-            "lower 'sentences per language' or pick fewer languages"
+            f"that is {len(sentences):,} sentences per model; the limit with {method.upper()} "
+            f"is {limit:,}: lower 'sentences per language' or pick fewer languages{also}"
         )
     if len(sentences) < 4:
         raise ValueError("fewer than 4 sentences; raise 'sentences per language'")
@@ -116,7 +147,11 @@ def aligned_space(
     try:
         if not which:
             raise ValueError("pick at least one model to draw")
-        sentences, langs, pair_ids = sentence_set(source, tatoeba_dir, upload, langs_text, per_lang)
+        sentences, langs, pair_ids = sentence_set(
+            source, tatoeba_dir, upload, langs_text, per_lang, method
+        )
+        if source == SOURCES[2] and visitor is not None and str(upload) not in visitor.uploads:
+            visitor.uploads.append(str(upload))  # deleted with the visitor's other files
         notes = []
         if "distilled" in which and (visitor is None or not visitor.student_dir):
             notes.append("No distilled student yet: run the Distill tab to add one.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from webapp.model_cache import cut_sentences, model_vectors
+from webapp.prebuilt import prebuilt_for
 from webapp.session import Visitor, user_error
 from webapp.settings import COMPARE_FILE, MAX_LINE_CHARS, MAX_LINES, MAX_TEXT_CHARS, MODEL_LABELS
 
@@ -62,13 +63,16 @@ def _cut_note(sentences, teacher, student, visitor, vectors) -> str:
     """ " · sentence 3 cut at 48 tokens by <model>" for each model that reads only the start of
     some sentences (a long sentence that differs only after the cut would embed alike)."""
     names = {MODEL_LABELS["teacher"]: (teacher, True), MODEL_LABELS["untrained"]: (student, True)}
+    prebuilt = prebuilt_for(teacher)
+    if prebuilt:
+        names[MODEL_LABELS["prebuilt"]] = (prebuilt, False)
     if visitor is not None and visitor.student_dir:
         names[MODEL_LABELS["distilled"]] = (visitor.student_dir, False)
     notes = []
     for label, (name, public) in names.items():
         if label not in vectors:
             continue
-        limit, cut = cut_sentences(name, sentences, public=public)
+        limit, cut = cut_sentences(name, sentences, public=public, visitor=visitor)
         if cut:
             which = ", ".join(map(str, cut))
             notes.append(f"sentence {which} cut at {limit} tokens by {label}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -16,11 +17,13 @@ from pathlib import Path
 import gradio as gr
 
 from kd.config import TrainConfig
+from kd.stopping import STOP_GRACE_S, RunStopped
 from kd.watch import WatchSet
+from webapp import budget, settings
 from webapp.distill_form import form_values, make_config
 from webapp.model_cache import training_finished, training_started
 from webapp.run_results import STAGES, curve, headline, per_language_bars, results_table
-from webapp.session import Visitor, user_error
+from webapp.session import Visitor, user_error, without_server_paths
 from webapp.student_zip import replace_student, zip_student
 from webapp.teacher_space import journey_figure
 
@@ -29,6 +32,9 @@ log = logging.getLogger("kd.app")
 
 def prepare_run(*args):
     """Validate the form and arm the visitor's run; ``gr.Error`` at once if anything is wrong.
+
+    Its only output is the visitor's state: a refused form is an error toast, and nothing
+    visible gets gradio's error badge (which would sit over the last run's message).
 
     Takes the same arguments as :func:`run_distillation` (the form's values in
     :data:`webapp.distill_form.FORM_FIELDS` order, then the visitor). The config is built here,
@@ -43,17 +49,43 @@ def prepare_run(*args):
     visitor.config = cfg.to_dict()
     visitor.stop_requested = False
     visitor.queued = True
-    return "Queued: waiting for the training slot (one distillation at a time).", visitor
+    return visitor
+
+
+QUEUED = "Queued: waiting for the training slot (one distillation at a time)."
+
+
+def queued_message() -> str:
+    """What the run's status says between an accepted form and the run's start."""
+    return QUEUED
 
 
 def request_stop(visitor: Visitor | None) -> str:
-    """The Stop button: the run ends after the current step; the student so far is kept."""
+    """The Stop button, honoured in every phase of the run within a batch: before training
+    begins the run ends with nothing kept; after, the student so far is evaluated (for
+    ``STOP_GRACE_S`` seconds at most) and saved."""
     if visitor is None or not (visitor.training or visitor.queued):
         return "Nothing is running."
     visitor.stop_requested = True
     if visitor.training:
-        return "Stopping: the student trained so far is being evaluated and saved…"
+        return (
+            "Stopping: if training has begun, the student trained so far is evaluated "
+            f"(for {STOP_GRACE_S:g} s at most) and saved…"
+        )
     return "Stopped before the run started."
+
+
+def _download_note(result) -> str:
+    """How to use the zip below: a delta needs ``kd export``; a full folder loads as it is."""
+    size = Path(result.out).parent / f"kd-student-{Path(result.out).name}.zip"
+    mb = f" ({size.stat().st_size / 1e6:.1f} MB)" if size.is_file() else ""
+    if result.saved == "delta":
+        return (
+            f"Download it below{mb}: a delta, the tensors this run changed. Unzip it, then "
+            "`kd export --model folder --out full` writes the folder `SentenceTransformer` "
+            "loads (the README inside says more)."
+        )
+    return f"Download it below{mb}; unzip it and load it with `SentenceTransformer(folder)`."
 
 
 def _duration(seconds: float) -> str:
@@ -81,10 +113,12 @@ def _train_worker(cfg, events: queue.Queue, visitor: Visitor) -> None:
             cfg,
             on_step=lambda step, record: events.put(("step", (step, record))),
             should_stop=lambda: visitor.stop_requested,
-            status=lambda message: events.put(("status", message)),
+            status=lambda message: events.put(("status", without_server_paths(message))),
             progress=lambda phase, done, total: events.put(("progress", (phase, done, total))),
         )
         events.put(("done", result))
+    except RunStopped as err:  # Stop or the time limit, before training began
+        events.put(("stopped", str(err)))
     except ValueError as err:
         events.put(("error", str(err)))
     except Exception as err:  # shown to the visitor; the server keeps serving
@@ -92,6 +126,17 @@ def _train_worker(cfg, events: queue.Queue, visitor: Visitor) -> None:
         events.put(("error", f"the distillation failed: {type(err).__name__}: {err}"))
     finally:
         _training_slot.release()
+        _prune_teacher_cache()
+
+
+def _prune_teacher_cache() -> None:
+    """The teacher-vector cache kept under ``settings.TEACHER_CACHE_BYTES`` (oldest first)."""
+    from kd.io import cache_dir
+
+    try:
+        budget.prune_cache(cache_dir("teacher"), settings.TEACHER_CACHE_BYTES, "*.npy")
+    except OSError as err:
+        log.warning("could not prune the teacher cache: %s", err)
 
 
 def run_distillation(*args, progress=gr.Progress()) -> Iterator[tuple]:  # noqa: B008
@@ -139,8 +184,11 @@ def run_distillation(*args, progress=gr.Progress()) -> Iterator[tuple]:  # noqa:
     accuracy: list[dict] = []
     log_lines: list[str] = []
     result = None
+    stopped_early = False
     visitor.training = True
     training_started()
+    holding = budget.hold(visitor.workdir)  # the disk budget spares this run's folder
+    holding.__enter__()
     worker.start()
     try:
         yield (
@@ -162,6 +210,12 @@ def run_distillation(*args, progress=gr.Progress()) -> Iterator[tuple]:  # noqa:
                 continue
             if kind == "error":
                 raise user_error(payload)
+            if kind == "stopped":  # nothing trained: nothing to keep
+                stopped_early = True
+                worker.join(timeout=30)  # it only releases the slot now
+                shutil.rmtree(cfg.out, ignore_errors=True)
+                yield f"**Stopped**: {payload}.", skip, skip, skip, skip, skip, visitor
+                return
             if kind == "done":
                 result = payload
             elif kind == "status":
@@ -201,10 +255,13 @@ def run_distillation(*args, progress=gr.Progress()) -> Iterator[tuple]:  # noqa:
                     watched = journey_figure(record["watch"], "pca") if "watch" in record else skip
                     yield status, curve(history, accuracy), skip, skip, skip, watched, skip
     finally:
-        if result is None and worker.is_alive():  # the visitor left, or the event was cancelled
+        if stopped_early:  # the worker has honoured the Stop
+            visitor.stop_requested = False
+        elif result is None and worker.is_alive():  # the visitor left, or the event was cancelled
             visitor.stop_requested = True
         visitor.training = False
         training_finished()
+        holding.__exit__(None, None, None)
 
     visitor.stop_requested = False  # a Stop pressed during this run has been honoured
     metrics = result.metrics
@@ -217,11 +274,17 @@ def run_distillation(*args, progress=gr.Progress()) -> Iterator[tuple]:  # noqa:
         if mean:
             references[STAGES[stage]] = mean[headline(mean)]
     how = "stopped early" if result.stopped else "finished"
+    why = f" ({metrics['stop_reason']})" if result.stopped and metrics.get("stop_reason") else ""
+    cut = (
+        f" {metrics['evaluation_cut'][:1].upper()}{metrics['evaluation_cut'][1:]}."
+        if (metrics.get("evaluation_cut"))
+        else ""
+    )
     status = (
-        f"**Distillation {how}** after {result.steps} of {metrics['total_steps']} steps "
-        f"({_duration(metrics['train_seconds'])} of training). The student is yours for this "
-        "session: the Compare and Aligned-spaces tabs now show it too. Download it below; "
-        "unzip it and load it with `SentenceTransformer(folder)`."
+        f"**Distillation {how}**{why} after {result.steps} of {metrics['total_steps']} steps "
+        f"({_duration(metrics['train_seconds'])} of training).{cut} The student is yours for "
+        "this session: the Compare and Aligned-spaces tabs now show it too. "
+        + _download_note(result)
     )
     yield (
         status,

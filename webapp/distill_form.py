@@ -19,7 +19,9 @@ import gradio as gr
 
 from kd.config import KINDS, SETTINGS, TrainConfig, form_range
 from kd.langs import DEV_LANGS, lang_name
-from webapp.guards import check_model_name
+from kd.stopping import STOP_GRACE_S
+from webapp import settings as server
+from webapp.model_cache import checked_model
 from webapp.session import Visitor
 from webapp.settings import MAX_LANGS, MIN_PAIRS_SHOWN
 from webapp.uploads import check_upload, read_upload
@@ -95,22 +97,28 @@ def form_values(values: Sequence) -> dict:
 def make_config(form: Mapping, out: str = "student", visitor: Visitor | None = None):
     """The run's ``TrainConfig`` from the form's values (:func:`form_values`).
 
-    The teacher and student names are checked first (:func:`webapp.guards.check_model_name`):
+    The teacher and student names are checked first (:func:`webapp.model_cache.checked_model`):
     a typed path must lie inside the model folders, ``visitor``'s own included. The visitor's own
     pairs are read here, once, so a malformed file is reported at once, not minutes into the
-    run; the file's languages join the run.
+    run; the file's languages join the run. The server's time limit per run
+    (``settings.RUN_MINUTES``) is the run's ``max_minutes``.
 
     Raises:
         kd.config.ConfigError: a setting out of its range (its message names the label via
             ``for_page()``).
         ValueError: anything else wrong, in words for the page.
     """
-    teacher = check_model_name(form.get("teacher"), visitor)
-    student = check_model_name(form.get("student"), visitor)
-    langs = [*(form.get("langs") or []), *(form.get("more_langs") or [])]
+    teacher = checked_model(form.get("teacher"), visitor)
+    student = checked_model(form.get("student"), visitor)
+    langs = [
+        *_codes(form.get("langs"), "languages"),
+        *_codes(form.get("more_langs"), "more languages"),
+    ]
     data = []
     if form.get("own_pairs"):
         file = check_upload(form["own_pairs"], "your own pairs")
+        if visitor is not None and str(file) not in visitor.uploads:
+            visitor.uploads.append(str(file))  # deleted with the visitor's other files
         translated = [p for p in read_upload(file, langs) if p.other is not None]
         langs += [p.lang for p in translated]
         data.append(str(file))
@@ -122,13 +130,43 @@ def make_config(form: Mapping, out: str = "student", visitor: Visitor | None = N
     settings = {name: form.get(name) for name in CONFIG_FIELDS}
     cfg = TrainConfig.from_values(
         {**settings, "out": out, "teacher": teacher, "student": student, "langs": langs}
-        | {"data": data},
+        | {"data": data, "max_minutes": float(server.RUN_MINUTES)},
         preset=PRESET,
         server=True,
     )
     if data and cfg.max_pairs:  # the default source still gives "pairs per language"
         cfg = dataclasses.replace(cfg, data=["default", *data])
     return cfg
+
+
+def _codes(value, field: str) -> list[str]:
+    """A languages field's codes: the page sends a list; an API call may send one string.
+    Each code is checked by :func:`kd.langs.normalize_lang` (one line naming the bad one)."""
+    from kd.langs import normalize_lang
+
+    if value is None or value == "":
+        return []
+    items = [value] if isinstance(value, str) else list(value)
+    codes = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError(f"'{field}': give language codes, got {item!r}")
+        try:
+            codes.append(normalize_lang(item.split(" ", 1)[0]))
+        except ValueError as err:
+            raise ValueError(f"'{field}': {err}") from None
+    return codes
+
+
+def limits_note() -> str:
+    """The run's limits, stated under the Start and Stop buttons."""
+    minutes = f"{server.RUN_MINUTES:g}"
+    cap = f"Each run ends after **{minutes} minutes** at most" if server.RUN_MINUTES else ""
+    stop = (
+        "**Stop** works in every phase within seconds: before training begins nothing is kept; "
+        f"after, the student so far is evaluated ({STOP_GRACE_S:g} s at most) and saved."
+    )
+    return f"{cap}, counted from its start (the student so far is kept). {stop}" if cap else stop
 
 
 # ---- languages -----------------------------------------------------------------------------------

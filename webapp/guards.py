@@ -110,7 +110,9 @@ def _resolve_typed(text: str, base: Path | None) -> Path | None:
 def check_model_name(
     name: str | None, visitor: Visitor | None = None, *, also_under: tuple[Path, ...] = ()
 ) -> str:
-    """A typed teacher or student, checked before any file is opened; returns the clean name.
+    """A typed teacher or student, checked before any file is opened; returns its canonical
+    name: an offline or Hub id as typed, a folder as its resolved absolute path, so that
+    ``.../x``, ``.../x/`` and ``.../x/./`` are one model to every cache and index.
 
     ``also_under``: more allowed folders, not named in messages (the model cache's backstop
     passes the root of all visitors' folders: ownership is the handlers' check, with
@@ -119,6 +121,9 @@ def check_model_name(
     This is the page's one check of a model name: every tab and the model cache call it, and
     a folder that passes it also passes the weights rule that loading applies.
 
+    A Hub id other than the offline ones passes only where the server allows downloads
+    (:func:`check_hub_model`: off unless ``KD_HUB_MODELS`` is set).
+
     Example:
         >>> check_model_name(" sentence-transformers/all-MiniLM-L6-v2 ")
         'sentence-transformers/all-MiniLM-L6-v2'
@@ -126,7 +131,8 @@ def check_model_name(
     Raises:
         ValueError: empty, or neither an offline id, a Hugging Face ``owner/name`` id, nor a
             folder inside :func:`model_roots` (the message lists those folders); or a folder
-            without safetensors weights, or with a pickle file.
+            without safetensors weights, or with a pickle file; or a Hub id this server will
+            not download.
     """
     name = (name or "").strip()
     if not name:
@@ -135,7 +141,7 @@ def check_model_name(
         return name
     local = os.path.lexists(Path(name).expanduser()) if "\0" not in name else False
     if HUB_ID.fullmatch(name) and ".." not in name and not local:
-        return name  # downloaded by transformers where there is internet
+        return check_hub_model(name)  # downloaded by transformers, where the server allows it
     roots = model_roots(visitor)
     extra = [Path(p).resolve() for p in also_under]
     path = _resolve_typed(name, None)
@@ -155,7 +161,93 @@ def check_model_name(
         check_local_dir(path)
     except ValueError as err:  # name the folder as the visitor typed it
         raise ValueError(str(err).replace(str(path), name[:200], 1)) from None
+    return str(path)
+
+
+def canonical_model_name(name: str) -> str:
+    """The one spelling of a model name every cache is keyed by: an id as it is, a folder's
+    resolved absolute path (the same folder typed three ways is loaded once)."""
+    name = (name or "").strip()
+    if not name or name in OFFLINE_MODELS or "\0" in name:
+        return name
+    local = Path(name).expanduser()
+    if local.is_absolute() or os.path.lexists(local):
+        try:
+            return str(local.resolve())
+        except (OSError, RuntimeError):
+            return name
     return name
+
+
+def shown_model(name: str) -> str:
+    """A model as the page names it: an id as it is, a folder without the server's layout
+    (``~``- or ``..``-relative, or only its last part)."""
+    if not name or not Path(name).is_absolute():
+        return name
+    path = Path(name)
+    shown = _shown(path)
+    return shown if shown != str(path) else path.name
+
+
+def check_hub_model(name: str) -> str:
+    """A Hugging Face ``owner/name`` id (not an offline one), allowed only where the server
+    says so: ``KD_HUB_MODELS`` on, the Hub answering within ``HUB_PROBE_S``, and the
+    repository's files within ``KD_HUB_MAX_MB``. A model already in the local Hugging Face
+    cache needs no download and passes.
+
+    Raises:
+        ValueError: downloads are off, the Hub cannot be reached, the repository is missing or
+            larger than the cap.
+    """
+    if _in_hub_cache(name):
+        return name
+    offline = ", ".join(OFFLINE_MODELS)
+    if not settings.HUB_MODELS:
+        raise ValueError(
+            f"'{name}': this server does not download models from the Hugging Face Hub "
+            f"(KD_HUB_MODELS is off); pick an offline model: {offline}"
+        )
+    from kd.sources import hub_reachable
+
+    if not hub_reachable(timeout=settings.HUB_PROBE_S):
+        raise ValueError(
+            f"'{name}': the Hugging Face Hub cannot be reached from this server; pick an "
+            f"offline model: {offline}"
+        )
+    size = hub_repo_bytes(name)
+    if size > settings.HUB_MAX_BYTES:
+        raise ValueError(
+            f"'{name}' holds {size / 2**20:,.0f} MB of files; this server downloads models "
+            f"up to {settings.HUB_MAX_BYTES // 2**20:,} MB (KD_HUB_MAX_MB)"
+        )
+    return name
+
+
+def _in_hub_cache(name: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except Exception:  # no huggingface_hub, a name it refuses
+        return False
+
+
+def hub_repo_bytes(name: str) -> int:
+    """The total size of a Hub model repository's files (one metadata request, bounded).
+
+    Raises:
+        ValueError: no such repository, or the Hub did not answer in time.
+    """
+    try:
+        from huggingface_hub import HfApi
+
+        info = HfApi().model_info(name, files_metadata=True, timeout=10)
+    except Exception as err:  # not found, gated, timed out
+        raise ValueError(
+            f"'{name}': no such model on the Hugging Face Hub, or it cannot be read "
+            f"({type(err).__name__})"
+        ) from None
+    return sum(int(getattr(f, "size", 0) or 0) for f in (info.siblings or []))
 
 
 def check_data_dir(text: str | None) -> Path:
@@ -227,9 +319,18 @@ def blocked_paths() -> list[str]:
 
 def launch_options() -> dict:
     """The ``launch()`` arguments that limit uploads and what gradio serves, and the page's
-    style (gradio 6 takes ``css`` in ``launch()``); ``main()`` and the tests use the same."""
+    style (gradio 6 takes ``css`` in ``launch()``); ``main()`` and the tests use the same.
+
+    The upload route gets :class:`webapp.uploads.UploadGuard` in front of it (request size,
+    a quota per client, the disk budget, unused uploads swept).
+    """
+    from starlette.middleware import Middleware
+
+    from webapp.uploads import UploadGuard
+
     return {
         "max_file_size": settings.MAX_STUDENT_ZIP_BYTES,
         "blocked_paths": blocked_paths(),
         "css": settings.PAGE_CSS,
+        "app_kwargs": {"middleware": [Middleware(UploadGuard)]},
     }

@@ -1,5 +1,11 @@
 """Read-only models (teachers, untrained students, visitors' students by folder), loaded
-lazily, once, behind an LRU cache, with their loading state in the page's status line."""
+lazily, once, behind an LRU cache, with their loading state in the page's status line.
+
+Every cache here is keyed by a model's canonical name (:func:`webapp.guards.canonical_model_name`:
+a folder by its resolved path), so one folder typed three ways is loaded, and indexed, once.
+The status line shows the shared default models and the visitor's own, never the names other
+visitors typed.
+"""
 
 from __future__ import annotations
 
@@ -12,14 +18,17 @@ from pathlib import Path
 import gradio as gr
 
 from webapp import settings
-from webapp.guards import check_model_name
+from webapp.guards import canonical_model_name, check_model_name
+from webapp.prebuilt import prebuilt_for
 from webapp.session import Visitor
 from webapp.settings import DEFAULT_STUDENT, DEFAULT_TEACHER, MODEL_CACHE_SIZE, MODEL_LABELS
 
 log = logging.getLogger("kd.app")
 
-_model_state: dict[str, str] = {}  # public model name -> "loading" | "ready" | "failed"
-_failed_at: dict[str, float] = {}  # public model name -> when its last load failed (monotonic)
+_model_state: dict[str, str] = {}  # canonical model name -> "loading" | "ready" | "failed"
+_failed_at: dict[str, float] = {}  # canonical model name -> when its last load failed (monotonic)
+MAX_TRACKED = 256  # names whose loading state is kept (the oldest failures are forgotten first)
+VISITOR_MODELS_SHOWN = 4  # a visitor's own models named in their status line, the latest last
 FAILURE_SHOWN_S = 60.0
 """How long the status line names a model that failed to load: the visitor who typed it saw
 the error; later visitors need not read about it."""
@@ -38,15 +47,51 @@ def _load_encoder(name: str):
     return Encoder.load(name, pick_device("auto"))
 
 
-def get_encoder(name: str, *, public: bool = True):
-    """The encoder for a model id or folder, loaded on first use and cached (LRU, by name).
+def checked_model(name: str | None, visitor: Visitor | None) -> str:
+    """The page's one check of a typed model, for every tab: allowed, and not another
+    visitor's folder (:func:`webapp.guards.check_model_name` with the visitor); returns the
+    canonical name, recorded as one of the visitor's models for their status line."""
+    canonical = check_model_name(name, visitor)
+    _remember(visitor, canonical)
+    return canonical
+
+
+def _remember(visitor: Visitor | None, name: str) -> None:
+    if visitor is None or name in _shared_models():
+        return
+    models = [m for m in visitor.models if m != name] + [name]
+    visitor.models = models[-VISITOR_MODELS_SHOWN:]
+
+
+def _forget_old_states(now: float) -> None:
+    """Keep the loading states bounded: failures older than FAILURE_SHOWN_S go, then the
+    oldest names beyond MAX_TRACKED (never one that is loading)."""
+    for name, state in list(_model_state.items()):
+        if state == "failed" and now - _failed_at.get(name, now) >= FAILURE_SHOWN_S:
+            _model_state.pop(name, None)
+            _failed_at.pop(name, None)
+    for name in list(_model_state)[: max(0, len(_model_state) - MAX_TRACKED)]:
+        if _model_state.get(name) != "loading":
+            _model_state.pop(name, None)
+            _failed_at.pop(name, None)
+    with _locks_guard:
+        for name in list(_model_locks):
+            if name not in _model_state and not _model_locks[name].locked():
+                del _model_locks[name]
+
+
+def get_encoder(name: str, *, public: bool = True, visitor: Visitor | None = None):
+    """The encoder for a model id or folder, loaded on first use and cached (LRU, by its
+    canonical name: a folder typed as ``x``, ``x/`` or ``x/./`` is one model).
 
     Args:
         name: a model id or a sentence-transformers folder.
         public: a name from the page: checked by :func:`webapp.guards.check_model_name` (a
-            typed path must lie inside the allowed model folders) and its loading state shown
-            in the status line. False for a visitor's own student, a folder the server chose
+            typed path must lie inside the allowed model folders) and its loading state kept
+            for the status line. False for a visitor's own student, a folder the server chose
             and whose name is nobody else's business.
+        visitor: whose page asks (their own folders are allowed, and the model joins their
+            status line); None for the server's own loads.
 
     Raises:
         ValueError: the model cannot be loaded (the message says why).
@@ -55,7 +100,13 @@ def get_encoder(name: str, *, public: bool = True):
     if not name:
         raise ValueError("no model chosen; pick a teacher and a student at the top of the page")
     if public:  # a name from the page: a backstop for any tab that forgot to check it
-        check_model_name(name, also_under=(settings.WORK_ROOT,))
+        if visitor is not None:
+            name = checked_model(name, visitor)
+        else:
+            name = check_model_name(name, also_under=(settings.WORK_ROOT,))
+    else:
+        name = canonical_model_name(name)
+    _forget_old_states(time.monotonic())
     with _locks_guard:
         lock = _model_locks.setdefault(name, threading.Lock())
     with lock:  # one load per name; other names load (and hit the cache) meanwhile
@@ -83,13 +134,15 @@ def _encode_cached(name: str, sentences: tuple[str, ...], public: bool):
 def encode(name: str, sentences: list[str], *, public: bool = True):
     """``np.ndarray (n, d)`` of a model's vectors, cached by (model, sentences): a redraw with
     another projection or the same Compare text does not encode again."""
-    return _encode_cached((name or "").strip(), tuple(sentences), public)
+    return _encode_cached(canonical_model_name(name), tuple(sentences), public)
 
 
-def cut_sentences(name: str, sentences: list[str], *, public: bool = True) -> tuple[int, list[int]]:
+def cut_sentences(
+    name: str, sentences: list[str], *, public: bool = True, visitor: Visitor | None = None
+) -> tuple[int, list[int]]:
     """(the model's token limit, the 1-based numbers of the sentences longer than it): the
     model embeds only the start of those."""
-    encoder = get_encoder((name or "").strip(), public=public)
+    encoder = get_encoder((name or "").strip(), public=public, visitor=visitor)
     counts = encoder.token_counts(list(sentences))
     return encoder.max_seq_length, [
         i + 1 for i, n in enumerate(counts) if n > encoder.max_seq_length
@@ -99,16 +152,20 @@ def cut_sentences(name: str, sentences: list[str], *, public: bool = True) -> tu
 def model_vectors(
     sentences: list[str], teacher: str, student: str, visitor: Visitor | None, which=None
 ) -> dict:
-    """label -> vectors of the sentences by the teacher, the untrained student and the
-    visitor's own distilled student (if they have one), in that order."""
+    """label -> vectors of the sentences by the teacher, the untrained student, the pre-built
+    student (:mod:`webapp.prebuilt`, when the teacher is its own) and the visitor's own
+    distilled student (if they have one), in that order."""
     which = which or list(MODEL_LABELS)
-    teacher = check_model_name(teacher, visitor) if "teacher" in which else teacher
-    student = check_model_name(student, visitor) if "untrained" in which else student
+    teacher = checked_model(teacher, visitor) if "teacher" in which else teacher
+    student = checked_model(student, visitor) if "untrained" in which else student
     vectors = {}
     if "teacher" in which:
         vectors[MODEL_LABELS["teacher"]] = encode(teacher, sentences)
     if "untrained" in which:
         vectors[MODEL_LABELS["untrained"]] = encode(student, sentences)
+    prebuilt = prebuilt_for(teacher) if "prebuilt" in which else None
+    if prebuilt:  # shipped with the app, in this teacher's space
+        vectors[MODEL_LABELS["prebuilt"]] = encode(prebuilt, sentences, public=False)
     if "distilled" in which and visitor is not None and visitor.student_dir:
         if not Path(visitor.student_dir).is_dir():
             raise ValueError("your distilled student has expired; run the Distill tab again")
@@ -131,6 +188,7 @@ def start_background_warm_up(models: list[str] | None = None) -> None:
     _warm_up_started.set()
     warm_up_in_background()
     names = models if models is not None else [DEFAULT_TEACHER, DEFAULT_STUDENT]
+    _preloaded[:] = names
     threading.Thread(target=_warm_models, args=(names,), name="kd-preload", daemon=True).start()
 
 
@@ -145,17 +203,31 @@ def training_finished() -> None:
         _trainings["running"] -= 1
 
 
-def server_status() -> str:
-    """One status line: which models are loaded, whether UMAP is compiled, trainings running."""
+_preloaded: list[str] = []  # the ids start_background_warm_up was given
+
+
+def _shared_models() -> list[str]:
+    """The models every visitor's status line names: the dropdowns' defaults, the preloaded."""
+    return list(dict.fromkeys([*settings.TEACHER_CHOICES, *settings.STUDENT_CHOICES, *_preloaded]))
+
+
+def server_status(visitor: Visitor | None = None) -> str:
+    """One status line: the shared models and this visitor's own (loaded, loading, failed a
+    moment ago), whether UMAP is compiled, trainings running. Other visitors' model names
+    never appear in it."""
     from viz.project import is_warm
 
     marks = {"ready": "ready", "loading": "loading…", "failed": "failed to load"}
     now = time.monotonic()
-    shown = {
-        name: state
-        for name, state in list(_model_state.items())
-        if state != "failed" or now - _failed_at.get(name, now) < FAILURE_SHOWN_S
-    }
+    own = list(visitor.models) if visitor is not None else []
+    shown = {}
+    for name in dict.fromkeys([*_shared_models(), *own]):
+        state = _model_state.get(name)
+        if state is None or (
+            state == "failed" and now - _failed_at.get(name, now) >= FAILURE_SHOWN_S
+        ):
+            continue
+        shown[name] = state
     models = (
         ", ".join(f"`{name.rsplit('/', 1)[-1]}` {marks[state]}" for name, state in shown.items())
         or "none loaded yet (they load on first use)"
@@ -171,9 +243,9 @@ def server_status() -> str:
     return f"**Status** · models: {models} · UMAP: {umap} · training: {training}"
 
 
-def status_tick():
+def status_tick(visitor: Visitor | None = None):
     busy = not all_ready() or _trainings["running"] > 0
-    return server_status(), gr.Timer(value=2 if busy else 15)
+    return server_status(visitor), gr.Timer(value=2 if busy else 15)
 
 
 def all_ready() -> bool:

@@ -9,11 +9,17 @@ model's index, searched in any language).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import threading
+import time
 from pathlib import Path
 
-from webapp.model_cache import encode, get_encoder
+from webapp import settings
+from webapp.guards import shown_model
+from webapp.model_cache import checked_model, encode, get_encoder
+from webapp.prebuilt import prebuilt_for
 from webapp.session import Visitor, user_error
 from webapp.settings import MAX_LINE_CHARS, MODEL_LABELS, SEARCH_COLLECTION, SEARCH_QUERIES
 
@@ -54,23 +60,29 @@ def example_queries(path: Path = SEARCH_QUERIES, n: int = 8) -> list[str]:
     return out[:n]
 
 
-def demo_index(model: str, path: Path = SEARCH_COLLECTION) -> Path:
+def demo_index(model: str, path: Path = SEARCH_COLLECTION, visitor: Visitor | None = None) -> Path:
     """The demo collection's index for ``model``, built on first use (a few seconds).
 
-    The file name carries the collection's hash and the model's weight fingerprint, so an edited
-    collection or another model gets its own index. Indexing is one transaction per batch and
-    idempotent, so a build cut short is completed by the next call.
+    The file name carries the collection's hash and the model's weight fingerprint (of its
+    canonical name: one folder typed three ways is one index), so an edited collection or
+    another model gets its own index. Indexing is one transaction per batch and idempotent, so
+    a build cut short is completed by the next call. The indexes together stay under
+    ``settings.SEARCH_CACHE_BYTES``: the least recently used go first.
     """
     from kd.io import cache_dir
     from kd.search import index_rows
+    from webapp.budget import prune_cache
 
-    encoder = get_encoder(model)
+    encoder = get_encoder(model, visitor=visitor)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
     db = cache_dir("search") / f"demo-{digest}-{encoder.fingerprint()}.db"
     with _build_guard:
         lock = _build_locks.setdefault(str(db), threading.Lock())
     with lock:  # two visitors asking at once: one builds, the other then finds it complete
         index_rows(encoder, db, read_collection(path), batch_size=128)
+        with contextlib.suppress(OSError):  # used now (its access time; the pruning below
+            os.utime(db, ns=(time.time_ns(), db.stat().st_mtime_ns))  # goes by last use)
+        prune_cache(db.parent, settings.SEARCH_CACHE_BYTES, "demo-*", keep=(db,))
     return db
 
 
@@ -107,13 +119,17 @@ def _hits_frame(hits):
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 
-def _search(index_model: str, query_model: str, text: str, k: int, lang: str | None, public):
+def _search(
+    index_model: str, query_model: str, text: str, k: int, lang: str | None, public, visitor=None
+):
     """(hits, note) for one model: ``query_model``'s vector against ``index_model``'s index."""
     from kd.search import model_stamp
     from kd.store import VectorStore
 
-    db = demo_index(index_model)
-    stamp = model_stamp(get_encoder(query_model, public=public))
+    db = demo_index(index_model, visitor=visitor)
+    stamp = model_stamp(
+        get_encoder(query_model, public=public, visitor=visitor if public else None)
+    )
     vector = encode(query_model, [text], public=public)
     with VectorStore.open(db, stamp) as store:
         return store.search(vector, k=k, lang=lang)[0], store.note
@@ -124,8 +140,9 @@ def search(query: str, k, lang: str | None, teacher: str, student: str, visitor:
 
     Returns:
         (Markdown summary, DataFrame for the teacher, for the untrained student, for the
-        visitor's distilled student: columns rank, score, lang, sentence, id; the last is empty
-        until the visitor has distilled a student).
+        pre-built student (empty with another teacher than its own), for the visitor's
+        distilled student: columns rank, score, lang, sentence, id; the last is empty until
+        the visitor has distilled a student).
 
     Raises:
         gr.Error: an empty or oversized query, a bad ``k`` or language, a model that fails.
@@ -135,18 +152,26 @@ def search(query: str, k, lang: str | None, teacher: str, student: str, visitor:
         if k is None or float(k) != int(float(k)) or not 1 <= int(float(k)) <= MAX_K:
             raise ValueError(f"'results per model' must be a whole number from 1 to {MAX_K}")
         k, code = int(float(k)), _lang_filter(lang)
-        teacher, student = (teacher or "").strip(), (student or "").strip()
+        # The page's one check, as in every tab: allowed, and no other visitor's folder.
+        teacher, student = checked_model(teacher, visitor), checked_model(student, visitor)
         notes = []
-        hits_t, _ = _search(teacher, teacher, text, k, code, True)
-        hits_u, _ = _search(student, student, text, k, code, True)
+        hits_t, _ = _search(teacher, teacher, text, k, code, True, visitor)
+        hits_u, _ = _search(student, student, text, k, code, True, visitor)
         frames = [_hits_frame(hits_t), _hits_frame(hits_u)]
+        prebuilt = prebuilt_for(teacher)
+        if prebuilt:  # shipped with the app: it searches the teacher's index, as yours does
+            hits_p, _ = _search(teacher, prebuilt, text, k, code, False, visitor)
+            frames.append(_hits_frame(hits_p))
+            notes.append(f"*{MODEL_LABELS['prebuilt']}* searched the teacher's index.")
+        else:
+            frames.append(_hits_frame([]))
         if visitor is not None and visitor.student_dir:
             if not Path(visitor.student_dir).is_dir():
                 raise ValueError("your distilled student has expired; run the Distill tab again")
             own_teacher = visitor.teacher or teacher
-            hits_d, note = _search(own_teacher, visitor.student_dir, text, k, code, False)
+            hits_d, note = _search(own_teacher, visitor.student_dir, text, k, code, False, visitor)
             frames.append(_hits_frame(hits_d))
-            where = "" if own_teacher == teacher else f" (`{own_teacher}`)"
+            where = "" if own_teacher == teacher else f" (`{shown_model(own_teacher)}`)"
             notes.append(
                 f"*{MODEL_LABELS['distilled']}* searched the index of its teacher{where}: "
                 f"{note or 'same model'}."

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import html
+import os
+import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
@@ -23,7 +26,57 @@ def user_error(err: Exception | str) -> gr.Error:
     from kd.config import ConfigError
 
     message = err.for_page() if isinstance(err, ConfigError) else str(err)
-    return gr.Error(html.escape(message, quote=False), print_exception=False)
+    return gr.Error(html.escape(without_server_paths(message), quote=False), print_exception=False)
+
+
+_PATH = re.compile(r"(?<![\w.~/-])/[^\s'\"`,;:()\[\]]+")
+
+
+def _server_bases() -> list[tuple[str, str]]:
+    """(absolute folder, how a message names it), the most specific first."""
+    from gradio.utils import get_upload_folder
+
+    from kd.io import cache_dir
+
+    bases = [
+        (settings.WORK_ROOT, ""),  # a visitor's run: "visitor-x/run-1/..." -> "run-1/..."
+        (Path(get_upload_folder()), ""),  # an upload: "<hash>/pairs.tsv" -> "pairs.tsv"
+        *([(cache_dir(), "$KD_CACHE")] if os.environ.get("KD_CACHE") else []),
+        (settings.ROOT.parent, ".."),
+        (Path.home(), "~"),
+    ]
+    out = []
+    for folder, name in bases:
+        for spelling in {str(folder), os.path.realpath(folder)}:
+            if spelling not in ("/", ""):
+                out.append((spelling.rstrip("/"), name))
+    return sorted(out, key=lambda item: -len(item[0]))
+
+
+def without_server_paths(message: str) -> str:
+    """``message`` with the server's own folders out of it: the visitors' work folder and
+    gradio's upload folder dropped (a file is named by what follows them); ``$KD_CACHE``, the
+    repository's parent and the home folder written relative (``~/.cache/...``). Other paths
+    (one the visitor typed, a data folder the operator listed) are left as they are.
+
+    Example:
+        >>> without_server_paths(f"{Path.home()}/x: no model weights")
+        '~/x: no model weights'
+    """
+    bases = _server_bases()
+
+    def short(match: re.Match) -> str:
+        path = match.group(0)
+        for base, name in bases:
+            if path == base or path.startswith(base + "/"):
+                rest = path[len(base) :].lstrip("/")
+                if name == "":  # the visitor's (or upload's) own folder level goes too
+                    rest = rest.split("/", 1)[1] if "/" in rest else rest
+                    return rest or "."
+                return f"{name}/{rest}" if rest else name
+        return path
+
+    return _PATH.sub(short, message)
 
 
 # ---- per-visitor state -------------------------------------------------------------------------
@@ -41,12 +94,23 @@ class Visitor:
     metrics: dict | None = None
     config: dict | None = None  # the run prepare_run armed (TrainConfig.to_dict), until it starts
     runs: int = 0
+    models: list[str] = field(default_factory=list)  # the models this visitor used, latest last
+    uploads: list[str] = field(default_factory=list)  # files they uploaded that events used
     queued: bool = False  # Start pressed, waiting for the training slot
     training: bool = False
     stop_requested: bool = False
 
     def new_run_dir(self) -> Path:
-        """A fresh output folder for the next run, inside this visitor's work folder."""
+        """A fresh output folder for the next run, inside this visitor's work folder, once
+        the disk budget has room for it (other visitors' oldest folders may go).
+
+        Raises:
+            ValueError: runs in progress hold the whole budget.
+        """
+        from webapp.budget import make_room
+
+        keep = (self.workdir,) if self.workdir else ()
+        make_room(settings.RUN_RESERVE_BYTES, keep=keep, for_run=True)
         if self.workdir is None or not Path(self.workdir).is_dir():
             settings.WORK_ROOT.mkdir(parents=True, exist_ok=True)
             self.workdir = tempfile.mkdtemp(prefix="visitor-", dir=settings.WORK_ROOT)
@@ -55,9 +119,72 @@ class Visitor:
 
 
 def forget_visitor(visitor: Visitor | None) -> None:
-    """``gr.State``'s delete callback: stop the visitor's training and delete their files."""
+    """``gr.State``'s delete callback, and the page's unload: stop the visitor's training and
+    delete their files (their runs, gradio's copy of the zip it handed out, their uploads)."""
     if visitor is None:
         return
     visitor.stop_requested = True
+    if visitor.student_zip:
+        served_copy(visitor.student_zip, delete=True)
+    for upload in visitor.uploads:
+        remove_upload(upload)
+    visitor.uploads = []
     if visitor.workdir:
         shutil.rmtree(visitor.workdir, ignore_errors=True)
+
+
+def served_copy(path: str | Path, delete: bool = False) -> Path | None:
+    """Gradio's copy of a file the page handed out (its cache keeps one per file content),
+    or None; ``delete``: remove that copy and its folder."""
+    from gradio.processing_utils import hash_file
+    from gradio.utils import get_upload_folder
+
+    file = Path(path)
+    try:
+        folder = Path(get_upload_folder()) / hash_file(file)
+    except OSError:
+        return None
+    copy = folder / file.name
+    if delete and folder.is_dir():
+        shutil.rmtree(folder, ignore_errors=True)
+    return copy if copy.exists() or delete else None
+
+
+def remove_upload(path: str | Path) -> None:
+    """Delete an uploaded file and its folder in gradio's upload folder (one hash per file)."""
+    from gradio.utils import get_upload_folder
+
+    file = Path(path)
+    root = Path(get_upload_folder()).resolve()
+    try:
+        folder = file.resolve().parent
+    except OSError:
+        return
+    if folder.parent == root:
+        shutil.rmtree(folder, ignore_errors=True)
+    elif root in folder.parents:
+        file.unlink(missing_ok=True)
+
+
+# ---- the page's sessions ------------------------------------------------------------------------
+# Gradio keeps a closed page's state for an hour before its delete callback runs; the page's
+# unload event says at once that the visitor left. It names the session, not the state, so the
+# page's load event records which Visitor each session holds (gradio's pattern for unload).
+_sessions: dict[str, Visitor] = {}
+_sessions_lock = threading.Lock()
+
+
+def register_session(visitor: Visitor | None, request: gr.Request | None = None) -> None:
+    """The page's load event: remember the session's Visitor, for :func:`end_session`."""
+    session = getattr(request, "session_hash", None)
+    if visitor is not None and session:
+        with _sessions_lock:
+            _sessions[session] = visitor
+
+
+def end_session(request: gr.Request | None = None) -> None:
+    """The page's unload event (the visitor closed or reloaded the tab): their files go now."""
+    session = getattr(request, "session_hash", None)
+    with _sessions_lock:
+        visitor = _sessions.pop(session, None) if session else None
+    forget_visitor(visitor)

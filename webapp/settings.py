@@ -3,10 +3,26 @@ from taking a 2-core server for long."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
 from kd.registry import DEFAULT_STUDENT, DEFAULT_TEACHER, MPNET, installed
+
+
+def _env_number(name: str, default: float) -> float:
+    """A number from the environment, or ``default`` when unset or unreadable."""
+    try:
+        value = float(os.environ.get(name, "").strip() or default)
+    except ValueError:
+        return default
+    return value if value >= 0 else default
+
+
+def _env_flag(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    return default if not value else value in {"1", "on", "yes", "true"}
+
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository
 ASSETS = ROOT / "assets"
@@ -15,6 +31,7 @@ COMPARE_FILE = ASSETS / "compare_sentences.tsv"
 LEARN_FILE = ASSETS / "learn.md"
 SEARCH_COLLECTION = ASSETS / "search_collection.tsv"
 SEARCH_QUERIES = ASSETS / "search_queries.tsv"
+PREBUILT_DIR = ASSETS / "prebuilt-student"  # a delta (kd.delta); KD_PREBUILT names another
 WORK_ROOT = Path(tempfile.gettempdir()) / "kd-app"
 
 # The offline ids the dropdowns offer; kd.registry owns them (and imports no torch). An optional
@@ -30,15 +47,48 @@ MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 MAX_POINTS = 2_000  # sentences per model in one aligned-space picture
 MAX_LANGS = 24
 MIN_PAIRS_SHOWN = 200  # languages with fewer gettext pairs are not offered
-VISITOR_TTL_S = 4 * 3600
-MODEL_CACHE_SIZE = 6
+VISITOR_TTL_S = int(_env_number("KD_VISITOR_TTL_S", 4 * 3600))
+MODEL_CACHE_SIZE = int(_env_number("KD_MODEL_CACHE", 6)) or 1
 UPLOAD_SUFFIXES = (".tsv", ".txt", ".jsonl", ".json")
-# A student zip the Distill tab offered, brought back: the default student is ~470 MB of
-# float32 weights, stored uncompressed. This is also the server's cap on any upload; the text
-# uploads above are refused by the handlers past MAX_UPLOAD_BYTES.
-MAX_STUDENT_ZIP_BYTES = 600 * 1024 * 1024
-MAX_STUDENT_UNZIPPED_BYTES = 1024 * 1024 * 1024
+# A student zip the Distill tab offered, brought back: the app's runs save deltas (kd.delta),
+# ~15 MB for the app's recipe and 22-44 MB for the long one, where the full student would be
+# ~470 MB. This is also the server's cap on any upload; the text uploads above are refused by
+# the handlers past MAX_UPLOAD_BYTES.
+MAX_STUDENT_ZIP_BYTES = 50 * 1024 * 1024
+MAX_STUDENT_UNZIPPED_BYTES = 64 * 1024 * 1024
 MAX_STUDENT_ZIP_MEMBERS = 64
+
+
+# ---- the public server's budget --------------------------------------------------------------
+# Each limit below has an environment variable (README, "Running it in public"); read at import.
+MB = 1024 * 1024
+# Everything the app writes for visitors (their runs, their uploads, gradio's copies of the zips
+# it hands out) stays under this; the oldest runs of other visitors are deleted to make room.
+DISK_BUDGET_BYTES = int(_env_number("KD_DISK_BUDGET_MB", 8 * 1024) * MB)
+# Room made before each new run folder (a distillation, a student zip unpacked).
+RUN_RESERVE_BYTES = int(_env_number("KD_RUN_RESERVE_MB", 1024) * MB)
+# The upload route: one request at most the largest file the page takes (plus the form's
+# framing); one client at most UPLOAD_QUOTA_BYTES an hour; all uploads no event has used yet at
+# most UPLOAD_PENDING_BYTES; an upload no event has used is deleted after UPLOAD_UNUSED_S.
+UPLOAD_QUOTA_BYTES = int(_env_number("KD_UPLOAD_QUOTA_MB", 1024) * MB)
+UPLOAD_PENDING_BYTES = int(_env_number("KD_UPLOAD_PENDING_MB", 2 * 1024) * MB)
+UPLOAD_UNUSED_S = _env_number("KD_UPLOAD_UNUSED_S", 15 * 60)
+UPLOAD_FRAMING_BYTES = 64 * 1024
+# Behind a proxy (Hugging Face Spaces), the visitor's address is the last X-Forwarded-For entry.
+BEHIND_PROXY = _env_flag("KD_BEHIND_PROXY", default=bool(os.environ.get("SPACE_ID")))
+# A distillation's wall-clock cap (from its start; the student so far is then evaluated and
+# saved), and the caches' sizes (oldest files deleted first).
+RUN_MINUTES = _env_number("KD_RUN_MINUTES", 10)
+SEARCH_CACHE_BYTES = int(_env_number("KD_SEARCH_CACHE_MB", 256) * MB)
+TEACHER_CACHE_BYTES = int(_env_number("KD_TEACHER_CACHE_MB", 512) * MB)
+# Models from the Hugging Face Hub: off on a public server unless turned on, and then only
+# repositories up to HUB_MAX_BYTES.
+HUB_MODELS = _env_flag("KD_HUB_MODELS")
+HUB_MAX_BYTES = int(_env_number("KD_HUB_MAX_MB", 1024) * MB)
+HUB_PROBE_S = 1.0  # how long the Hub may take to answer before it counts as unreachable
+# Draw's cost: sentences a model under each projection (UMAP costs far more a point than PCA:
+# 2,000 points took 325 s of CPU).
+MAX_POINTS_BY_METHOD = {"pca": MAX_POINTS, "umap": int(_env_number("KD_MAX_UMAP_POINTS", 500))}
 
 # Server folders a visitor may name: models (besides kd's cache and the visitor's own student)
 # and data (Tatoeba folders), each env var a list separated by os.pathsep (":" on Linux).
@@ -59,6 +109,7 @@ PAGE_CSS = """
 MODEL_LABELS = {
     "teacher": "teacher",
     "untrained": "student, untrained",
-    "distilled": "student, distilled",
+    "prebuilt": "student, pre-built",  # distilled before the visitor came (webapp.prebuilt)
+    "distilled": "student, distilled",  # the visitor's own run
 }
 SOURCES = ("built-in sentences", "Tatoeba directory", "uploaded file")

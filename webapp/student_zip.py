@@ -1,9 +1,12 @@
 """A visitor's student as a file: the zip the Distill tab offers, and the zip brought back.
 
-The Distill tab hands each finished student out as a zip that ``SentenceTransformer`` loads
-once unpacked, and takes such a zip back later (:func:`load_student_zip`), unpacked by
-:func:`kd.archive.safe_extract` into the visitor's own folder. Each visitor holds one student:
-:func:`replace_student` deletes the previous one's files.
+The app's runs save their students as deltas (:mod:`kd.delta`: the tensors training changed,
+a few MB, with a README on loading them), so the Distill tab hands each finished student out as
+a small zip, and takes such a zip back later (:func:`load_student_zip`), unpacked by
+:func:`kd.archive.safe_extract` into the visitor's own folder. ``kd export`` turns a delta into
+the full folder ``SentenceTransformer`` loads. A zip of a full sentence-transformers folder is
+still taken when it fits the upload cap. Each visitor holds one student: :func:`replace_student`
+deletes the previous one's files.
 """
 
 from __future__ import annotations
@@ -41,17 +44,41 @@ def replace_student(visitor: Visitor, folder: Path, zip_path: str | None) -> Non
             Path(path).unlink(missing_ok=True)
 
 
+MARKERS = ("kd_delta.json", "modules.json")  # a delta, or a sentence-transformers folder
+
+
 def student_root(folder: Path) -> Path:
-    """The sentence-transformers folder in an unpacked zip: the top, or its single subfolder."""
-    if (folder / "modules.json").is_file():
+    """The student's folder in an unpacked zip: the top, or its single subfolder."""
+    if any((folder / m).is_file() for m in MARKERS):
         return folder
     children = [p for p in folder.iterdir() if p.is_dir()]
-    if len(children) == 1 and (children[0] / "modules.json").is_file():
+    if len(children) == 1 and any((children[0] / m).is_file() for m in MARKERS):
         return children[0]
     raise ValueError(
-        "the zip holds no sentence-transformers model (no modules.json at its top); upload the "
-        "zip the Distill tab offered, or a zip of a folder saved by SentenceTransformer.save"
+        "the zip holds no student (no kd_delta.json or modules.json at its top); upload the "
+        "zip the Distill tab offered, or a zip of a delta made by `kd export --as delta`"
     )
+
+
+def check_delta_base(folder: Path, visitor: Visitor | None) -> None:
+    """A delta names the model it applies to; that name passes the page's model check, as a
+    typed one would (a manifest must not make the server load what the page refuses)."""
+    from kd.delta import is_delta, read_manifest
+    from webapp.model_cache import checked_model
+
+    if not is_delta(folder):
+        return
+    base = read_manifest(folder)["base"]
+    try:
+        checked_model(base, visitor)
+    except ValueError:
+        from kd.registry import OFFLINE_MODELS
+        from webapp.guards import shown_model
+
+        raise ValueError(
+            f"the zip's delta applies to '{shown_model(base)}', a model this server does not "
+            f"load; it takes deltas over {', '.join(OFFLINE_MODELS)}"
+        ) from None
 
 
 def load_student_zip(path: str | None, visitor: Visitor | None):
@@ -85,7 +112,9 @@ def load_student_zip(path: str | None, visitor: Visitor | None):
             "a student zip",
             suffixes=(".zip",),
             limit=settings.MAX_STUDENT_ZIP_BYTES,
-            hint="upload the .zip the Distill tab offered (kd-student-run-N.zip)",
+            hint="upload the .zip the Distill tab offered (kd-student-run-N.zip, a delta of a "
+            "few MB); for a full student folder, `kd export --model FOLDER --as delta --out D` "
+            "makes the delta to zip",
         )
         out = visitor.new_run_dir()
         safe_extract(
@@ -95,6 +124,7 @@ def load_student_zip(path: str | None, visitor: Visitor | None):
             max_bytes=settings.MAX_STUDENT_UNZIPPED_BYTES,
         )
         folder = student_root(out)
+        check_delta_base(folder, visitor)
         try:
             encoder = get_encoder(str(folder), public=False)
         except ValueError:
@@ -109,9 +139,24 @@ def load_student_zip(path: str | None, visitor: Visitor | None):
             message = message.replace(str(out.resolve()), "the zip").replace(str(out), "the zip")
         raise user_error(message) from None
     replace_student(visitor, folder, None)
+    visitor.teacher = _run_teacher(folder)
     return (
         f"**Student loaded** from {Path(path).name} ({encoder.dim}-d vectors). It is yours "
-        "for this session: the Compare and Aligned-spaces tabs now show it as *student, "
-        "distilled*.",
+        "for this session: the Compare, Aligned-spaces and Search tabs now show it as "
+        "*student, distilled*.",
         visitor,
     )
+
+
+def _run_teacher(folder: Path) -> str | None:
+    """The teacher a brought-back student learnt from (its ``kd_config.json``), when that is
+    one of the offline models (a path from another machine means nothing here)."""
+    import json
+
+    from kd.registry import OFFLINE_MODELS
+
+    try:
+        teacher = json.loads((folder / "kd_config.json").read_text(encoding="utf-8")).get("teacher")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return teacher if teacher in OFFLINE_MODELS else None

@@ -62,7 +62,12 @@ def teacher_space_figure(
     anchors = teacher[is_en]
     ids = np.array(pair_ids)[rows]
     frames, numbers = {}, {"teacher reading x": teacher_space_numbers(anchors, teacher[rows], ids)}
-    for key, frame in (("untrained", "untrained"), ("distilled", "distilled")):
+    frame_names = (
+        ("untrained", "untrained"),
+        ("prebuilt", "pre-built"),
+        ("distilled", "distilled"),
+    )
+    for key, frame in frame_names:
         v = vectors.get(MODEL_LABELS[key])
         if v is not None and v.shape[1] == teacher.shape[1]:
             frames[frame] = v[rows]
