@@ -157,7 +157,7 @@ def build_demo() -> gr.Blocks:
                         elem_id="journey",
                     )
                     download = gr.File(
-                        label="the distilled student (zip)",
+                        label="the distilled student (a delta zip; kd export makes the full model)",
                         interactive=False,
                         elem_id="download",
                     )

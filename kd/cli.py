@@ -258,7 +258,13 @@ def cmd_distill(args: argparse.Namespace) -> int:
     if not from_env().main:  # under torchrun, rank 0 alone reports
         return 0
     _print_run_summary(result.metrics)
-    print(f"kd: student saved to {result.out} (SentenceTransformer('{result.out}') loads it)")
+    if result.saved == "delta":
+        print(
+            f"kd: student saved to {result.out} as a delta (kd loads it as a model; `kd export "
+            f"--model {result.out} --out DIR` writes the folder SentenceTransformer loads)"
+        )
+    else:
+        print(f"kd: student saved to {result.out} (SentenceTransformer('{result.out}') loads it)")
     return 0
 
 

@@ -197,6 +197,28 @@ def test_distill_runs_and_eval_reports_baselines(
     assert 0 <= report["results"]["student_distilled"]["de"]["cross_mean_accuracy"] <= 1
 
 
+def test_distill_saves_a_delta_that_eval_takes_as_a_model(
+    tmp_path, capsys, tiny_teacher, tiny_student, pairs_file, isolated_cache
+):
+    rc, out, err = _run(
+        capsys,
+        *_distill(tmp_path, tiny_teacher, tiny_student, pairs_file, "--epochs", "1"),
+        "--save",
+        "delta",
+    )
+    assert rc == 0, err
+    assert "saved the student as a delta" in err + out and "as a delta (kd loads it" in out
+    assert (tmp_path / "out" / "kd_delta.json").is_file()
+    assert not (tmp_path / "out" / "modules.json").exists()
+    tatoeba = _tiny_tatoeba(tmp_path)
+    rc, out, err = _run(
+        capsys, "eval", "--model", str(tmp_path / "out"), "--tatoeba", str(tatoeba),
+        "--langs", "de", "--json",
+    )  # fmt: skip
+    assert rc == 0, err
+    assert "student_distilled" in json.loads(out)["results"]
+
+
 def test_eval_missing_language_file(tmp_path, capsys, tiny_teacher):
     rc, _, err = _run(
         capsys, "eval", "--model", tiny_teacher, "--tatoeba", str(tmp_path), "--langs", "de"
