@@ -230,9 +230,6 @@ def test_twenty_visitors_upload_the_maximum_and_stop_frees_the_slot(
         long_form = _form(tiny_teacher, tiny_student, None, epochs=5, batch_size=4, evals=0)
         long_form[-1] = handle_file(str(_pairs_file(tmp_path / "long.tsv", n=200)))
         long_job = stopper.submit(*long_form, api_name="/distill")
-        short_form = _form(tiny_teacher, tiny_student, None, evals=0)
-        short_form[-1] = handle_file(str(_pairs_file(tmp_path / "short.tsv", seed=3)))
-        short_job = waiter.submit(*short_form, api_name="/distill")
 
         answers: dict[int, list[int]] = {}
 
@@ -263,6 +260,13 @@ def test_twenty_visitors_upload_the_maximum_and_stop_frees_the_slot(
             if any(isinstance(o[0], str) and "· loss" in o[0] for o in outs):
                 break
             time.sleep(0.2)
+        # The next visitor's run waits for the slot. (Queued through the API, which skips the
+        # page's prepare_run, its upload is claimed only when it starts: queued before the long
+        # run made room, it could be swept with the other unused uploads.)
+        short_form = _form(tiny_teacher, tiny_student, None, evals=0)
+        short_form[-1] = handle_file(str(_pairs_file(tmp_path / "short.tsv", seed=3)))
+        short_job = waiter.submit(*short_form, api_name="/distill")
+        time.sleep(1.0)
         stopped_at = time.monotonic()
         stopper.predict(api_name="/stop")
         final_long = long_job.result(timeout=240)

@@ -118,6 +118,35 @@ def test_uploads_no_event_used_are_swept(tmp_path, monkeypatch):
     assert used.exists()
 
 
+def test_a_deleted_upload_still_counts_in_its_clients_quota(tmp_path, monkeypatch):
+    """Swept or evicted to make room, an upload's file goes, but not its place in the client's
+    hourly quota (else deleting a client's uploads would hand it a fresh quota)."""
+    mb = 2**20
+    folder = tmp_path / "gradio"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(folder))
+    monkeypatch.setattr(settings, "UPLOAD_QUOTA_BYTES", 5 * mb)
+    files = []
+    for name in ("a", "b"):
+        file = folder / name / "upload.zip"
+        file.parent.mkdir(parents=True)
+        file.write_bytes(b"\0" * (2 * mb))
+        files.append(file)
+    uploads.record_upload("10.0.0.9", [str(files[0])])
+    later = time.time() + settings.UPLOAD_UNUSED_S + 1
+    monkeypatch.setattr(uploads, "_clock", lambda: later)
+    assert uploads.sweep() == 1 and not files[0].exists()
+    uploads.record_upload("10.0.0.9", [str(files[1])])
+    assert uploads.evict_unused(1) == 2 * mb and not files[1].exists()
+    # 4 MB were taken this hour: a third 2 MB upload is over the 5 MB quota.
+    refused = uploads.admit("10.0.0.9", str(2 * mb))
+    assert refused is not None and refused[0] == 429, refused
+    # An hour on, the records are forgotten and the quota is whole again.
+    monkeypatch.setattr(uploads, "_clock", lambda: later + uploads.QUOTA_WINDOW_S + 1)
+    uploads.sweep()
+    assert uploads.admit("10.0.0.9", str(mb)) is None
+    uploads._done(mb)  # as the route does once the file is written
+
+
 def test_the_disk_budget_evicts_the_oldest_runs_not_the_running_ones(monkeypatch):
     """Finding 1: every run stayed on disk for hours, however many there were; now a new run
     first makes room by deleting other visitors' oldest folders, never one in use."""

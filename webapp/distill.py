@@ -26,6 +26,7 @@ from webapp.run_results import STAGES, curve, headline, per_language_bars, resul
 from webapp.session import Visitor, user_error, without_server_paths
 from webapp.student_zip import replace_student, zip_student
 from webapp.teacher_space import journey_figure
+from webapp.uploads import claim
 
 log = logging.getLogger("kd.app")
 
@@ -168,6 +169,9 @@ def run_distillation(*args, progress=gr.Progress()) -> Iterator[tuple]:  # noqa:
         yield "Stopped before the run started.", skip, skip, skip, skip, skip, visitor
         return
     try:
+        own = form_values(values).get("own_pairs")
+        if own:  # this run's own upload: making room for the run must not delete it
+            claim(own)
         out = str(visitor.new_run_dir())
         if prepared:
             cfg = TrainConfig.from_dict({**prepared, "out": out})

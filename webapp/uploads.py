@@ -96,6 +96,7 @@ class _Upload:
     size: int
     at: float
     used: bool = False
+    gone: bool = False  # its file was deleted; the record stays, for the client's quota
 
 
 _uploads: dict[str, _Upload] = {}  # resolved path -> what the upload route stored
@@ -156,11 +157,13 @@ def sweep(now: float | None = None) -> int:
     with _uploads_lock:
         for key, record in list(_uploads.items()):
             age = now - record.at
-            if not record.used and age >= settings.UPLOAD_UNUSED_S:
+            if age >= QUOTA_WINDOW_S:  # out of every client's quota window: forgotten
+                del _uploads[key]
+                if not record.used and not record.gone:
+                    stale.append(key)
+            elif not record.used and not record.gone and age >= settings.UPLOAD_UNUSED_S:
                 stale.append(key)
-                del _uploads[key]
-            elif record.used and age >= QUOTA_WINDOW_S:
-                del _uploads[key]
+                record.gone = True  # deleted, but still counted in its client's quota
     for key in stale:
         remove_upload(key)
     if stale:
@@ -174,13 +177,16 @@ def evict_unused(needed: int) -> int:
     from webapp.session import remove_upload
 
     with _uploads_lock:
-        unused = sorted((r.at, key, r.size) for key, r in _uploads.items() if not r.used)
+        unused = sorted(
+            (r.at, key, r.size) for key, r in _uploads.items() if not r.used and not r.gone
+        )
     freed = 0
     for _at, key, size in unused:
         if freed >= needed:
             break
         with _uploads_lock:
-            _uploads.pop(key, None)
+            if key in _uploads:
+                _uploads[key].gone = True  # its client's quota still counts it
         remove_upload(key)
         freed += size
     if freed:
@@ -202,7 +208,7 @@ def admit(client: str, length: str | None) -> tuple[int, str] | None:
         recent = sum(
             r.size for r in _uploads.values() if r.client == client and now - r.at < QUOTA_WINDOW_S
         )
-        pending = sum(r.size for r in _uploads.values() if not r.used)
+        pending = sum(r.size for r in _uploads.values() if not r.used and not r.gone)
     if recent + size > settings.UPLOAD_QUOTA_BYTES:
         return 429, (
             f"you uploaded {recent / 2**20:.0f} MB in the last hour; the limit is "
