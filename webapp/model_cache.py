@@ -179,6 +179,12 @@ def _warm_models(names: list[str]) -> None:
             get_encoder(name)
         except Exception as err:  # shown in the status line; the page keeps working
             log.warning("could not preload %s: %s", name, err)
+    prebuilt = prebuilt_for(DEFAULT_TEACHER) if DEFAULT_TEACHER in names else None
+    if prebuilt:  # the first page draws it: load it with the defaults, before anyone asks
+        try:
+            get_encoder(prebuilt, public=False)
+        except Exception as err:
+            log.warning("could not preload the pre-built student: %s", err)
 
 
 def start_background_warm_up(models: list[str] | None = None) -> None:
