@@ -79,7 +79,7 @@ def test_compare_shows_the_prebuilt_student_with_its_own_teacher(
 
 def test_the_prebuilt_note_gives_the_measured_numbers(prebuilt):
     note = prebuilt_note()
-    assert LABEL in note and "81%" in note and "0.73" in note and "0.90" in note
+    assert LABEL in note and "81.2%" in note and "0.73" in note and "0.90" in note
 
 
 def test_search_and_aligned_show_the_prebuilt_student(prebuilt, tiny_teacher, tiny_student):

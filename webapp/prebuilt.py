@@ -104,8 +104,8 @@ def prebuilt_note() -> str:
     if "cross-model retrieval" in n:
         parts.append(
             "on the Tatoeba dev set it finds a translation's English sentence in the teacher's "
-            f"space {n['cross-model retrieval']:.0%} of the time (untrained: "
-            f"{n.get('untrained cross-model retrieval', 0):.0%}), English fidelity "
+            f"space {n['cross-model retrieval']:.1%} of the time (untrained: "
+            f"{n.get('untrained cross-model retrieval', 0):.1%}), English fidelity "
             f"{n.get('English fidelity', 0):.2f}, own retrieval {n.get('own retrieval', 0):.2f} "
             f"(untrained {n.get('untrained own retrieval', 0):.2f})"
         )
