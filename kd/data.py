@@ -24,7 +24,7 @@ import random
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -189,12 +189,29 @@ def read_tsv(path: str | Path, lang: str | None = None) -> list[Pair]:
         'Guten Morgen.'
     """
     path = Path(path)
-    given = _translation_lang(path, lang) if lang is not None else None
-    text = _read_text(path)
-    pairs: list[Pair] = []
     skips = _Skips()
+    pairs = list(_tsv_pairs(path, _numbered_lines(path), lang, skips))
+    return skips.finish(path, pairs)
+
+
+def _numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of the whole file, read when the first line is asked for."""
+    yield from enumerate(_lines(_read_text(path)), start=1)
+
+
+def _tsv_pairs(
+    path: Path,
+    lines: Iterable[tuple[int, str]],
+    lang: str | None,
+    skips: _Skips,
+    source: str | None = None,
+) -> Iterator[Pair]:
+    """The pairs of numbered ``english<TAB>translation`` lines: :func:`read_tsv`'s rules, for
+    the whole-file and the streaming reader alike (``skips`` counts what is left out)."""
+    given = _translation_lang(path, lang) if lang is not None else None
+    source = source or path.name
     code: str | None = None
-    for number, line in enumerate(_lines(text), start=1):
+    for number, line in lines:
         if not line.strip():
             continue
         cols = line.split("\t")
@@ -219,8 +236,7 @@ def read_tsv(path: str | Path, lang: str | None = None) -> list[Pair]:
                 continue
         en, other = clean_text(cols[0]), clean_text(cols[1])
         if skips.keep(en, other):
-            pairs.append(Pair(en, other, code, path.name))
-    return skips.finish(path, pairs)
+            yield Pair(en, other, code, source)
 
 
 def _jsonl_rows(path: Path, text: str) -> Iterable[tuple[str, object]]:
@@ -237,15 +253,18 @@ def _jsonl_rows(path: Path, text: str) -> Iterable[tuple[str, object]]:
         yield from ((f" item {i}", item) for i, item in enumerate(items, start=1))
         return
     for number, line in enumerate(_lines(text), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-        except RecursionError:
-            raise ValueError(f"{path}:{number}: not valid JSON (nested too deeply)") from None
-        yield f":{number}", row
+        if line.strip():
+            yield f":{number}", _json_line(path, number, line)
+
+
+def _json_line(path: Path, number: int, line: str) -> object:
+    """One JSON Lines row decoded, or the ValueError that names its file and line."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+    except RecursionError:
+        raise ValueError(f"{path}:{number}: not valid JSON (nested too deeply)") from None
 
 
 def _jsonl_pair(
@@ -441,38 +460,11 @@ def iter_tsv(path: str | Path, lang: str | None = None, source: str | None = Non
         ['Guten Morgen.']
     """
     path = Path(path)
-    given = _translation_lang(path, lang) if lang is not None else None
-    source = source or path.name
     skips = _Skips()
-    code: str | None = None
     kept = 0
-    for number, line in _stream_lines(path):
-        if not line.strip():
-            continue
-        cols = line.split("\t")
-        if len(cols) != 2:
-            raise ValueError(
-                f"{path}:{number}: expected 2 tab-separated columns (english, translation), "
-                f"found {len(cols)}"
-            )
-        if code is None:
-            header = cols[0].strip().lower() in _TSV_HEADER_EN
-            named = cols[1].strip()
-            if header and named.lower() not in _TSV_HEADER_OTHER:
-                code = _translation_lang(path, named, f":{number}")
-                if given is not None and given != code:
-                    raise ValueError(
-                        f"{path}:{number}: the header says {code!r} but lang={lang!r} was "
-                        "given; fix the header or the lang"
-                    )
-            else:
-                code = _translation_lang(path, given)
-            if header:
-                continue
-        en, other = clean_text(cols[0]), clean_text(cols[1])
-        if skips.keep(en, other):
-            kept += 1
-            yield Pair(en, other, code, source)
+    for pair in _tsv_pairs(path, _stream_lines(path), lang, skips, source):
+        kept += 1
+        yield pair
     if not kept:
         raise ValueError(f"{path}: no pairs found ({skips.describe()})")
 
@@ -493,13 +485,7 @@ def iter_jsonl(path: str | Path, lang: str | None = None, source: str | None = N
         if not line.strip():
             continue
         # One line through read_jsonl's own rules: the same checks and the same messages.
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-        except RecursionError:
-            raise ValueError(f"{path}:{number}: not valid JSON (nested too deeply)") from None
-        pair = _jsonl_pair(path, f":{number}", row, lang)
+        pair = _jsonl_pair(path, f":{number}", _json_line(path, number, line), lang)
         if pair is not None:
             kept += 1
             yield Pair(pair.en, pair.other, pair.lang, source)

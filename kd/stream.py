@@ -50,7 +50,6 @@ from kd.distributed import (
     sum_arrays,
 )
 from kd.evaluate import evaluate
-from kd.io import atomic_write_json
 from kd.losses import distillation_loss, sampled_rank_loss
 from kd.models import Encoder, autocast, pick_device, prepare_torch, resolve_precision
 
@@ -138,7 +137,7 @@ def distill_stream(
 
 
 def _run(cfg, world: World, device, on_step, should_stop, status, progress):
-    from kd.delta import save_student, trained_keys, weights_fingerprint
+    from kd.delta import weights_fingerprint
     from kd.disk_cache import make_stream_runner, teacher_bank
     from kd.stopping import StopCheck
     from kd.train import (
@@ -149,6 +148,8 @@ def _run(cfg, world: World, device, on_step, should_stop, status, progress):
         _seed_everything,
         fit_linear_head,
         peak_rss_gb,
+        save_run,
+        step_record,
         warmup_then_linear_decay,
     )
 
@@ -323,16 +324,11 @@ def _run(cfg, world: World, device, on_step, should_stop, status, progress):
             step += 1
             batch_loss = sum_arrays(world, (loss.detach() * share / world.size).reshape(1))
 
-            elapsed = time.perf_counter() - started
-            rate = (step - done_at_start) / max(elapsed, 1e-9)
-            record = {
-                "loss": float(batch_loss.item()),
-                "lr": optimizer.param_groups[0]["lr"],
-                "epoch": epoch + (bi + 1) / len(batches),
-                "items_per_s": rate * cfg.batch_size,
-                "eta_s": (total - step) / max(rate, 1e-9),
-                "total_steps": total,
-            }
+            rate = (step - done_at_start) / max(time.perf_counter() - started, 1e-9)
+            epoch_at = epoch + (bi + 1) / len(batches)
+            record = step_record(
+                float(batch_loss.item()), optimizer, epoch_at, rate, cfg, step, total
+            )
             if main and eval_every and step % eval_every == 0 and eval_sets and step < total:
                 record["eval"] = evaluate(eval_sets, eval_teacher, student.encode)
             if main:
@@ -365,27 +361,10 @@ def _run(cfg, world: World, device, on_step, should_stop, status, progress):
         if eval_sets:
             say("evaluating the distilled student")
             metrics["student_distilled"] = evaluate(eval_sets, eval_teacher, student.encode)
-        say(f"saving the student to {out}")
-        run_config = cfg.to_dict() | {"teacher_fingerprint": teacher.fingerprint()}
-        saved = save_student(
-            student,
-            out,
-            cfg.save,
-            base=cfg.student,
-            base_fingerprint=base_fingerprint,
-            changed=trained_keys(student),
-            extra={"config": run_config},
-            keep=(CHECKPOINT,),
+        saved = save_run(
+            student, teacher, cfg, base_fingerprint, metrics, history, None, stopped, say
         )
         saved_kind = saved.kind
-        say(saved.describe())
-        atomic_write_json(out / "kd_config.json", run_config)
-        atomic_write_json(out / "metrics.json", metrics)
-        atomic_write_json(out / "history.json", history)
-        if ckpt.exists() and not stopped:
-            import shutil
-
-            shutil.rmtree(ckpt, ignore_errors=True)
     barrier(world)  # the others wait until rank 0 has written everything
     return RunResult(out=out, metrics=metrics, steps=step, stopped=stopped, saved=saved_kind)
 

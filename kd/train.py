@@ -341,16 +341,16 @@ def distill(
             schedule.step()
             step += 1
 
-            elapsed = time.perf_counter() - started
-            rate = (step - done_at_start) / max(elapsed, 1e-9)
-            record = {
-                "loss": float(loss.item()),
-                "lr": optimizer.param_groups[0]["lr"],
-                "epoch": epoch + (b + 1) / len(batches),
-                "items_per_s": rate * cfg.batch_size,
-                "eta_s": (total - step) / max(rate, 1e-9),
-                "total_steps": total,
-            }
+            rate = (step - done_at_start) / max(time.perf_counter() - started, 1e-9)
+            record = step_record(
+                float(loss.item()),
+                optimizer,
+                epoch + (b + 1) / len(batches),
+                rate,
+                cfg,
+                step,
+                total,
+            )
             if eval_every and step % eval_every == 0 and data.eval_sets and step < total:
                 try:
                     record["eval"] = _evaluate_student(student, data, eval_teacher, halt)
@@ -402,6 +402,39 @@ def distill(
         "train_seconds": time.perf_counter() - started,
         "peak_rss_gb": peak_rss_gb(),
     }
+    saved = save_run(student, teacher, cfg, base_fingerprint, metrics, history, watch, stopped, say)
+    return RunResult(out=out, metrics=metrics, steps=step, stopped=stopped, saved=saved.kind)
+
+
+def step_record(
+    loss: float, optimizer, epoch: float, rate: float, cfg: TrainConfig, step: int, total: int
+) -> dict:
+    """What ``on_step`` receives after a step (``rate``: steps a second so far)."""
+    return {
+        "loss": loss,
+        "lr": optimizer.param_groups[0]["lr"],
+        "epoch": epoch,
+        "items_per_s": rate * cfg.batch_size,
+        "eta_s": (total - step) / max(rate, 1e-9),
+        "total_steps": total,
+    }
+
+
+def save_run(
+    student: Encoder,
+    teacher: Encoder,
+    cfg: TrainConfig,
+    base_fingerprint: str,
+    metrics: dict,
+    history: list[dict],
+    watch,
+    stopped: bool,
+    say: Callable[[str], None],
+):
+    """Write a finished run into ``cfg.out``: the student (full or a delta, :mod:`kd.delta`),
+    ``kd_config.json``, ``metrics.json``, ``history.json`` and the watch set; the checkpoint
+    goes unless the run stopped early. Returns :class:`kd.delta.Saved`."""
+    out = Path(cfg.out)
     say(f"saving the student to {out}")
     # The teacher's fingerprint lets an index built by the teacher accept this student's queries.
     run_config = cfg.to_dict() | {"teacher_fingerprint": teacher.fingerprint()}
@@ -421,11 +454,12 @@ def distill(
     atomic_write_json(out / "history.json", history)
     if watch is not None and watch.frames:
         watch.save(out)
+    ckpt = out / CHECKPOINT
     if ckpt.exists() and not stopped:
         import shutil
 
         shutil.rmtree(ckpt, ignore_errors=True)
-    return RunResult(out=out, metrics=metrics, steps=step, stopped=stopped, saved=saved.kind)
+    return saved
 
 
 def _headline(metrics: dict) -> dict:
