@@ -17,7 +17,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ import pytest
 import torch
 
 from kd.config import TrainConfig
+from tests.test_faults import STALL as STALL_AFTER_CHECKPOINT
 from tests.test_train import _write_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,24 +172,9 @@ def test_two_gloo_ranks_train_the_same_weights_as_one_process(
 # The run stalls on rank 0 right after the checkpoint of step STALL_AT is written; each rank says
 # its pid, so the test can kill one rank (rank 1) while rank 0 waits, as a machine going down.
 STALL_AT = 10
-STALL = textwrap.dedent(
-    """
-    import inspect, os, sys, time
-    import kd.checkpoint as checkpoint
-    print(f"RANK {os.environ['RANK']} PID {os.getpid()}", flush=True)
-    at = int(sys.argv[1])
-    original = checkpoint.save_checkpoint
-
-    def stalling(*args, **kwargs):
-        original(*args, **kwargs)
-        if inspect.signature(original).bind(*args, **kwargs).arguments["meta"]["step"] == at:
-            print("STALLED", flush=True)
-            time.sleep(120)  # the test ends the job long before
-
-    checkpoint.save_checkpoint = stalling  # before kd.stream imports it
-    from kd.cli import main
-    sys.exit(main(sys.argv[2:]))
-    """
+STALL = (  # tests/test_faults.py's stalling run, each rank saying its pid first
+    "import os\n"
+    "print(f\"RANK {os.environ['RANK']} PID {os.getpid()}\", flush=True)\n" + STALL_AFTER_CHECKPOINT
 )
 
 
