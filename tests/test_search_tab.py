@@ -155,9 +155,7 @@ def test_the_team_queries_find_their_sentences_with_the_real_student(isolated_ca
     queries = [line.split("\t") for line in SEARCH_QUERIES.read_text("utf-8").splitlines()[1:]]
     found = 0
     for _lang, query, expected in queries:
-        _, _, untrained, _, _ = search(
-            query, 10, ALL_LANGS, DEFAULT_TEACHER, DEFAULT_STUDENT, None
-        )
+        _, _, untrained, _, _ = search(query, 10, ALL_LANGS, DEFAULT_TEACHER, DEFAULT_STUDENT, None)
         found += expected in set(untrained["id"])
     assert found / len(queries) >= 0.8, (found, len(queries))
     assert Path(SEARCH_COLLECTION).is_file()
