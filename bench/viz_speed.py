@@ -21,12 +21,13 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 import warnings
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from timing import timed  # noqa: E402  (bench/timing.py, beside this script)
 
 from viz import figures, metrics  # noqa: E402
 from viz import project as P  # noqa: E402
@@ -48,15 +49,6 @@ def clustered(n: int, seed: int = 0, k: int = 30) -> np.ndarray:
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(k, DIM))
     return (centres[rng.integers(0, k, n)] + 0.6 * rng.normal(size=(n, DIM))).astype(np.float32)
-
-
-def timed(fn, repeat: int = 1) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def cold_in_fresh_process(empty_numba_cache: bool) -> float:
