@@ -12,6 +12,7 @@ ranges of work, and turns a peer's death into one clear line (:class:`PeerLost`)
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from dataclasses import dataclass
@@ -104,7 +105,10 @@ def shutdown(world: World) -> None:
     import torch.distributed as dist
 
     if world.parallel and dist.is_initialized():
-        dist.destroy_process_group()
+        # A group whose peer is gone cannot part cleanly; the process ends anyway, and the
+        # error that ended the job is what gets said, not this one.
+        with contextlib.suppress(RuntimeError, OSError):
+            dist.destroy_process_group()
 
 
 class PeerLost(ValueError):

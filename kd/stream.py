@@ -113,7 +113,16 @@ def _is_peer_failure(err: BaseException) -> bool:
     kinds = tuple(getattr(dist, n) for n in ("DistError",) if hasattr(dist, n))
     text = str(err).lower()
     return isinstance(err, kinds) or any(
-        w in text for w in ("gloo", "nccl", "connection reset", "connection closed", "timed out")
+        w in text
+        for w in (
+            "gloo",
+            "nccl",
+            "connection reset",
+            "connection closed",
+            "connection refused",
+            "broken pipe",
+            "timed out",
+        )
     )
 
 
@@ -128,7 +137,7 @@ def distill_stream(
     world, device = init(pick_device(cfg.device))
     try:
         return _run(cfg, world, device, on_step, should_stop, status, progress)
-    except RuntimeError as err:
+    except (RuntimeError, OSError) as err:  # gloo raises both when a peer's socket closes
         if world.parallel and _is_peer_failure(err):
             raise peer_lost(world, err) from None
         raise
