@@ -14,9 +14,11 @@ loss, batches, warm-up and linear decay, gradient clipping and compute precision
 held-out evaluation, checkpoints and saving. Its numbers guide the choice of a recipe; the
 README's default-run table comes from ``kd distill`` and ``kd eval`` themselves.
 
-Run: ``KD_DATA=../shared/data/everyday-parallel python bench/recipe_probe.py --lr 3e-4
---epochs 2 [--freeze-layers 10] [--english-rows 12000] [--max-pairs 1000] [--evals 2]
-[--rank-weight 1] [--english-only] [--pair-weight 3]``. The last line reads
+Run: ``KD_DATA=../shared/data/everyday-parallel python bench/recipe_probe.py [--epochs 2]
+[--lr 1e-4] [--freeze-layers 9] [--english-rows 12000] [--max-pairs 1000] [--evals 2]
+[--rank-weight 1] [--english-only] [--pair-weight 3] [--lang-weight ar=3] [--keep-pairs 500]
+[--keep-english 6000]``; every option not given is ``kd distill``'s default
+(:class:`kd.config.TrainConfig`). The last line reads
 ``cross=<mean> student=<mean> fidelity=<mean> worst=<lang>:<cross>``.
 """
 
@@ -111,6 +113,33 @@ def _dev_scores(student, dev, z, precision: str) -> dict[str, float | str]:
     }
 
 
+def _subsample(
+    items: np.ndarray, langs: np.ndarray, target: np.ndarray, pairs: int, english: int, seed: int
+) -> np.ndarray:
+    """``items`` cut to ``pairs`` translations a language and ``english`` English-only rows.
+
+    English items are their own targets (``target[i] == i``); an English item that a kept
+    translation points to stays, the other English items are the English-only rows.
+    0 pairs and -1 rows keep everything of that kind.
+    """
+    rng = np.random.default_rng(seed)
+    english_items = items[langs[items] == "en"]
+    kept = [english_items]
+    for lang in sorted(set(langs[items]) - {"en"}):
+        of_lang = items[langs[items] == lang]
+        if pairs and len(of_lang) > pairs:
+            of_lang = np.sort(rng.choice(of_lang, pairs, replace=False))
+        kept.append(of_lang)
+    translations = np.concatenate(kept[1:]) if len(kept) > 1 else items[:0]
+    if english >= 0 or pairs:
+        sides = np.isin(english_items, target[translations])
+        rows = english_items[~sides]
+        if english >= 0 and len(rows) > english:
+            rows = np.sort(rng.choice(rows, english, replace=False))
+        kept[0] = np.sort(np.concatenate([english_items[sides], rows]))
+    return np.concatenate(kept)
+
+
 def _line(scores: dict[str, float | str]) -> str:
     return " ".join(
         f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in scores.items()
@@ -119,25 +148,54 @@ def _line(scores: dict[str, float | str]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--freeze-layers", type=int, default=10)
-    parser.add_argument("--english-rows", type=int, default=12000)
-    parser.add_argument("--max-pairs", type=int, default=1000)
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--head-lr", type=float, default=None, help="default: --lr")
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=32)
+    from kd.config import TrainConfig
+
+    d = TrainConfig(out="/tmp/unused")  # the defaults of `kd distill`: one owner
+    parser.add_argument("--freeze-layers", type=int, default=d.freeze_layers)
+    parser.add_argument("--english-rows", type=int, default=d.english_rows)
+    parser.add_argument("--max-pairs", type=int, default=d.max_pairs)
+    parser.add_argument("--lr", type=float, default=d.lr)
+    parser.add_argument("--head-lr", type=float, default=d.head_lr)
+    parser.add_argument("--epochs", type=int, default=d.epochs)
+    parser.add_argument("--batch-size", type=int, default=d.batch_size)
     parser.add_argument("--evals", type=int, default=1, help="dev evaluations per epoch")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
     parser.add_argument(
-        "--rank-weight", type=float, default=0.0, help="weight of the ranking term (kd.losses)"
+        "--rank-weight",
+        type=float,
+        default=d.rank_weight,
+        help="weight of the ranking term (kd.losses)",
     )
-    parser.add_argument("--temperature", type=float, default=0.05, help="of the ranking term")
+    parser.add_argument(
+        "--temperature", type=float, default=d.temperature, help="of the ranking term"
+    )
     parser.add_argument(
         "--rank-translations-only", action="store_true", help="no ranking term for English items"
     )
     parser.add_argument("--english-only", action="store_true", help="drop the translations")
     parser.add_argument(
         "--pair-weight", type=int, default=1, help="repeat each translation N times"
+    )
+    parser.add_argument(
+        "--lang-weight",
+        action="append",
+        default=[],
+        metavar="LANG=N",
+        help="repeat the translations of LANG N times (repeatable)",
+    )
+    parser.add_argument(
+        "--keep-pairs",
+        type=int,
+        default=0,
+        help="train on a seeded sample of N of the cached translations per language "
+        "(no new cache: a data-size sweep over one cached run)",
+    )
+    parser.add_argument(
+        "--keep-english",
+        type=int,
+        default=-1,
+        help="keep a seeded sample of N of the English-only rows (the English sides of "
+        "the kept translations always stay)",
     )
     args = parser.parse_args()
     if not TATOEBA.is_dir():
@@ -146,7 +204,6 @@ def main() -> None:
     warnings.simplefilter("ignore")
     import torch
 
-    from kd.config import TrainConfig
     from kd.losses import mse_loss, rank_loss
     from kd.models import Encoder, autocast, prepare_torch, quiet_transformers, resolve_precision
     from kd.student_forward import FrozenPrefixCache, embed_in_batches, trainable_parameters
@@ -177,8 +234,13 @@ def main() -> None:
     items = np.arange(len(target))
     if args.english_only:
         items = items[langs == "en"]
+    items = _subsample(items, langs, target, args.keep_pairs, args.keep_english, cfg.seed)
     translations = items[langs[items] != "en"]
-    items = np.concatenate([items] + [translations] * (args.pair_weight - 1))
+    repeats = [translations] * (args.pair_weight - 1)
+    for spec in args.lang_weight:
+        lang, _, times = spec.partition("=")
+        repeats += [translations[langs[translations] == lang]] * (int(times) - 1)
+    items = np.concatenate([items] + repeats)
     print(f"{len(items)} items ({(langs[items] == 'en').sum()} English), {precision}", flush=True)
 
     student.head, student.normalize = None, False
@@ -192,7 +254,7 @@ def main() -> None:
 
     head = list(student.head.parameters())
     optimizer = torch.optim.AdamW(
-        [{"params": params, "lr": args.lr}, {"params": head, "lr": args.head_lr or args.lr}],
+        [{"params": params, "lr": args.lr}, {"params": head, "lr": args.head_lr}],
         weight_decay=cfg.weight_decay,
     )
     per_epoch = math.ceil(len(items) / args.batch_size)
