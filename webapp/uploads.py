@@ -98,6 +98,11 @@ class _Upload:
     used: bool = False
     gone: bool = False  # its file was deleted; the record stays, for the client's quota
 
+    @property
+    def waiting(self) -> bool:
+        """Its file is still on disk and no run has claimed it: what sweeps and evictions take."""
+        return not self.used and not self.gone
+
 
 _uploads: dict[str, _Upload] = {}  # resolved path -> what the upload route stored
 _uploads_lock = threading.Lock()
@@ -159,9 +164,9 @@ def sweep(now: float | None = None) -> int:
             age = now - record.at
             if age >= QUOTA_WINDOW_S:  # out of every client's quota window: forgotten
                 del _uploads[key]
-                if not record.used and not record.gone:
+                if record.waiting:
                     stale.append(key)
-            elif not record.used and not record.gone and age >= settings.UPLOAD_UNUSED_S:
+            elif record.waiting and age >= settings.UPLOAD_UNUSED_S:
                 stale.append(key)
                 record.gone = True  # deleted, but still counted in its client's quota
     for key in stale:
@@ -177,9 +182,7 @@ def evict_unused(needed: int) -> int:
     from webapp.session import remove_upload
 
     with _uploads_lock:
-        unused = sorted(
-            (r.at, key, r.size) for key, r in _uploads.items() if not r.used and not r.gone
-        )
+        unused = sorted((r.at, key, r.size) for key, r in _uploads.items() if r.waiting)
     freed = 0
     for _at, key, size in unused:
         if freed >= needed:
@@ -208,7 +211,7 @@ def admit(client: str, length: str | None) -> tuple[int, str] | None:
         recent = sum(
             r.size for r in _uploads.values() if r.client == client and now - r.at < QUOTA_WINDOW_S
         )
-        pending = sum(r.size for r in _uploads.values() if not r.used and not r.gone)
+        pending = sum(r.size for r in _uploads.values() if r.waiting)
     if recent + size > settings.UPLOAD_QUOTA_BYTES:
         return 429, (
             f"you uploaded {recent / 2**20:.0f} MB in the last hour; the limit is "
