@@ -58,7 +58,7 @@ def _add_config_options(s: argparse.ArgumentParser, preset: str) -> None:
             s.add_argument(flag(name), action="store_true", default=default, help=spec.help)
         elif name == "langs":
             s.add_argument(flag(name), default=",".join(default), help=spec.help)
-        elif name == "data":
+        elif kind is list:  # --data, --english: repeatable
             s.add_argument(flag(name), action="append", default=[], help=spec.help)
         else:
             shown = f"default: {default}" if default != "" else "default: none"

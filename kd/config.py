@@ -176,6 +176,15 @@ class TrainConfig:
         low=0,
         server_high=20000,
     )
+    english: list[str] = setting(
+        factory=list,
+        label="English-only text",
+        help="where the English-only rows come from: a text file of one sentence a line, a "
+        "folder of .txt files, hf:OWNER/NAME[:CONFIG] (a Hub text dataset, streamed), or "
+        "wordnet / fortunes / default (both: the Debian packages' everyday sentences); "
+        "repeatable: taken in the order given, each shuffled, until --english-rows. "
+        "Default: default",
+    )
     data: list[str] = setting(
         factory=list,
         label="your own pairs",
@@ -303,6 +312,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.langs = parse_langs(self.langs)
         self.data = [str(p) for p in self.data]
+        self.english = [str(p) for p in self.english]
         for f in fields(self):
             check(f.name, getattr(self, f.name))
         if not str(self.out).strip():

@@ -285,6 +285,8 @@ def corpus_key(cfg: TrainConfig, specs: list[str]) -> str:
         "max_pairs": cfg.max_pairs,
         "eval_pairs": cfg.eval_pairs,
         "english_rows": cfg.english_rows,
+        "english": cfg.english,
+        "english_sources": _source_stamp([e for e in cfg.english if Path(e).expanduser().exists()]),
         "seed": cfg.seed,
     }
     return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:20]
@@ -363,7 +365,7 @@ def build_corpus(cfg: TrainConfig, specs: list[str], root: Path) -> None:
 
 def _write_corpus(cfg: TrainConfig, specs: list[str], root: Path, stream, held: set[str]) -> None:
     """Pass 2: the training items and held-out pairs into the corpus folder."""
-    from kd.english_text import english_sentences
+    from kd.english_sources import english_rows
 
     lang_ids = {lang: i for i, lang in enumerate(["en", *cfg.langs])}
     eval_sets: dict[str, tuple[list[str], list[str]]] = {}
@@ -402,7 +404,7 @@ def _write_corpus(cfg: TrainConfig, specs: list[str], root: Path, stream, held: 
                 x_fh.write(data)
                 x_off.append(x_off[-1] + len(data))
                 x_lang.append(lang_ids[p.lang])
-            rows = english_sentences(cfg.english_rows, seed=cfg.seed) if cfg.english_rows else []
+            rows = english_rows(cfg.english, cfg.english_rows, seed=cfg.seed)
             for s in rows:
                 if english_key(s) not in held:
                     add_english(s)

@@ -11,8 +11,8 @@ The one builder used by ``kd distill``, the app and the benchmarks:
    The held-out pairs come from the same sources as the training pairs, so the teacher-alone
    baseline beside them means what it should.
 3. The training *items* are every distinct English sentence (its target: itself) and every
-   translation (its target: its English sentence), plus English-only rows (everyday English
-   without translation, :mod:`kd.english_text`).
+   translation (its target: its English sentence), plus English-only rows (English without
+   translation, from ``--english``: :mod:`kd.english_sources`).
 """
 
 from __future__ import annotations
@@ -183,10 +183,10 @@ def tatoeba_sets(directory, langs: list[str] | None = None, max_pairs: int = 0) 
 
 def read_dataset(cfg: TrainConfig) -> Dataset:
     """Everything :func:`kd.train.distill` trains and evaluates on, for ``cfg``."""
-    from kd.english_text import english_sentences
+    from kd.english_sources import english_rows
 
     pairs, note = load_pairs(cfg)
-    rows = english_sentences(cfg.english_rows, seed=cfg.seed) if cfg.english_rows else []
+    rows = english_rows(cfg.english, cfg.english_rows, seed=cfg.seed)
     data = build_dataset(cfg, pairs, rows)
     data.note = note
     return data

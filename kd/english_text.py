@@ -175,6 +175,12 @@ def _by_source(wordnet_dir: Path, fortunes_dir: Path, cache: bool) -> dict[str, 
     return result
 
 
+def english_by_source(*, cache: bool = True) -> dict[str, list[str]]:
+    """Each Debian source's sentences (``"wordnet"``, ``"fortunes"``), deduplicated across both,
+    in file order: what ``--english wordnet`` / ``fortunes`` / ``default`` read."""
+    return _by_source(WORDNET_DIR, FORTUNES_DIR, cache)
+
+
 def english_pairs(
     max_n: int | None = None,
     seed: int = 0,
