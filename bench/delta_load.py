@@ -25,7 +25,8 @@ def _bytes(folder: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from kd.delta import export, is_delta
+    from kd.delta import is_delta
+    from kd.export import export
     from kd.models import Encoder, quiet_transformers
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

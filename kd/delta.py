@@ -14,7 +14,8 @@ next to the run's ``metrics.json``, ``history.json`` and ``watch.npz``. :func:`l
 rebuilds the full student from the base model and checks the fingerprint first, so a delta
 applied to a different base is one clear error, not a wrong model. ``Encoder.load`` does this
 for any folder holding a manifest, so ``kd eval``, ``kd plot``, ``kd search`` and the app take a
-delta wherever they take a model; ``kd export`` writes the full sentence-transformers folder.
+delta wherever they take a model; ``kd export`` (:mod:`kd.export`) writes the full
+sentence-transformers folder.
 
 Tensors are read with ``safetensors`` only (no pickle can run), after their checksum matches.
 """
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -241,60 +242,6 @@ def _named(student, changed: set[str]) -> list[torch.Tensor]:
     return [state[k] for k in changed if k in state] + head
 
 
-def export(model: str, out: str | Path, form: str = "full", base: str | None = None) -> Saved:
-    """``kd export``: write ``model`` (a delta or a full folder) to ``out`` as ``form``.
-
-    ``full`` writes a complete sentence-transformers folder; ``delta``/``delta-fp16`` store the
-    tensors that differ from ``base`` (default: the base a delta names, or the ``student`` of
-    the run's ``kd_config.json``). The run's config, metrics and watch set travel along.
-    """
-    from kd.models import Encoder
-
-    src, out = Path(model).expanduser(), Path(out).expanduser()
-    if src.exists() and out.exists() and src.resolve() == out.resolve():
-        raise DeltaError("--out must be a new folder, not the model being exported")
-    student = Encoder.load(model)
-    config = _json(src / "kd_config.json")
-    if form == "full":
-        student.save(out)
-        saved = Saved(
-            "full",
-            out,
-            sum(p.stat().st_size for p in out.rglob("*.safetensors")),
-            weight_bytes(student),
-        )
-    else:
-        base = base or (read_manifest(src)["base"] if is_delta(src) else config.get("student"))
-        if not base:
-            raise DeltaError(
-                f"'{src.name}' names no base model (no kd_config.json); give --base, the model "
-                "it was distilled from"
-            )
-        base_model = Encoder.load(base)
-        extra = {"config": config, "metrics": _json(src / "metrics.json")}
-        saved = save_student(
-            student,
-            out,
-            form,
-            base,
-            weights_fingerprint(base_model),
-            changed_keys(student, base_model),
-            extra={k: v for k, v in extra.items() if v},
-        )
-    for name in KEEP:
-        if (src / name).is_file() and not (out / name).exists():
-            shutil.copyfile(src / name, out / name)
-    return saved
-
-
-def _json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 # ---- reading -------------------------------------------------------------------------------------
 def read_manifest(path: str | Path) -> dict:
     """The checked manifest of a delta folder.
@@ -404,15 +351,20 @@ def apply_delta(encoder, tensors: dict[str, torch.Tensor], manifest: dict, where
     encoder.dim = encoder.head.out_features if encoder.head is not None else encoder.dim
 
 
-def load_delta(path: str | Path, device: str = "cpu", name: str | None = None):
-    """Rebuild the full student a delta folder describes, on ``device``.
+def load_delta(
+    path: str | Path,
+    load_base: Callable[[str, str], nn.Module],
+    device: str = "cpu",
+    name: str | None = None,
+):
+    """Rebuild the full student a delta folder describes, on ``device``, from the base that
+    ``load_base(name, device)`` loads (``Encoder.load``, which calls this for a delta folder:
+    the format knows nothing of how models load).
 
     Raises:
         DeltaError: a damaged or foreign delta, a base model that does not load here, or a
             base whose weights are not the ones the delta was made from.
     """
-    from kd.models import Encoder
-
     path = Path(path).expanduser()
     where = path.name or str(path)
     manifest = read_manifest(path)
@@ -423,7 +375,7 @@ def load_delta(path: str | Path, device: str = "cpu", name: str | None = None):
             f"delta '{where}' names another delta as its base; a base must be a full model"
         )
     try:
-        encoder = Encoder.load(base, device)
+        encoder = load_base(base, device)
     except (OSError, ValueError) as err:
         raise DeltaError(
             f"delta '{where}' is built on '{base}', which does not load here: "
@@ -446,7 +398,6 @@ __all__ = [
     "Saved",
     "TENSORS",
     "changed_keys",
-    "export",
     "is_delta",
     "load_delta",
     "read_manifest",

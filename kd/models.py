@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kd.delta import is_delta, load_delta
 from kd.io import atomic_directory
 
 # The names of models and precisions live in kd.registry (no torch); re-exported for callers.
@@ -144,11 +145,9 @@ class Encoder(nn.Module):
     def load(cls, name: str, device: str = "cpu") -> Encoder:
         """Load a teacher or student by id or directory (see :func:`resolve_model`); a delta
         folder (:mod:`kd.delta`) is rebuilt from its base model."""
-        from kd.delta import is_delta, load_delta
-
         if is_delta(name):
             resolve_model(name)  # the same folder checks as any model (no pickle file)
-            return load_delta(name, device, name=name)
+            return load_delta(name, cls.load, device, name=name)
         return cls(name, _load_sentence_transformer(name, device), device)
 
     def fingerprint(self) -> str:

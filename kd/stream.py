@@ -12,7 +12,7 @@ differs is where things live and who does what:
   does not grow with the corpus;
 - the ranking term ranks against a fixed seeded sample of at most :data:`RANK_BANK` training
   sentences (all of them below that), :func:`kd.losses.sampled_rank_loss`;
-- with N processes every rank builds the same global batches (:func:`kd.train.epoch_batches`)
+- with N processes every rank builds the same global batches (:func:`kd.train_parts.epoch_batches`)
   and trains on its slice of each; ``DistributedDataParallel`` averages the gradients, and each
   rank's loss is weighted by its share of the batch, so one step is the step one process would
   take on the whole batch. The encoding work (teacher vectors, frozen-layer states, the ridge
@@ -60,11 +60,11 @@ RANK_BANK = 65_536
 
 
 class BatchPlan:
-    """:func:`kd.train.epoch_batches` for a corpus of millions: the same batches in the same
+    """:func:`kd.train_parts.epoch_batches` for a corpus of millions: the same batches in the same
     order, held as one int32 array of item ids (4 bytes an item) instead of a list of arrays.
 
     Example:
-        >>> from kd.train import epoch_batches
+        >>> from kd.train_parts import epoch_batches
         >>> lengths = np.random.default_rng(0).integers(3, 40, size=500)
         >>> plan = BatchPlan(lengths, 32, seed=1, epoch=0)
         >>> all((a == b).all() for a, b in zip(plan, epoch_batches(lengths, 32, 1, 0)))
@@ -149,15 +149,15 @@ def _run(cfg, world: World, device, on_step, should_stop, status, progress):
     from kd.delta import weights_fingerprint
     from kd.disk_cache import make_stream_runner, teacher_bank
     from kd.stopping import StopCheck
-    from kd.train import (
+    from kd.train_parts import (
         CHECKPOINT,
         RIDGE_ITEMS,
         RunResult,
-        _check_resumable,
-        _seed_everything,
+        check_resumable,
         fit_linear_head,
         peak_rss_gb,
         save_run,
+        seed_everything,
         step_record,
         warmup_then_linear_decay,
     )
@@ -174,7 +174,7 @@ def _run(cfg, world: World, device, on_step, should_stop, status, progress):
     out = Path(cfg.out)
     device_type = "cuda" if device.startswith("cuda") else "cpu"
     prepare_torch(device_type)
-    _seed_everything(cfg.seed)
+    seed_everything(cfg.seed)
 
     def check_stop() -> None:
         """Every rank learns of a Stop on rank 0 (one small all-reduce)."""
@@ -272,7 +272,7 @@ def _run(cfg, world: World, device, on_step, should_stop, status, progress):
     step = 0
     ckpt = out / CHECKPOINT
     if cfg.resume:
-        step = _resume(cfg, world, ckpt, named, optimizer, _check_resumable)
+        step = _resume(cfg, world, ckpt, named, optimizer, check_resumable)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             for _ in range(step):

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from kd.cli import main
-from kd.delta import MANIFEST, TENSORS, DeltaError, export, is_delta, read_manifest
+from kd.delta import MANIFEST, TENSORS, DeltaError, is_delta, read_manifest
+from kd.export import export
 from kd.models import Encoder
 from kd.train import distill
 from tests.test_train import _cfg

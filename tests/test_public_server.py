@@ -32,15 +32,10 @@ import kd.stopping  # noqa: E402
 from kd.stopping import RunStopped  # noqa: E402
 from tests.test_app import _form, _pairs_file, serve_app  # noqa: E402
 from tests.test_train import _cfg  # noqa: E402
-from webapp import budget, model_cache, settings, uploads  # noqa: E402
+from webapp import budget, model_cache, settings, upload_guard, uploads  # noqa: E402
 from webapp.distill import _training_slot, run_distillation  # noqa: E402
-from webapp.session import (  # noqa: E402
-    Visitor,
-    end_session,
-    register_session,
-    remove_upload,
-    user_error,
-)
+from webapp.gradio_files import remove_upload  # noqa: E402
+from webapp.session import Visitor, end_session, register_session, user_error  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -138,13 +133,13 @@ def test_a_deleted_upload_still_counts_in_its_clients_quota(tmp_path, monkeypatc
     uploads.record_upload("10.0.0.9", [str(files[1])])
     assert uploads.evict_unused(1) == 2 * mb and not files[1].exists()
     # 4 MB were taken this hour: a third 2 MB upload is over the 5 MB quota.
-    refused = uploads.admit("10.0.0.9", str(2 * mb))
+    refused = upload_guard.admit("10.0.0.9", str(2 * mb))
     assert refused is not None and refused[0] == 429, refused
     # An hour on, the records are forgotten and the quota is whole again.
     monkeypatch.setattr(uploads, "_clock", lambda: later + uploads.QUOTA_WINDOW_S + 1)
     uploads.sweep()
-    assert uploads.admit("10.0.0.9", str(mb)) is None
-    uploads._done(mb)  # as the route does once the file is written
+    assert upload_guard.admit("10.0.0.9", str(mb)) is None
+    budget.upload_written(mb)  # as the route does once the file is written
 
 
 def test_the_disk_budget_evicts_the_oldest_runs_not_the_running_ones(monkeypatch):

@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from webapp import settings
+from webapp.gradio_files import served_copy, upload_folder
+from webapp.uploads import evict_unused, sweep
 
 log = logging.getLogger("kd.app")
 
@@ -30,6 +32,8 @@ RECENT_S = 120.0
 _busy: dict[str, int] = {}  # resolved visitor folder -> runs using it
 _busy_lock = threading.Lock()
 _room_lock = threading.Lock()
+_in_flight = {"bytes": 0}  # admitted uploads still being written: counted as used
+_in_flight_lock = threading.Lock()
 
 
 def folder_bytes(folder: Path) -> int:
@@ -41,12 +45,6 @@ def folder_bytes(folder: Path) -> int:
                 st = os.lstat(os.path.join(root, name))
                 total += st.st_size
     return total
-
-
-def upload_folder() -> Path:
-    from gradio.utils import get_upload_folder
-
-    return Path(get_upload_folder())
 
 
 def used_bytes() -> int:
@@ -107,8 +105,6 @@ def evictable(keep: tuple[str | Path, ...] = ()) -> list[Path]:
 
 def evict(folder: Path) -> int:
     """Delete one visitor folder and gradio's copies of the zips in it; the bytes freed."""
-    from webapp.session import served_copy
-
     freed = folder_bytes(folder)
     for zipped in folder.rglob("*.zip"):
         copy = served_copy(zipped)
@@ -129,8 +125,6 @@ def make_room(needed: int = 0, keep: tuple[str | Path, ...] = (), for_run: bool 
     Raises:
         ValueError: even then it does not fit (runs in progress hold the rest): try later.
     """
-    from webapp.uploads import in_flight_bytes, sweep
-
     with _room_lock:
         sweep()
         budget = settings.DISK_BUDGET_BYTES
@@ -142,8 +136,6 @@ def make_room(needed: int = 0, keep: tuple[str | Path, ...] = (), for_run: bool 
             if used + needed <= budget:
                 return
         if for_run:
-            from webapp.uploads import evict_unused
-
             used -= evict_unused(used + needed - budget)
             if used + needed <= budget:
                 return
@@ -151,6 +143,30 @@ def make_room(needed: int = 0, keep: tuple[str | Path, ...] = (), for_run: bool 
         f"the server's disk budget ({budget // 2**20:,} MB) is taken by runs in progress and "
         "recent uploads; try again in a few minutes"
     )
+
+
+def in_flight_bytes() -> int:
+    """Bytes of the uploads admitted and still arriving: :func:`make_room` counts them as used."""
+    return _in_flight["bytes"]
+
+
+def admit_upload(size: int) -> None:
+    """Make room for an upload of ``size`` bytes, the others still arriving, and always one run
+    besides (uploads alone never take the whole budget from the training slot), then count it
+    as arriving until :func:`upload_written`.
+
+    Raises:
+        ValueError: it does not fit (one line for the client).
+    """
+    with _in_flight_lock:
+        make_room(size + settings.RUN_RESERVE_BYTES)
+        _in_flight["bytes"] += size
+
+
+def upload_written(size: int) -> None:
+    """An admitted upload has finished arriving (stored or failed): no longer counted."""
+    with _in_flight_lock:
+        _in_flight["bytes"] = max(0, _in_flight["bytes"] - size)
 
 
 def prune_cache(folder: Path, max_bytes: int, pattern: str = "*", keep=()) -> int:

@@ -321,12 +321,12 @@ def launch_options() -> dict:
     """The ``launch()`` arguments that limit uploads and what gradio serves, and the page's
     style (gradio 6 takes ``css`` in ``launch()``); ``main()`` and the tests use the same.
 
-    The upload route gets :class:`webapp.uploads.UploadGuard` in front of it (request size,
+    The upload route gets :class:`webapp.upload_guard.UploadGuard` in front of it (request size,
     a quota per client, the disk budget, unused uploads swept).
     """
     from starlette.middleware import Middleware
 
-    from webapp.uploads import UploadGuard
+    from webapp.upload_guard import UploadGuard
 
     return {
         "max_file_size": settings.MAX_STUDENT_ZIP_BYTES,

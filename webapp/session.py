@@ -14,6 +14,8 @@ from pathlib import Path
 import gradio as gr
 
 from webapp import settings
+from webapp.budget import make_room
+from webapp.gradio_files import remove_upload, served_copy
 
 
 # ---- errors ------------------------------------------------------------------------------------
@@ -107,8 +109,6 @@ class Visitor:
         Raises:
             ValueError: runs in progress hold the whole budget.
         """
-        from webapp.budget import make_room
-
         keep = (self.workdir,) if self.workdir else ()
         make_room(settings.RUN_RESERVE_BYTES, keep=keep, for_run=True)
         if self.workdir is None or not Path(self.workdir).is_dir():
@@ -131,39 +131,6 @@ def forget_visitor(visitor: Visitor | None) -> None:
     visitor.uploads = []
     if visitor.workdir:
         shutil.rmtree(visitor.workdir, ignore_errors=True)
-
-
-def served_copy(path: str | Path, delete: bool = False) -> Path | None:
-    """Gradio's copy of a file the page handed out (its cache keeps one per file content),
-    or None; ``delete``: remove that copy and its folder."""
-    from gradio.processing_utils import hash_file
-    from gradio.utils import get_upload_folder
-
-    file = Path(path)
-    try:
-        folder = Path(get_upload_folder()) / hash_file(file)
-    except OSError:
-        return None
-    copy = folder / file.name
-    if delete and folder.is_dir():
-        shutil.rmtree(folder, ignore_errors=True)
-    return copy if copy.exists() or delete else None
-
-
-def remove_upload(path: str | Path) -> None:
-    """Delete an uploaded file and its folder in gradio's upload folder (one hash per file)."""
-    from gradio.utils import get_upload_folder
-
-    file = Path(path)
-    root = Path(get_upload_folder()).resolve()
-    try:
-        folder = file.resolve().parent
-    except OSError:
-        return
-    if folder.parent == root:
-        shutil.rmtree(folder, ignore_errors=True)
-    elif root in folder.parents:
-        file.unlink(missing_ok=True)
 
 
 # ---- the page's sessions ------------------------------------------------------------------------

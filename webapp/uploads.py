@@ -1,20 +1,20 @@
-"""Checks and readers for files a visitor uploads, and the guard on gradio's upload route.
+"""Files a visitor uploads: the checks every handler makes, the readers, and the ledger of what
+gradio's upload route stored.
 
-Gradio's ``/gradio_api/upload`` route stores any file before an event asks for it (the page
-uploads a file as soon as it is picked). :class:`UploadGuard` sits in front of it:
+Gradio's ``/gradio_api/upload`` route stores any file before an event asks for it; its guard
+(:mod:`webapp.upload_guard`) records each stored file here, for whom and when, and asks
+:func:`quota_refusal` first:
 
 - a request must say its length (``Content-Length``) and be at most the largest file the page
   takes (:func:`max_request_bytes`) plus the form's framing: 413 otherwise;
-- one client (address) uploads at most ``settings.UPLOAD_QUOTA_BYTES`` an hour (429), the
-  uploads no event has used yet take at most ``settings.UPLOAD_PENDING_BYTES`` together, and
-  the upload must fit in the disk budget (:func:`webapp.budget.make_room`): 507 otherwise;
+- one client (address) uploads at most ``settings.UPLOAD_QUOTA_BYTES`` an hour (429), and the
+  uploads no event has used yet take at most ``settings.UPLOAD_PENDING_BYTES`` together (507);
 - an upload no event has used (:func:`check_upload` marks it used) within
   ``settings.UPLOAD_UNUSED_S`` seconds is deleted (:func:`sweep`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -23,6 +23,7 @@ from pathlib import Path
 
 from kd.archive import PICKLE_SUFFIXES
 from webapp import settings
+from webapp.gradio_files import remove_upload
 from webapp.settings import MAX_UPLOAD_BYTES, UPLOAD_SUFFIXES
 
 log = logging.getLogger("kd.app")
@@ -108,14 +109,6 @@ _uploads: dict[str, _Upload] = {}  # resolved path -> what the upload route stor
 _uploads_lock = threading.Lock()
 _clock = time.time
 QUOTA_WINDOW_S = 3600.0
-_in_flight = {"bytes": 0}  # admitted uploads still being written: counted in the disk budget
-_in_flight_lock = threading.Lock()
-
-
-def in_flight_bytes() -> int:
-    """Bytes of the uploads admitted and still arriving (:func:`webapp.budget.make_room`
-    counts them as used)."""
-    return _in_flight["bytes"]
 
 
 def max_request_bytes() -> int:
@@ -155,8 +148,6 @@ def record_upload(client: str, paths: list[str]) -> None:
 def sweep(now: float | None = None) -> int:
     """Delete the uploads no event used within ``settings.UPLOAD_UNUSED_S``; forget records
     older than an hour. Returns the number of files deleted."""
-    from webapp.session import remove_upload
-
     now = _clock() if now is None else now
     stale = []
     with _uploads_lock:
@@ -179,8 +170,6 @@ def sweep(now: float | None = None) -> int:
 def evict_unused(needed: int) -> int:
     """Delete uploads no event has used, oldest first, until ``needed`` bytes are freed (a run
     needs the room: an upload nobody used is the cheapest thing to lose). The bytes freed."""
-    from webapp.session import remove_upload
-
     with _uploads_lock:
         unused = sorted((r.at, key, r.size) for key, r in _uploads.items() if r.waiting)
     freed = 0
@@ -197,9 +186,10 @@ def evict_unused(needed: int) -> int:
     return freed
 
 
-def admit(client: str, length: str | None) -> tuple[int, str] | None:
-    """Whether an upload request of ``length`` bytes from ``client`` may proceed: None, or
-    (HTTP status, one line saying why not)."""
+def quota_refusal(client: str, length: str | None) -> tuple[int, str] | None:
+    """Whether an upload request of ``length`` bytes from ``client`` breaks a limit on uploads
+    themselves: None, or (HTTP status, one line saying why). The disk budget is checked after
+    this, by :func:`webapp.upload_guard.admit`."""
     if length is None or not length.strip().isdigit():
         return 411, "an upload must state its Content-Length"
     size, cap = int(length), max_request_bytes()
@@ -219,98 +209,4 @@ def admit(client: str, length: str | None) -> tuple[int, str] | None:
         )
     if pending + size > settings.UPLOAD_PENDING_BYTES:
         return 507, "the server holds too many uploads not yet used; try again in a few minutes"
-    from webapp.budget import make_room
-
-    # Room for this upload, the others still arriving, and always one run besides: uploads
-    # alone never take the whole budget from the training slot.
-    with _in_flight_lock:
-        try:
-            make_room(size + settings.RUN_RESERVE_BYTES)
-        except ValueError as err:
-            return 507, str(err)
-        _in_flight["bytes"] += size
     return None
-
-
-def _done(size: int) -> None:
-    with _in_flight_lock:
-        _in_flight["bytes"] = max(0, _in_flight["bytes"] - size)
-
-
-def _client(scope: dict, headers: dict[str, str]) -> str:
-    forwarded = headers.get("x-forwarded-for", "")
-    if settings.BEHIND_PROXY and forwarded.strip():
-        return forwarded.split(",")[-1].strip()  # the address the proxy itself saw
-    client = scope.get("client") or ("?", 0)
-    return str(client[0])
-
-
-class UploadGuard:
-    """ASGI middleware in front of gradio's upload route (see the module docstring); given to
-    ``launch()`` through ``app_kwargs={"middleware": [...]}`` by
-    :func:`webapp.guards.launch_options`."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-        _start_sweeper()
-
-    async def __call__(self, scope, receive, send) -> None:
-        path = scope.get("path", "") if scope.get("type") == "http" else ""
-        if scope.get("method") != "POST" or not path.rstrip("/").endswith("/upload"):
-            await self.app(scope, receive, send)
-            return
-        import anyio
-
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        client = _client(scope, headers)
-        refusal = await anyio.to_thread.run_sync(admit, client, headers.get("content-length"))
-        if refusal is not None:
-            status, message = refusal
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": [(b"content-type", b"text/plain; charset=utf-8")],
-                }
-            )
-            await send({"type": "http.response.body", "body": message.encode()})
-            return
-        answer: dict = {"status": None, "body": []}
-
-        async def capture(message) -> None:
-            if message["type"] == "http.response.start":
-                answer["status"] = message["status"]
-            elif message["type"] == "http.response.body" and answer["status"] == 200:
-                answer["body"].append(message.get("body", b""))
-                if not message.get("more_body", False):  # recorded before the client hears
-                    try:
-                        paths = json.loads(b"".join(answer["body"]) or b"[]")
-                    except ValueError:
-                        paths = []
-                    record_upload(client, [p for p in paths if isinstance(p, str)])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, capture)
-        finally:
-            _done(int(headers["content-length"]))
-
-
-_sweeper_started = threading.Event()
-
-
-def _start_sweeper(every: float = 60.0) -> None:
-    """A background thread that sweeps unused uploads once a minute (one per process)."""
-    if _sweeper_started.is_set():
-        return
-    _sweeper_started.set()
-
-    def run() -> None:
-        while True:
-            time.sleep(every)
-            try:
-                sweep()
-            except Exception:  # never let the sweeper die
-                log.exception("sweeping uploads failed")
-
-    threading.Thread(target=run, name="kd-upload-sweeper", daemon=True).start()
