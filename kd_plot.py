@@ -57,9 +57,10 @@ def plot_run(
         teacher_space_animation,
         training_curves,
     )
-    from viz.metrics import projection_trustworthiness, teacher_space_numbers, translation_cosine
+    from viz.metrics import projection_trustworthiness, translation_cosine
+    from viz.panels import teacher_space_panel
     from viz.plot_cli import write_figures
-    from viz.project import project_frame, teacher_space_frames, teacher_space_journey
+    from viz.project import project_frame, teacher_space_journey
 
     if n < 1:
         raise ValueError("--n must be at least 1")
@@ -101,7 +102,18 @@ def plot_run(
         for name, v in vectors.items()
         if name != "teacher" and v.shape[1] == anchors.shape[1]
     }
-    numbers = {k: teacher_space_numbers(anchors, v, ids) for k, v in frames.items()}
+    space_title = "the teacher's space: teacher(en) ◆ and each translation by the student"
+    panel = teacher_space_panel(
+        anchors,
+        frames,
+        [row_langs[i] for i in x_rows],
+        [sentences[i] for i in x_rows],
+        ids,
+        method,
+        en_sentences=[sentences[i] for i in en_rows],
+        title=space_title,
+    )
+    numbers = panel.numbers
     lines = [
         f"teacher's space, {len(ids)} translations ({n} a language): "
         + ", ".join(
@@ -115,24 +127,12 @@ def plot_run(
             f"mean line length falls from {before:.3f} to {after:.3f} "
             f"({after / before:.2f} of the untrained length)"
         )
-    space = teacher_space_frames(
-        anchors,
-        frames,
-        [row_langs[i] for i in x_rows],
-        [sentences[i] for i in x_rows],
-        ids,
-        method,
-        en_sentences=[sentences[i] for i in en_rows],
-    )
-    space_title = "the teacher's space: teacher(en) ◆ and each translation by the student"
     caption = numbers if len(numbers) > 1 else None
-    figs = {
-        "teacher_space": teacher_space_animation(space, title=space_title, caption_numbers=caption)
-    }
+    figs = {"teacher_space": panel.figure}
     if png:  # a still of each frame (an animation's PNG would show only its first frame)
         for name in frames:
             figs[f"teacher_space_{name}"] = teacher_space(
-                space, name, title=f"{space_title} ({name})", caption_numbers=caption
+                panel.points, name, title=f"{space_title} ({name})", caption_numbers=caption
             )
 
     # Each model's own space, one fit over the models that live in the teacher's space: the

@@ -13,6 +13,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from kd.config import DEVICES, SAVE_FORMS
 from kd.langs import DEV_LANGS
 
 log = logging.getLogger("kd")
@@ -119,14 +120,14 @@ def build_parser(preset: str = "default") -> argparse.ArgumentParser:
         help="use the first N pairs per language, Tatoeba and STS alike (0: all)",
     )
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    e.add_argument("--device", choices=DEVICES, default="auto")
 
     m = sub.add_parser("embed", help="embed one sentence per line into a .npy matrix")
     m.add_argument("--model", required=True)
     m.add_argument("--in", dest="inp", required=True, help="UTF-8 text file, one sentence per line")
     m.add_argument("--out", required=True, help="output .npy file")
     m.add_argument("--batch-size", type=_ints, default=64)
-    m.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    m.add_argument("--device", choices=DEVICES, default="auto")
 
     x = sub.add_parser(
         "export",
@@ -140,7 +141,7 @@ def build_parser(preset: str = "default") -> argparse.ArgumentParser:
     x.add_argument(
         "--as",
         dest="form",
-        choices=("full", "delta", "delta-fp16"),
+        choices=SAVE_FORMS,
         default="full",
         help="full: a folder SentenceTransformer loads (default); delta, delta-fp16: only the "
         "tensors that differ from --base, in float32 or float16",
@@ -168,7 +169,7 @@ def build_parser(preset: str = "default") -> argparse.ArgumentParser:
         help="also write journey.html: the run's watched translations travelling into the "
         "teacher's space, one frame per evaluation (needs the run's watch.npz)",
     )
-    pl.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    pl.add_argument("--device", choices=DEVICES, default="auto")
 
     ix = sub.add_parser(
         "index",
@@ -184,7 +185,7 @@ def build_parser(preset: str = "default") -> argparse.ArgumentParser:
         "--lang", default=None, help="language of .txt lines (and .tsv/.jsonl lacking one)"
     )
     ix.add_argument("--batch-size", type=_ints, default=256, help="sentences per committed batch")
-    ix.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    ix.add_argument("--device", choices=DEVICES, default="auto")
 
     se = sub.add_parser("search", help="the sentences of an index nearest to a query")
     se.add_argument("query", help="the text to search for")
@@ -206,7 +207,7 @@ def build_parser(preset: str = "default") -> argparse.ArgumentParser:
     )
     se.add_argument("--exact", action="store_true", help="score every row (slow, for checking)")
     se.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    se.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    se.add_argument("--device", choices=DEVICES, default="auto")
     return p
 
 
@@ -390,7 +391,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     import time
 
-    from kd.delta import export
+    from kd.export import export
 
     started = time.perf_counter()
     saved = export(args.model, args.out, args.form, args.base)

@@ -1,4 +1,4 @@
-"""Parallel data: (English, translation) pairs, read from files and split without leakage.
+"""Parallel data: (English, translation) pairs, read from files.
 
 A :class:`Pair` holds an English sentence and its translation into one language. English-only
 rows (``other=None``, ``lang="en"``) are pairs too: they pull student(en) towards teacher(en).
@@ -12,8 +12,8 @@ one set of rules:
 - a row whose sentence is empty after cleaning, or longer than :data:`MAX_CHARS` characters, is
   skipped; each reader logs one line per file on the ``"kd"`` logger saying how many it skipped.
 
-Splits group pairs by their English sentence, so that no English sentence (and hence no teacher
-vector) is in both the training and the test set.
+:func:`english_key` groups pairs by their English sentence: the held-out split
+(:mod:`kd.dataset`) keeps every English sentence (and so every teacher vector) on one side.
 """
 
 from __future__ import annotations
@@ -516,61 +516,6 @@ def english_key(text: str) -> str:
         True
     """
     return " ".join(text.casefold().split()).rstrip(".!?\u2026 ")
-
-
-def split_by_english(
-    pairs: Sequence[Pair], test_size: int | float, seed: int = 0
-) -> tuple[list[Pair], list[Pair]]:
-    """Split pairs into train and test so that no English sentence is in both.
-
-    Pairs are grouped by :func:`english_key`; whole groups are drawn in a random order fixed by
-    ``seed`` until the test set holds ``test_size`` pairs (an ``int``) or that fraction of all
-    pairs (a ``float`` in (0, 1)); a group that would overshoot is passed over. Both parts keep
-    the input order.
-
-    Raises:
-        ValueError: ``test_size`` is out of range, or either part would be empty.
-
-    Example:
-        >>> pairs = [Pair(f"Sentence {i}.", f"Satz {i}.", "de", "demo") for i in range(10)]
-        >>> train, test = split_by_english(pairs, 0.2, seed=0)
-        >>> len(train), len(test)
-        (8, 2)
-    """
-    if not pairs:
-        raise ValueError("no pairs to split; read some pairs first")
-    if isinstance(test_size, bool) or not isinstance(test_size, (int, float)):
-        raise ValueError(f"test_size must be an int or a float, got {test_size!r}")
-    if isinstance(test_size, float):
-        if not 0.0 < test_size < 1.0:
-            raise ValueError(f"test_size as a fraction must be in (0, 1), got {test_size}")
-        target = round(test_size * len(pairs))
-    else:
-        if not 0 < test_size < len(pairs):
-            raise ValueError(
-                f"test_size must be between 1 and {len(pairs) - 1} pairs (there are "
-                f"{len(pairs)}), got {test_size}"
-            )
-        target = test_size
-    groups: dict[str, list[int]] = {}
-    for i, pair in enumerate(pairs):
-        groups.setdefault(english_key(pair.en), []).append(i)
-    order = list(groups.values())
-    random.Random(seed).shuffle(order)
-    test_idx: set[int] = set()
-    for group in order:
-        if len(test_idx) + len(group) <= target:
-            test_idx.update(group)
-            if len(test_idx) == target:
-                break
-    if not test_idx or len(test_idx) == len(pairs):
-        raise ValueError(
-            f"cannot split {len(pairs)} pairs ({len(groups)} distinct English sentences) with "
-            f"test_size={test_size}; use more pairs or another test_size"
-        )
-    train = [pair for i, pair in enumerate(pairs) if i not in test_idx]
-    test = [pair for i, pair in enumerate(pairs) if i in test_idx]
-    return train, test
 
 
 def sample_per_lang(pairs: Sequence[Pair], max_per_lang: int, seed: int = 0) -> list[Pair]:

@@ -25,7 +25,6 @@ from kd.data import (
     read_tatoeba,
     read_tsv,
     sample_per_lang,
-    split_by_english,
 )
 from kd.english_text import english_counts, english_pairs, english_sentences
 from kd.gettext_source import clean_pair, gettext_counts, gettext_pairs
@@ -408,30 +407,6 @@ def many_pairs() -> list[Pair]:
             pairs.append(Pair(f"SENTENCE  number {i}", f"de bis {i}", "de", "t"))
             pairs.append(Pair(f"sentence number {i}!", None, "en", "t"))
     return pairs
-
-
-@pytest.mark.parametrize("test_size", [0.2, 25, 1])
-def test_split_by_english_no_overlap_and_deterministic(test_size: int | float) -> None:
-    pairs = many_pairs()
-    train, test = split_by_english(pairs, test_size, seed=3)
-    assert sorted(train + test, key=pairs.index) == pairs
-    assert train == [p for p in pairs if p in train] and test == [p for p in pairs if p in test]
-    assert not {english_key(p.en) for p in train} & {english_key(p.en) for p in test}
-    target = round(test_size * len(pairs)) if isinstance(test_size, float) else test_size
-    assert len(test) == target
-    assert split_by_english(pairs, test_size, seed=3) == (train, test)
-    if test_size != 1:
-        assert split_by_english(pairs, test_size, seed=4) != (train, test)
-
-
-def test_split_by_english_errors() -> None:
-    pairs = many_pairs()
-    for bad in (0, len(pairs), 0.0, 1.0, -3, "10", True):
-        with pytest.raises(ValueError, match="test_size"):
-            split_by_english(pairs, bad, seed=0)  # type: ignore[arg-type]
-    same = [Pair("The same sentence.", f"x{i}", "de", "t") for i in range(5)]
-    with pytest.raises(ValueError, match="cannot split"):
-        split_by_english(same, 2, seed=0)
 
 
 def test_sample_per_lang_and_summary() -> None:

@@ -206,7 +206,6 @@ def test_twenty_visitors_upload_the_maximum_and_stop_frees_the_slot(
     import httpx
     from gradio_client import Client, handle_file
 
-    from kd.stopping import STOP_GRACE_S
     from webapp import budget
 
     mb = 2**20
@@ -287,5 +286,4 @@ def test_twenty_visitors_upload_the_maximum_and_stop_frees_the_slot(
     assert codes.count(507) > 0  # the budget, not the quotas, stopped the rest
     assert max(used) <= settings.DISK_BUDGET_BYTES
     assert "stopped early" in final_long[0], final_long[0]
-    assert freed_after < STOP_GRACE_S + 60  # the grace period, plus saving on a busy machine
     assert "Distillation finished" in final_short[0], final_short[0]

@@ -3,8 +3,8 @@ student joined to them, before and after distillation (the method's headline, as
 
 Used by the Aligned-spaces tab (untrained and distilled student on the visitor's sentences)
 and the Distill tab (the run's watch set, :mod:`kd.watch`, frame by frame). Figures and
-numbers come from ``viz``: :func:`viz.project.teacher_space_frames` (one fit for all frames),
-:func:`viz.metrics.teacher_space_numbers`, :func:`viz.figures.teacher_space_animation`.
+numbers come from ``viz``: :func:`viz.panels.teacher_space_panel` (the same panel ``kd plot``
+draws), :func:`viz.project.teacher_space_journey` for the run's frames.
 """
 
 from __future__ import annotations
@@ -49,9 +49,8 @@ def teacher_space_figure(
     ``webapp.aligned.sentence_set`` builds them). Returns (figure or None, numbers by label,
     note or None); None when there is no teacher or no student in the teacher's width.
     """
-    from viz.figures import teacher_space_animation
     from viz.metrics import teacher_space_numbers
-    from viz.project import teacher_space_frames
+    from viz.panels import teacher_space_panel
 
     teacher = vectors.get(MODEL_LABELS["teacher"])
     if teacher is None:
@@ -61,7 +60,7 @@ def teacher_space_figure(
     english = [s for s, en in zip(sentences, is_en, strict=True) if en]
     anchors = teacher[is_en]
     ids = np.array(pair_ids)[rows]
-    frames, numbers = {}, {"teacher reading x": teacher_space_numbers(anchors, teacher[rows], ids)}
+    frames, labels = {}, {}
     frame_names = (
         ("untrained", "untrained"),
         ("prebuilt", "pre-built"),
@@ -70,11 +69,11 @@ def teacher_space_figure(
     for key, frame in frame_names:
         v = vectors.get(MODEL_LABELS[key])
         if v is not None and v.shape[1] == teacher.shape[1]:
-            frames[frame] = v[rows]
-            numbers[MODEL_LABELS[key]] = teacher_space_numbers(anchors, v[rows], ids)
+            frames[frame], labels[frame] = v[rows], MODEL_LABELS[key]
+    baseline = {"teacher reading x": teacher_space_numbers(anchors, teacher[rows], ids)}
     if not frames:
-        return None, numbers, "No student in the teacher's width to draw in its space."
-    df = teacher_space_frames(
+        return None, baseline, "No student in the teacher's width to draw in its space."
+    panel = teacher_space_panel(
         anchors,
         frames,
         [langs[i] for i in rows],
@@ -82,15 +81,12 @@ def teacher_space_figure(
         ids,
         method or _method(),
         en_sentences=english,
-    )
-    shown = {k: v for k, v in numbers.items() if k != "teacher reading x"}
-    fig = teacher_space_animation(
-        df,
         title="the teacher's space: teacher(en) ◆, the student's translations joined to them",
-        caption_numbers=shown if len(shown) > 1 else None,
-        frames=False,  # gr.Plot drops a figure's frames: the slider carries each frame's data
+        labels=labels,
+        animated=False,  # gr.Plot drops a figure's frames: the slider carries each frame's data
     )
-    return fig, numbers, None
+    numbers = baseline | {labels[name]: n for name, n in panel.numbers.items()}
+    return panel.figure, numbers, None
 
 
 def journey_figure(watch, method: str | None = None):
