@@ -12,7 +12,7 @@ It builds its data with ``kd.dataset.read_dataset`` (so ``KD_DATA`` picks the ev
 in ``kd distill``) and follows ``kd.train.distill`` step for step: the same items, ridge head,
 loss, batches, warm-up and linear decay, gradient clipping and compute precision. It skips the
 held-out evaluation, checkpoints and saving. Its numbers guide the choice of a recipe; the
-README's default-run table comes from ``kd distill`` and ``kd eval`` themselves.
+the default-run table in docs/results.md comes from ``kd distill`` and ``kd eval`` themselves.
 
 Run: ``KD_DATA=../shared/data/everyday-parallel python bench/recipe_probe.py [--epochs 2]
 [--lr 1e-4] [--freeze-layers 9] [--english-rows 12000] [--max-pairs 1000] [--evals 2]

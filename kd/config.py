@@ -21,11 +21,11 @@ DEVICES = ("auto", "cpu", "cuda")
 SAVE_FORMS = ("full", "delta", "delta-fp16")
 
 PRESETS: dict[str, dict] = {
-    # About ten minutes on two CPU cores (README, "The default run").
+    # About ten minutes on two CPU cores (docs/results.md, "The default run").
     "default": {},
     # Every everyday pair, every everyday English row the machine has (44,761 from WordNet and
     # fortunes, as the default), six trainable layers instead of two and two epochs instead of
-    # one (README, "The long recipe").
+    # one (docs/results.md, "The long recipe").
     "long": {"max_pairs": 5000, "english_rows": 45000, "freeze_layers": 6, "epochs": 2},
     # The app's Distill form: a run a visitor watches in a minute or two on a shared 2-core
     # server (the Learn tab says why these are smaller than the CLI's).
@@ -39,7 +39,7 @@ PRESETS: dict[str, dict] = {
         "save": "delta",
         "langs": ["de", "fr", "es", "ru", "ja", "zh", "ar"],
     },
-    # The GPU recipe (README, "Scaling out"; not yet measured on a GPU): the full student
+    # The GPU recipe (docs/scaling.md; not yet measured on a GPU): the full student
     # trains (all layers, no frozen-layer cache), bf16 autocast, batches of 128, up to 100,000
     # pairs a language (give --data hf:... for the paper's corpora) and every everyday English
     # row, on the streaming path so the corpus may be larger than memory.

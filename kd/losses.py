@@ -73,7 +73,7 @@ def rank_loss(
     what cross-lingual retrieval asks for. Added to the distillation loss for every item, English
     sentences included (``TrainConfig.rank_weight``); measured on the dev set, it lifts
     cross-model accuracy and the student's own alignment, at some cost in English fidelity
-    (README, "Results").
+    (docs/results.md).
 
     Example:
         >>> bank = F.normalize(torch.randn(10, 8), dim=-1)

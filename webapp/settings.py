@@ -60,7 +60,7 @@ MAX_STUDENT_ZIP_MEMBERS = 64
 
 
 # ---- the public server's budget --------------------------------------------------------------
-# Each limit below has an environment variable (README, "Running it in public"); read at import.
+# Each limit below has an environment variable (docs/public-server.md); read at import.
 MB = 1024 * 1024
 # Everything the app writes for visitors (their runs, their uploads, gradio's copies of the zips
 # it hands out) stays under this; the oldest runs of other visitors are deleted to make room.
