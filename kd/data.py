@@ -422,20 +422,39 @@ def read_pairs(path: str | Path, lang: str | None = None) -> list[Pair]:
     )
 
 
-def _stream_lines(path: Path) -> Iterable[tuple[int, str]]:
+def stream_lines(
+    path: Path, line_limit: int | None = None, expected: str = "text"
+) -> Iterable[tuple[int, str | None]]:
     """(line number, text) of a UTF-8 file read one line at a time: the streaming readers' input.
 
-    The same errors as :func:`_read_text`, found as the reading reaches them.
+    The same errors as :func:`_read_text`, found as the reading reaches them, and a NUL byte
+    (binary data, described against ``expected``). With ``line_limit`` (bytes), a longer line is
+    read past in bounded pieces and given as ``None``, so one huge line never sits in memory.
     """
     if not path.exists():
         raise ValueError(f"{path}: file not found")
     if not path.is_file():
         raise ValueError(f"{path}: not a file")
+    limit = line_limit or -1
     try:
         with path.open("rb") as fh:
-            for number, raw in enumerate(fh, start=1):
+            if b"\x00" in fh.read(8192):  # an image, an archive, a model: say so, not "UTF-8"
+                raise ValueError(f"{path}: binary data (a NUL byte), not text; give {expected}")
+            fh.seek(0)
+            number = 0
+            while raw := fh.readline(limit):
+                number += 1
                 if number == 1:
                     raw = raw.removeprefix(b"\xef\xbb\xbf")
+                if line_limit and len(raw) >= line_limit and not raw.endswith(b"\n"):
+                    while raw and not raw.endswith(b"\n"):  # the rest of the overlong line
+                        raw = fh.readline(line_limit)
+                    yield number, None
+                    continue
+                if b"\x00" in raw:
+                    raise ValueError(
+                        f"{path}:{number}: binary data (a NUL byte), not text; give {expected}"
+                    )
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError:
@@ -462,7 +481,7 @@ def iter_tsv(path: str | Path, lang: str | None = None, source: str | None = Non
     path = Path(path)
     skips = _Skips()
     kept = 0
-    for pair in _tsv_pairs(path, _stream_lines(path), lang, skips, source):
+    for pair in _tsv_pairs(path, stream_lines(path), lang, skips, source):
         kept += 1
         yield pair
     if not kept:
@@ -481,7 +500,7 @@ def iter_jsonl(path: str | Path, lang: str | None = None, source: str | None = N
         return
     source = source or path.name
     kept = 0
-    for number, line in _stream_lines(path):
+    for number, line in stream_lines(path):
         if not line.strip():
             continue
         # One line through read_jsonl's own rules: the same checks and the same messages.

@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
-from kd.data import MAX_CHARS, clean_text, english_key
+from kd.data import MAX_CHARS, clean_text, english_key, stream_lines
 
 logger = logging.getLogger("kd")
 
@@ -42,48 +42,10 @@ _READ_LIMIT = MAX_CHARS * 8 + 8
 """Bytes of one line read at a time: a longer line is skipped without holding it in memory."""
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str | None]]:
+def _lines(path: Path) -> Iterable[tuple[int, str | None]]:
     """(line number, text) of a UTF-8 file, one line at a time; text ``None`` for a line too long
     to be a sentence (read past in bounded pieces)."""
-    if not path.exists():
-        raise ValueError(f"{path}: file not found")
-    if not path.is_file():
-        raise ValueError(f"{path}: not a file")
-    try:
-        with path.open("rb") as fh:
-            if b"\x00" in fh.read(8192):  # an image, an archive, a model: say so, not "UTF-8"
-                raise ValueError(
-                    f"{path}: binary data (a NUL byte), not text; give a UTF-8 file of one "
-                    "English sentence a line"
-                )
-            fh.seek(0)
-            number = 0
-            while True:
-                raw = fh.readline(_READ_LIMIT)
-                if not raw:
-                    return
-                number += 1
-                if number == 1:
-                    raw = raw.removeprefix(b"\xef\xbb\xbf")
-                if len(raw) >= _READ_LIMIT and not raw.endswith(b"\n"):
-                    while raw and not raw.endswith(b"\n"):  # the rest of the overlong line
-                        raw = fh.readline(_READ_LIMIT)
-                    yield number, None
-                    continue
-                if b"\x00" in raw:
-                    raise ValueError(
-                        f"{path}:{number}: binary data (a NUL byte), not text; give a UTF-8 "
-                        "file of one English sentence a line"
-                    )
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise ValueError(
-                        f"{path}:{number}: not valid UTF-8 (save the file as UTF-8)"
-                    ) from None
-                yield number, line.removesuffix("\n").removesuffix("\r")
-    except OSError as err:
-        raise ValueError(f"{path}: cannot read ({err.strerror})") from None
+    return stream_lines(path, _READ_LIMIT, "a UTF-8 file of one English sentence a line")
 
 
 def read_english_file(path: str | Path) -> list[str]:
