@@ -27,6 +27,7 @@ import random
 from collections.abc import Iterable
 from pathlib import Path
 
+from kd import sources
 from kd.data import MAX_CHARS, clean_text, english_key, stream_lines
 
 logger = logging.getLogger("kd")
@@ -91,16 +92,6 @@ def read_english_file(path: str | Path) -> list[str]:
     return sentences
 
 
-def _folder_files(directory: Path) -> list[Path]:
-    files = [
-        path
-        for path in directory.rglob("*.txt")
-        if path.is_file()
-        and not any(part.startswith(".") for part in path.relative_to(directory).parts)
-    ]
-    return sorted(files, key=lambda p: p.relative_to(directory).as_posix())
-
-
 def _text_column(columns: list[str], label: str) -> str:
     for name in TEXT_COLUMNS:
         if name in columns:
@@ -116,8 +107,6 @@ def _text_column(columns: list[str], label: str) -> str:
 def _read_hf(spec: str, max_n: int, seed: int) -> list[str]:
     """A text dataset's sentences, streamed; at most ``max_n`` (> 0) drawn through a seeded
     shuffle buffer."""
-    from kd import sources
-
     path, local, config = sources._parse_hf(spec)
     label = f"hf:{path}" + (f":{config}" if config else "")
     if not local and not sources.hub_reachable():
@@ -177,7 +166,7 @@ def read_english(spec: str, max_n: int = 0, seed: int = 0) -> list[str]:
         return _read_hf(spec, max_n, seed)
     path = Path(spec).expanduser()
     if path.is_dir():
-        files = _folder_files(path)
+        files = sources._folder_files(path, (".txt",))
         if not files:
             raise ValueError(
                 f"{path}: no .txt files in this folder or below it; put files of one English "

@@ -248,13 +248,15 @@ def _tatoeba_langs(directory: Path) -> list[str]:
     return found
 
 
-def _folder_files(directory: Path) -> list[Path]:
+def _folder_files(directory: Path, suffixes: tuple[str, ...] = FOLDER_SUFFIXES) -> list[Path]:
+    """The files below ``directory`` with one of ``suffixes`` (any case), hidden files and
+    folders skipped, sorted by their path inside it."""
     files = []
     for path in directory.rglob("*"):
         rel = path.relative_to(directory)
         if any(part.startswith(".") for part in rel.parts):
             continue
-        if path.suffix.lower() in FOLDER_SUFFIXES and path.is_file():
+        if path.suffix.lower() in suffixes and path.is_file():
             files.append(path)
     return sorted(files, key=lambda p: p.relative_to(directory).as_posix())
 
