@@ -17,8 +17,8 @@ the default-run table in docs/results.md comes from ``kd distill`` and ``kd eval
 Run: ``KD_DATA=../shared/data/everyday-parallel python bench/recipe_probe.py [--epochs 2]
 [--lr 1e-4] [--freeze-layers 9] [--english-rows 12000] [--max-pairs 1000] [--evals 2]
 [--rank-weight 1] [--english-only] [--pair-weight 3] [--lang-weight ar=3] [--keep-pairs 500]
-[--keep-english 6000]``; every option not given is ``kd distill``'s default
-(:class:`kd.config.TrainConfig`). The last line reads
+[--keep-english 6000] [--english FILE] [--data DIR]``; every option not given is
+``kd distill``'s default (:class:`kd.config.TrainConfig`). The last line reads
 ``cross=<mean> student=<mean> fidelity=<mean> worst=<lang>:<cross>``.
 """
 
@@ -153,6 +153,22 @@ def main() -> None:
     d = TrainConfig(out="/tmp/unused")  # the defaults of `kd distill`: one owner
     parser.add_argument("--freeze-layers", type=int, default=d.freeze_layers)
     parser.add_argument("--english-rows", type=int, default=d.english_rows)
+    parser.add_argument(
+        "--english",
+        action="append",
+        default=None,
+        metavar="SOURCE",
+        help="English-only rows, as `kd distill --english` (repeatable; "
+        "default: WordNet and fortunes)",
+    )
+    parser.add_argument(
+        "--data",
+        action="append",
+        default=None,
+        metavar="SOURCE",
+        help="parallel data, as `kd distill --data` (repeatable; default: KD_DATA or "
+        "kd distill's default source)",
+    )
     parser.add_argument("--max-pairs", type=int, default=d.max_pairs)
     parser.add_argument("--lr", type=float, default=d.lr)
     parser.add_argument("--head-lr", type=float, default=d.head_lr)
@@ -216,6 +232,8 @@ def main() -> None:
     cfg = TrainConfig(
         out="/tmp/unused",
         english_rows=args.english_rows,
+        english=args.english or d.english,
+        data=args.data or d.data,
         max_pairs=args.max_pairs,
         freeze_layers=args.freeze_layers,
     )
