@@ -9,10 +9,12 @@ student-vs-student accuracy and English fidelity, averaged over the 12 dev langu
 numbers ``kd eval`` reports), and the worst language's cross-model accuracy.
 
 It builds its data with ``kd.dataset.read_dataset`` (so ``KD_DATA`` picks the everyday set, as
-in ``kd distill``) and follows ``kd.train.distill`` step for step: the same items, ridge head,
-loss, batches, warm-up and linear decay, gradient clipping and compute precision. It skips the
-held-out evaluation, checkpoints and saving. Its numbers guide the choice of a recipe; the
-the default-run table in docs/results.md comes from ``kd distill`` and ``kd eval`` themselves.
+in ``kd distill``) and trains through ``kd distill``'s own loop (:func:`kd.loop.train_loop`):
+the same ridge head, loss, ranking term, batches, warm-up and linear decay, gradient clipping
+and compute precision. It skips the held-out evaluation, checkpoints and saving, and fits the
+head on every item it trains on (``kd distill`` on a sample of at most 30,000). Its numbers
+guide the choice of a recipe; the default-run table in docs/results.md comes from
+``kd distill`` and ``kd eval`` themselves.
 
 Run: ``KD_DATA=../shared/data/everyday-parallel python bench/recipe_probe.py [--epochs 2]
 [--lr 1e-4] [--freeze-layers 9] [--english-rows 12000] [--max-pairs 1000] [--evals 2]
@@ -26,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import math
 import sys
 import time
 import warnings
@@ -185,9 +186,6 @@ def main() -> None:
     parser.add_argument(
         "--temperature", type=float, default=d.temperature, help="of the ranking term"
     )
-    parser.add_argument(
-        "--rank-translations-only", action="store_true", help="no ranking term for English items"
-    )
     parser.add_argument("--english-only", action="store_true", help="drop the translations")
     parser.add_argument(
         "--pair-weight", type=int, default=1, help="repeat each translation N times"
@@ -220,10 +218,10 @@ def main() -> None:
     warnings.simplefilter("ignore")
     import torch
 
-    from kd.losses import mse_loss, rank_loss
+    from kd.loop import Hooks, RankBank, train_loop
     from kd.models import Encoder, autocast, prepare_torch, quiet_transformers, resolve_precision
     from kd.student_forward import FrozenPrefixCache, embed_in_batches, trainable_parameters
-    from kd.train import epoch_batches, fit_linear_head, warmup_then_linear_decay
+    from kd.train import fit_linear_head, warmup_then_linear_decay
 
     quiet_transformers()
     prepare_torch("cpu")
@@ -236,6 +234,12 @@ def main() -> None:
         data=args.data or d.data,
         max_pairs=args.max_pairs,
         freeze_layers=args.freeze_layers,
+        lr=args.lr,
+        head_lr=args.head_lr,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        rank_weight=args.rank_weight,
+        temperature=args.temperature,
     )
     student = Encoder.load(cfg.student)
     teacher = Encoder.load(cfg.teacher)
@@ -272,49 +276,62 @@ def main() -> None:
 
     head = list(student.head.parameters())
     optimizer = torch.optim.AdamW(
-        [{"params": params, "lr": args.lr}, {"params": head, "lr": args.head_lr}],
+        [{"params": params, "lr": cfg.lr}, {"params": head, "lr": cfg.head_lr}],
         weight_decay=cfg.weight_decay,
     )
-    per_epoch = math.ceil(len(items) / args.batch_size)
-    total = per_epoch * args.epochs
-    every = max(1, per_epoch // max(1, args.evals))
+    # The loop of `kd distill` (kd.loop), over the chosen items (repeats included): item j of
+    # this feed is cached item items[j].
+    feed = _Selection(items, target, z["teacher"])
+    per_epoch = cfg.steps_per_epoch(len(items))
+    total = per_epoch * cfg.epochs
+    cfg.eval_every = max(1, per_epoch // max(1, args.evals))
     schedule = warmup_then_linear_decay(optimizer, total, cfg.warmup)
-    teacher_t = torch.from_numpy(z["teacher"])
-    target_t = torch.from_numpy(target)
-    lengths = train.lengths()[items]
+    started, losses = time.perf_counter(), []
+
+    def on_step(step: int, record: dict) -> None:
+        losses.append(record["loss"])
+        if "scores" in record:
+            took = time.perf_counter() - started
+            mean = np.mean(losses[-cfg.eval_every :])
+            print(
+                f"step {step}/{total} ({took:.0f} s) loss {mean:.3f}", record["scores"], flush=True
+            )
+
     student.train()
-    scores: dict[str, float | str] = {}
-    started, step, losses = time.perf_counter(), 0, []
-    for epoch in range(args.epochs):
-        for batch in epoch_batches(lengths, args.batch_size, cfg.seed, epoch):
-            idx = items[batch]
-            with autocast("cpu", precision):
-                s = train.embed(idx)
-            loss = mse_loss(s.float(), teacher_t[target_t[idx]])
-            ranked = torch.ones(len(idx), dtype=torch.bool)  # (B,)
-            if args.rank_translations_only:
-                ranked = torch.from_numpy(langs[idx] != "en")
-            if args.rank_weight and ranked.any():
-                rank = rank_loss(
-                    s.float()[ranked], teacher_t, target_t[idx][ranked], args.temperature
-                )
-                loss = loss + args.rank_weight * rank
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params + head, 1.0)
-            optimizer.step()
-            schedule.step()
-            step += 1
-            losses.append(loss.item())
-            if step % every == 0 or step == total:
-                scores = _dev_scores(student, dev, z, precision)
-                took = time.perf_counter() - started
-                print(
-                    f"step {step}/{total} ({took:.0f} s) loss {np.mean(losses[-every:]):.3f}",
-                    _line(scores),
-                    flush=True,
-                )
+    train_loop(
+        lambda j: train.embed(items[j]),
+        feed,
+        train.lengths()[items],
+        cfg,
+        optimizer,
+        schedule,
+        params + head,
+        precision,
+        total,
+        bank=RankBank.of(feed, cfg.seed) if cfg.rank_weight else None,
+        hooks=Hooks(
+            evaluate=lambda step: {"scores": _line(_dev_scores(student, dev, z, precision))},
+            on_step=on_step,
+        ),
+    )
+    scores = _dev_scores(student, dev, z, precision)
+    took = time.perf_counter() - started
+    print(f"step {total}/{total} ({took:.0f} s) loss {np.mean(losses[-cfg.eval_every :]):.3f}")
     print(_line(scores))
+
+
+class _Selection:
+    """The chosen items of the probe as a :class:`kd.loop.Feed`: item j is cached item items[j]."""
+
+    def __init__(self, items: np.ndarray, target: np.ndarray, teacher: np.ndarray) -> None:
+        self.items, self._target, self._teacher = items, target, teacher
+        self.n_items, self.n_english = len(items), len(teacher)
+
+    def target(self, idx: np.ndarray) -> np.ndarray:
+        return self._target[self.items[idx]]
+
+    def teacher(self, ids: np.ndarray) -> np.ndarray:
+        return self._teacher[ids]
 
 
 if __name__ == "__main__":

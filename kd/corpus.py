@@ -1,18 +1,13 @@
 """A run's data on disk: pairs streamed from their sources into files that are read, not loaded.
 
-The streaming training path (:mod:`kd.stream`) uses this instead of :func:`kd.dataset.
-read_dataset`, whose lists hold every sentence in memory. Here the sources are read one pair at
-a time (:func:`iter_source_pairs`) in two passes:
-
-1. **held-out sentences.** Per language, the ``eval_pairs`` English sentences whose hash is
-   smallest (a bottom-k sample: as good as a random draw, fixed by the data, and it needs only
-   ``eval_pairs`` keys a language in memory). As in :mod:`kd.dataset`, a held-out English
-   sentence leaves training in *every* language; languages with no more than ``eval_pairs``
-   pairs are not evaluated.
-2. **training items**, written as UTF-8 blobs plus offsets: every distinct English sentence
-   (target: itself) and every translation (target: its English sentence), English-only rows
-   included. The first ``max_pairs`` training pairs of each language are kept (the in-memory
-   path draws them at random; a stream cannot).
+The streaming training path (``--stream``, ``torchrun``: :class:`kd.feed.CorpusFeed`) uses this
+instead of :func:`kd.dataset.read_dataset`, whose lists hold every sentence in memory. Here the
+sources are read one pair at a time (:func:`iter_source_pairs`), in three passes that apply
+:mod:`kd.split`'s rules (as the in-memory :func:`kd.dataset.build_dataset` does, so both paths
+hold the same items in the same order): the held-out English sentences, each language's sample
+limit under ``max_pairs``, then the training items, written as UTF-8 blobs plus offsets: every
+distinct English sentence (target: itself) and every translation (target: its English
+sentence), English-only rows included.
 
 What stays in memory per pair is a few fixed-size numbers (a 64-bit hash while deduplicating,
 offsets in memory-mapped arrays afterwards), never the text. The folder is keyed by the sources
@@ -23,7 +18,6 @@ later runs and by ``--resume``.
 from __future__ import annotations
 
 import hashlib
-import heapq
 import json
 import logging
 import os
@@ -36,23 +30,14 @@ import numpy as np
 from kd.config import TrainConfig
 from kd.data import Pair, english_key, iter_pairs
 from kd.io import atomic_directory, atomic_write_json, cache_dir
+from kd.split import held_out_keys, kept, sample_limits, sentence_hash
 
 log = logging.getLogger("kd")
 
-VERSION = 1
+VERSION = 2
 """Bump when the layout or the rules change: it invalidates every corpus folder."""
 
 LANGS_FILE, EVAL_FILE, INFO_FILE = "langs.json", "eval.json", "info.json"
-
-
-def sentence_hash(text: str) -> int:
-    """A 64-bit hash of a sentence (BLAKE2b): the key of the on-disk caches.
-
-    Example:
-        >>> sentence_hash("Good morning.") == sentence_hash("Good morning.")
-        True
-    """
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
 
 
 # ---- reading sources one pair at a time ---------------------------------------------------------
@@ -319,34 +304,6 @@ def open_corpus(cfg: TrainConfig, build: bool = True) -> tuple[Corpus | None, st
     return Corpus(root), note
 
 
-def _held_out_keys(pairs: Iterator[Pair], langs: list[str], eval_pairs: int) -> set[str]:
-    """Pass 1: per language, the ``eval_pairs`` English keys of smallest hash."""
-    heaps: dict[str, list[tuple[int, str]]] = {}
-    seen: dict[str, set[str]] = {}
-    counts: dict[str, int] = {}
-    for p in pairs:
-        if p.other is None:
-            continue
-        counts[p.lang] = counts.get(p.lang, 0) + 1
-        key = english_key(p.en)
-        h = sentence_hash(key)
-        heap, keys = heaps.setdefault(p.lang, []), seen.setdefault(p.lang, set())
-        if key in keys:
-            continue
-        if len(heap) < eval_pairs:
-            heapq.heappush(heap, (-h, key))
-            keys.add(key)
-        elif -heap[0][0] > h:
-            _, gone = heapq.heapreplace(heap, (-h, key))
-            keys.discard(gone)
-            keys.add(key)
-    held: set[str] = set()
-    for lang in langs:
-        if counts.get(lang, 0) > eval_pairs:
-            held |= seen.get(lang, set())
-    return held
-
-
 def build_corpus(cfg: TrainConfig, specs: list[str], root: Path) -> None:
     """Pass over the sources twice and write the corpus folder ``root`` (atomically)."""
     import tempfile
@@ -359,12 +316,15 @@ def build_corpus(cfg: TrainConfig, specs: list[str], root: Path) -> None:
                 return iter(())
             return iter_source_pairs(specs, cfg.langs, per_lang, cfg.seed, Path(spill))
 
-        held = _held_out_keys(stream(), cfg.langs, cfg.eval_pairs) if cfg.eval_pairs else set()
-        _write_corpus(cfg, specs, root, stream, held)
+        held = held_out_keys(stream(), cfg.langs, cfg.eval_pairs)
+        limits = sample_limits(stream(), held, cfg.max_pairs, cfg.seed)
+        _write_corpus(cfg, specs, root, stream, held, limits)
 
 
-def _write_corpus(cfg: TrainConfig, specs: list[str], root: Path, stream, held: set[str]) -> None:
-    """Pass 2: the training items and held-out pairs into the corpus folder."""
+def _write_corpus(
+    cfg: TrainConfig, specs: list[str], root: Path, stream, held: set[str], limits: dict
+) -> None:
+    """Pass 3: the training items and held-out pairs into the corpus folder."""
     from kd.english_sources import english_rows
 
     lang_ids = {lang: i for i, lang in enumerate(["en", *cfg.langs])}
@@ -395,7 +355,7 @@ def _write_corpus(cfg: TrainConfig, specs: list[str], root: Path, stream, held: 
                 if p.other is None:
                     add_english(p.en)
                     continue
-                if cfg.max_pairs and taken.get(p.lang, 0) >= cfg.max_pairs:
+                if not kept(p, limits, cfg.seed):
                     continue
                 taken[p.lang] = taken.get(p.lang, 0) + 1
                 sources[p.source] = sources.get(p.source, 0) + 1

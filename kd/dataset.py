@@ -5,11 +5,12 @@ The one builder used by ``kd distill``, the app and the benchmarks:
 1. :func:`load_pairs` reads the run's parallel sources (:mod:`kd.sources`): the ``--data``
    sources when given, else the default one (``KD_DATA``, an everyday Hub set, or the offline
    software-message catalogs, in that order).
-2. :func:`build_dataset` holds out evaluation pairs **by English sentence**: everyday sets are
-   multi-way parallel (one English sentence has a translation in most languages), so a held-out
-   sentence leaves training in every language at once, never only in the one it was drawn for.
-   The held-out pairs come from the same sources as the training pairs, so the teacher-alone
-   baseline beside them means what it should.
+2. :func:`build_dataset` holds out evaluation pairs **by English sentence** and samples
+   ``max_pairs`` a language, by :mod:`kd.split`'s rules (the corpus on disk follows the same):
+   everyday sets are multi-way parallel (one English sentence has a translation in most
+   languages), so a held-out sentence leaves training in every language at once, never only in
+   the one it was drawn for. The held-out pairs come from the same sources as the training
+   pairs, so the teacher-alone baseline beside them means what it should.
 3. The training *items* are every distinct English sentence (its target: itself) and every
    translation (its target: its English sentence), plus English-only rows (English without
    translation, from ``--english``: :mod:`kd.english_sources`).
@@ -18,13 +19,13 @@ The one builder used by ``kd distill``, the app and the benchmarks:
 from __future__ import annotations
 
 import logging
-import random
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from kd.config import TrainConfig
 from kd.data import Pair, english_key
+from kd.split import held_out_keys, kept, sample_limits
 
 log = logging.getLogger("kd")
 
@@ -75,87 +76,49 @@ def load_pairs(cfg: TrainConfig) -> tuple[list[Pair], str | None]:
     return [p for p in pairs if p.lang in cfg.langs or p.other is None], note
 
 
-def held_out_english(
-    translations: list[Pair], langs: list[str], eval_pairs: int, seed: int = 0
-) -> set[str]:
-    """English keys to hold out so that each language gets about ``eval_pairs`` test pairs.
-
-    Keys are drawn in a random order fixed by ``seed``; a key is taken while any language that
-    has a pair with it still needs pairs. Languages with no more than ``eval_pairs`` pairs are
-    not evaluated (all their pairs train).
-
-    Example:
-        >>> ps = [Pair(f"S {i}.", f"T {i}.", lang, "x") for i in range(10) for lang in ("de", "fr")]
-        >>> len(held_out_english(ps, ["de", "fr"], 3))
-        3
-    """
-    if not eval_pairs:
-        return set()
-    by_key: dict[str, list[str]] = {}
-    counts: dict[str, int] = {}
-    for p in translations:
-        by_key.setdefault(english_key(p.en), []).append(p.lang)
-        counts[p.lang] = counts.get(p.lang, 0) + 1
-    need = {lang: eval_pairs for lang in langs if counts.get(lang, 0) > eval_pairs}
-    keys = sorted(by_key)
-    random.Random(seed).shuffle(keys)
-    held: set[str] = set()
-    for key in keys:
-        if not need:
-            break
-        wanted = [lang for lang in by_key[key] if lang in need]
-        if not wanted:
-            continue
-        held.add(key)
-        for lang in wanted:
-            need[lang] -= 1
-            if need[lang] <= 0:
-                del need[lang]
-    return held
-
-
 def build_dataset(cfg: TrainConfig, pairs: list[Pair], english_rows: list[str]) -> Dataset:
-    """Hold out ``eval_pairs`` per language (by English sentence) and build the items.
-
-    ``max_pairs`` (when set) caps each language's training pairs, drawn at random with the
-    run's seed from what is left after the hold-out.
-    """
-    translations = [p for p in pairs if p.other is not None]
-    held = held_out_english(translations, cfg.langs, cfg.eval_pairs, cfg.seed)
+    """Hold out ``eval_pairs`` per language (by English sentence), sample ``max_pairs`` per
+    language from the rest, and build the items: :mod:`kd.split`'s rules, as the corpus on disk
+    follows them."""
+    held = held_out_keys(pairs, cfg.langs, cfg.eval_pairs)
+    limits = sample_limits(pairs, held, cfg.max_pairs, cfg.seed)
     eval_sets: EvalSets = {}
-    by_lang: dict[str, list[Pair]] = {}
-    for p in translations:
+    english: dict[str, int] = {}  # distinct English sentences, in order of first appearance
+    x_texts: list[str] = []
+    x_target: list[int] = []
+    x_langs: list[str] = []
+    sources: dict[str, int] = {}
+    for p in pairs:
         if english_key(p.en) in held:
-            en, x = eval_sets.setdefault(p.lang, ([], []))
-            if len(en) < cfg.eval_pairs:
-                en.append(p.en)
-                x.append(p.other)
-        else:
-            by_lang.setdefault(p.lang, []).append(p)
-    train: list[Pair] = []
-    for lang in cfg.langs:
-        lang_pairs = by_lang.get(lang, [])
-        if not lang_pairs:
-            log.warning("no parallel pairs for '%s': it is trained through English rows only", lang)
+            if p.other is not None:
+                en, x = eval_sets.setdefault(p.lang, ([], []))
+                if len(en) < cfg.eval_pairs:
+                    en.append(p.en)
+                    x.append(p.other)
             continue
-        if cfg.max_pairs and len(lang_pairs) > cfg.max_pairs:
-            lang_pairs = random.Random(f"{cfg.seed}:{lang}").sample(lang_pairs, cfg.max_pairs)
-        train += lang_pairs
-    rows = [p.en for p in pairs if p.other is None] + list(english_rows)
-    rows = [s for s in rows if english_key(s) not in held]
-
-    english = list(dict.fromkeys([p.en for p in train] + rows))
+        if p.other is None:
+            english.setdefault(p.en, len(english))
+            continue
+        if not kept(p, limits, cfg.seed):
+            continue
+        x_target.append(english.setdefault(p.en, len(english)))
+        x_texts.append(p.other)
+        x_langs.append(p.lang)
+        sources[p.source] = sources.get(p.source, 0) + 1
+    for s in english_rows:
+        if english_key(s) not in held:
+            english.setdefault(s, len(english))
     if not english:
         raise ValueError("no training data left after holding out the evaluation pairs")
-    index = {s: i for i, s in enumerate(english)}
-    sources: dict[str, int] = {}
-    for p in train:
-        sources[p.source] = sources.get(p.source, 0) + 1
+    present = set(x_langs)
+    for lang in cfg.langs:
+        if lang not in present:
+            log.warning("no parallel pairs for '%s': it is trained through English rows only", lang)
     return Dataset(
-        english=english,
-        texts=english + [p.other for p in train],
-        target=np.array(list(range(len(english))) + [index[p.en] for p in train]),
-        langs=["en"] * len(english) + [p.lang for p in train],
+        english=list(english),
+        texts=list(english) + x_texts,
+        target=np.array(list(range(len(english))) + x_target),
+        langs=["en"] * len(english) + x_langs,
         eval_sets={lang: eval_sets[lang] for lang in cfg.langs if lang in eval_sets},
         sources=sources,
     )

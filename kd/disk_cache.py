@@ -1,7 +1,7 @@
 """What the streaming path computes once and keeps on disk: teacher vectors, frozen-layer states.
 
 - :class:`TeacherCache`: the teacher's unit vectors in float16, keyed by the English sentence
-  (:func:`kd.corpus.sentence_hash`) inside a folder named by the teacher's fingerprint and
+  (:func:`kd.split.sentence_hash`) inside a folder named by the teacher's fingerprint and
   precision. Segments of sorted keys plus a memory-mapped ``(n, D)`` array; a run looks its
   sentences up, encodes only the missing ones and adds a segment, so later epochs, later runs
   and other corpora sharing sentences reuse them. float16 keeps 3 significant digits, plenty

@@ -35,39 +35,41 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from kd.checkpoint import load_checkpoint, save_checkpoint
+from kd import stream
 from kd.config import TrainConfig
-from kd.dataset import Dataset, read_dataset
+from kd.dataset import Dataset
 from kd.delta import weights_fingerprint
-from kd.evaluate import evaluate
-from kd.losses import distillation_loss, rank_loss
-from kd.models import (
-    Encoder,
-    autocast,
-    pick_device,
-    prepare_torch,
-    resolve_precision,
+from kd.distributed import (
+    World,
+    any_rank,
+    barrier,
+    init,
+    launched,
+    shard_range,
+    shutdown,
+    sum_arrays,
 )
+from kd.evaluate import evaluate
+from kd.feed import CorpusFeed, MemoryFeed
+from kd.loop import Hooks, RankBank, train_loop
+from kd.models import Encoder, autocast, pick_device, prepare_torch, resolve_precision
 from kd.stopping import EvaluationCut, RunStopped, StopCheck
-from kd.student_forward import embed_in_batches, make_runner, trainable_parameters
-from kd.train_parts import (  # noqa: F401  (teacher_vectors, epoch_batches: kd.train's API)
+from kd.sts import cached_encode, embed_sts, read_sts, sts_report
+from kd.student_forward import embed_in_batches, trainable_parameters
+from kd.train_parts import (  # noqa: F401  (teacher_vectors: kd.train's API)
     CHECKPOINT,
     RIDGE_ITEMS,
     RunResult,
-    check_resumable,
-    epoch_batches,
     fit_linear_head,
     peak_rss_gb,
     save_run,
     seed_everything,
-    step_record,
     teacher_vectors,
     warmup_then_linear_decay,
 )
@@ -87,6 +89,10 @@ def distill(
 ) -> RunResult:
     """Run one distillation; save the student, its config and ``metrics.json`` in ``cfg.out``.
 
+    The data sits in memory (:class:`kd.feed.MemoryFeed`), or on disk with ``cfg.stream`` and
+    under ``torchrun`` (:class:`kd.feed.CorpusFeed`, several processes through DDP:
+    :mod:`kd.stream`); the phases and the loop (:mod:`kd.loop`) are the same.
+
     Args:
         cfg: the run's configuration.
         on_step: called after every optimisation step with ``(step, metrics)``; metrics hold
@@ -103,107 +109,96 @@ def distill(
     Example:
         >>> distill(TrainConfig(out="student", epochs=1))  # doctest: +SKIP
     """
-    from kd.distributed import launched
+    streamed = cfg.stream or launched()
+    world, device = (
+        init(pick_device(cfg.device)) if streamed else (World(), pick_device(cfg.device))
+    )
+    try:
+        return _distill(cfg, world, device, streamed, on_step, should_stop, status, progress)
+    except (RuntimeError, OSError) as err:  # gloo raises both when a peer's socket closes
+        if world.parallel and stream.is_peer_failure(err):
+            raise stream.peer_lost(world, err) from None
+        raise
+    finally:
+        shutdown(world)
 
-    if cfg.stream or launched():  # data on disk, and DDP under torchrun (kd/stream.py)
-        from kd.stream import distill_stream
 
-        return distill_stream(cfg, on_step, should_stop, status, progress)
-    say = status or (lambda msg: log.info(msg))
-    halt = StopCheck(should_stop, cfg.max_minutes)  # Stop and the time limit, in every phase
+def _distill(
+    cfg, world: World, device: str, streamed: bool, on_step, should_stop, status, progress
+):
+    main = world.main
+    say = (status or (lambda msg: log.info(msg))) if main else (lambda msg: None)
+
+    def phase(name: str):
+        if not (main and progress):
+            return None
+        return lambda d, n: progress(name, d, n)
+
+    halt = StopCheck(should_stop if main else None, cfg.max_minutes)  # Stop and time limit
+
+    def check_stop() -> None:
+        """Every process learns of a Stop in the first one (one small all-reduce)."""
+        if any_rank(world, halt.halted(), device):
+            halt.reason = halt.reason or "another process stopped"
+            halt.check()
+
     out = Path(cfg.out)
-    device = pick_device(cfg.device)
-    prepare_torch(device)
+    device_type = "cuda" if device.startswith("cuda") else "cpu"
+    prepare_torch(device_type)
     seed_everything(cfg.seed)
 
-    say(f"loading teacher {cfg.teacher} and student {cfg.student} on {device}")
+    where = f" in {world.size} processes" if world.parallel else ""
+    say(f"loading teacher {cfg.teacher} and student {cfg.student} on {device}{where}")
     teacher = Encoder.load(cfg.teacher, device)
     student = Encoder.load(cfg.student, device)
     teacher.requires_grad_(False)
     teacher.max_seq_length = min(teacher.max_seq_length, cfg.max_seq_length * 2)
     base_fingerprint = weights_fingerprint(student)  # a delta names the weights it applies to
+    check_stop()
 
-    halt.check()
-    say("reading parallel data")
-    data = read_dataset(cfg)
-    if data.note:
-        say(data.note)
-    say(f"{len(data.texts)} training items: {data.summary()}")
+    feed = (CorpusFeed if streamed else MemoryFeed).open(cfg, world, say)
+    say(f"{feed.n_items} training items: {feed.summary()}")
+    check_stop()
 
     # Training computes in bf16 where the hardware makes it fast (CUDA, a CPU with AMX); the
     # before/after evaluations encode in exact fp32, as `kd eval` does.
-    precision = resolve_precision(cfg.precision, device)
+    precision = resolve_precision(cfg.precision, device_type)
     say(f"teacher encodes the English side (once, cached; {precision})")
-    tvec = teacher_vectors(
-        teacher,
-        data.english,
-        progress=halt.progress(lambda d, n: progress and progress("teacher", d, n)),
-        precision=precision,
-    )
-    eval_teacher = {
-        lang: teacher_vectors(teacher, en, progress=halt.progress())
-        for lang, (en, _x) in data.eval_sets.items()
-    }
+    feed.encode_teacher(teacher, precision, world, halt.progress(phase("teacher")))
+    metrics: dict = {"config": cfg.to_dict(), "data": feed.summary(), "sources": feed.sources}
+    if streamed:
+        metrics |= {"stream": True, "world_size": world.size}
+    evals = _Evaluations(cfg, feed, teacher, student, halt) if main else None
+    if evals is not None:
+        evals.before(metrics, say)
+    check_stop()
 
-    metrics: dict = {"config": cfg.to_dict(), "data": data.summary(), "sources": data.sources}
-    if data.eval_sets:
-        say("evaluating the teacher and the untrained student on held-out pairs")
-        metrics["teacher"] = evaluate(data.eval_sets, eval_teacher, halt.guard(teacher.encode))
-        metrics["student_untrained"] = evaluate(
-            data.eval_sets, eval_teacher, halt.guard(student.encode)
-        )
-    # A few held-out translations watched through the run (kd.watch): the untrained student's
-    # vectors first, where its width is the teacher's.
-    watch = watch_set(data.eval_sets, halt.guard(teacher.encode))
-    if watch is not None:
-        watch.snapshot("untrained", halt.guard(student.encode))
-    sts_sets = _sts_sets(cfg)
-    if sts_sets:
-        from kd.sts import cached_encode, embed_sts
-
-        say(f"STS: embedding {cfg.sts_pairs} pairs a language with the untrained student")
-        untrained_sts = cached_encode(halt.guard(student.encode))
-        embed_sts(sts_sets, untrained_sts)  # remembered: training changes the student
-
-    say(f"caching the student's {cfg.freeze_layers} frozen layers for {len(data.texts)} items")
+    say(f"caching the student's {cfg.freeze_layers} frozen layers for {feed.n_items} items")
     prepare_started = time.perf_counter()
     params = trainable_parameters(student, cfg.freeze_layers)
     # Training reads at most max_seq_length tokens; the saved student keeps its full length
     # (restored below), or two long sentences that differ after token 48 would embed alike.
     full_length = student.max_seq_length
     student.max_seq_length = min(student.max_seq_length, cfg.max_seq_length)
-    with autocast(device, precision):
-        runner = make_runner(
+    with autocast(device_type, precision):
+        runner = feed.runner(
             student,
-            data.texts,
             cfg.freeze_layers,
             cfg.max_seq_length,
-            progress=halt.progress(lambda d, n: progress and progress("student cache", d, n)),
-            dtype=torch.bfloat16 if precision == "bf16" else torch.float32,
+            world,
+            torch.bfloat16 if precision == "bf16" else torch.float32,
+            halt.progress(phase("student cache")),
         )
     lengths = runner.lengths()
+    check_stop()
+    _fit_head(student, runner, feed, cfg, world, device, device_type, precision, halt, say)
+    if evals is not None and not cfg.resume:
+        evals.watch_snapshot("linear head (step 0)")
 
-    # A 384 x 384 map is well determined by far fewer items than a long run has: fit it on a
-    # seeded sample (the whole set up to RIDGE_ITEMS, so the default run uses every item).
-    fit_on = np.arange(len(data.texts))
-    if len(fit_on) > RIDGE_ITEMS:
-        fit_on = np.sort(np.random.default_rng(cfg.seed).choice(fit_on, RIDGE_ITEMS, replace=False))
-    say(f"fitting the linear head in closed form (ridge, {len(fit_on)} items)")
-    student.head, student.normalize = None, False
-    with autocast(device, precision):
-        pooled = embed_in_batches(runner, fit_on)
-    halt.check()
-    student.head = fit_linear_head(pooled, tvec[data.target[fit_on]]).to(device)
-    student.normalize = True
-    student.dim = student.head.out_features
-    del pooled
-    if watch is not None and not cfg.resume:
-        watch.snapshot("linear head (step 0)", student.encode)
-
-    steps_per_epoch = cfg.steps_per_epoch(len(data.texts))
-    total = steps_per_epoch * cfg.epochs
+    total = cfg.steps_per_epoch(feed.n_items) * cfg.epochs
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
+    trained = params + list(student.head.parameters())
     optimizer = torch.optim.AdamW(
         [
             {"params": params, "lr": cfg.lr},
@@ -212,136 +207,184 @@ def distill(
         weight_decay=cfg.weight_decay,
     )
     schedule = warmup_then_linear_decay(optimizer, total, cfg.warmup)
-    eval_every = cfg.eval_interval(total)
     named = {f"p{i}": p for i, p in enumerate(params)}
     named |= {f"head.{k}": v for k, v in student.head.named_parameters()}
 
-    step = 0
+    # Dropout: each process its own masks (seed + rank); a resumed one continues its own.
+    torch.manual_seed(cfg.seed + world.rank)
     ckpt = out / CHECKPOINT
+    step = 0
     if cfg.resume:
-        meta = load_checkpoint(ckpt, named, optimizer)
-        check_resumable(cfg, meta)
-        step = int(meta["step"])
-        with warnings.catch_warnings():  # fast-forwarding the schedule, not skipping a step
-            warnings.simplefilter("ignore", UserWarning)
-            for _ in range(step):
-                schedule.step()
+        step = stream.resume(cfg, world, ckpt, named, optimizer, schedule)
         say(f"resumed from {ckpt} at step {step} of {total}")
 
-    targets = torch.from_numpy(tvec).to(device)  # (U, D)
-    target_idx = torch.from_numpy(data.target)
+    def checkpoint(at: int) -> None:
+        meta = {"step": at, "config": cfg.to_dict()}
+        stream.save_checkpoint_all(world, ckpt, named, optimizer, meta, device)
+
+    def evaluate_step(at: int) -> dict:
+        return evals.during(at) if evals is not None else {}
+
     student.train()
     halt.training = True  # from here on an early end keeps the student trained so far
-    stopped = False
-    started, done_at_start = time.perf_counter(), step
-    history: list[dict] = []
-    for epoch in range(cfg.epochs):
-        batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, epoch)
-        for b, idx in enumerate(batches):
-            global_step = epoch * steps_per_epoch + b
-            if global_step < step:
-                continue  # already done before a resume
-            if step >= total:
-                break
-            if halt.halted():
-                stopped = True
-                break
-            with autocast(device, precision):
-                s = runner.embed(idx)  # (B, D)
-            t = targets[target_idx[idx].to(device)]  # (B, D)
-            loss = distillation_loss(cfg.loss, s.float(), t, cfg.temperature)
-            if cfg.rank_weight:
-                rank = rank_loss(s.float(), targets, target_idx[idx].to(device), cfg.temperature)
-                loss = loss + cfg.rank_weight * rank
-            if not torch.isfinite(loss):
-                raise ValueError(f"the loss became {loss.item()} at step {step}; lower --lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params + list(student.head.parameters()), 1.0)
-            optimizer.step()
-            schedule.step()
-            step += 1
-
-            rate = (step - done_at_start) / max(time.perf_counter() - started, 1e-9)
-            record = step_record(
-                float(loss.item()),
-                optimizer,
-                epoch + (b + 1) / len(batches),
-                rate,
-                cfg,
-                step,
-                total,
-            )
-            if eval_every and step % eval_every == 0 and data.eval_sets and step < total:
-                try:
-                    record["eval"] = _evaluate_student(student, data, eval_teacher, halt)
-                    if watch is not None:
-                        watch.snapshot(f"step {step}", halt.guard(student.encode))
-                        record["watch"] = watch
-                except EvaluationCut:  # stopped during this evaluation, and out of time
-                    record.pop("eval", None)
-                    stopped = True
-            kept = {k: v for k, v in record.items() if k not in ("eval", "watch")}
-            history.append({"step": step} | kept)
-            if on_step:
-                on_step(step, record)
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:
-                save_checkpoint(ckpt, named, optimizer, {"step": step, "config": cfg.to_dict()})
-        if stopped or step >= total:
-            break
-
-    if stopped and step and cfg.checkpoint_every:
-        # Stopped early: checkpoint where we are, so --resume continues from here exactly.
-        save_checkpoint(ckpt, named, optimizer, {"step": step, "config": cfg.to_dict()})
+    started = time.perf_counter()
+    end = train_loop(
+        stream.wrap(student, runner, world, device_type),
+        feed,
+        lengths,
+        cfg,
+        optimizer,
+        schedule,
+        trained,
+        precision,
+        total,
+        step=step,
+        world=world,
+        device=device,
+        bank=RankBank.of(feed, cfg.seed, device) if cfg.rank_weight else None,
+        hooks=Hooks(
+            halted=lambda: any_rank(world, halt.halted(), device),
+            evaluate=evaluate_step,
+            on_step=on_step,
+            checkpoint=checkpoint,
+        ),
+    )
+    if end.stopped and end.step and cfg.checkpoint_every:
+        checkpoint(end.step)  # stopped early: --resume continues from here exactly
     student.eval()
     student.max_seq_length = full_length
-    if halt.reason:
-        metrics["stop_reason"] = halt.reason
-    try:  # after a Stop or the time limit, for STOP_GRACE_S at most (kd.stopping)
-        if data.eval_sets:
-            say("evaluating the distilled student")
-            metrics["student_distilled"] = _evaluate_student(student, data, eval_teacher, halt)
-        if watch is not None:
-            label = "distilled" if not stopped else f"stopped (step {step})"
-            watch.snapshot(label, halt.guard(student.encode))
-        if sts_sets:
-            from kd.sts import sts_report
+    stopped = end.stopped
+    saved_kind = "full"
+    if main:
+        if halt.reason:
+            metrics["stop_reason"] = halt.reason
+        stopped = evals.after(metrics, end, say) or stopped
+        metrics |= {
+            "steps": end.step,
+            "total_steps": total,
+            "stopped": stopped,
+            "prepare_seconds": started - prepare_started,  # frozen-layer cache + head fit
+            "train_seconds": time.perf_counter() - started,
+            "peak_rss_gb": peak_rss_gb(),
+        }
+        saved = save_run(
+            student, teacher, cfg, base_fingerprint, metrics, end.history, evals.watch, stopped, say
+        )
+        saved_kind = saved.kind
+    barrier(world)  # the others wait until the first process has written everything
+    return RunResult(out=out, metrics=metrics, steps=end.step, stopped=stopped, saved=saved_kind)
 
-            say("STS: scoring the teacher, the untrained and the distilled student")
-            distilled = halt.guard(student.encode)
-            models = {"student_untrained": untrained_sts, "student_distilled": distilled}
-            metrics["sts"] = sts_report(sts_sets, halt.guard(teacher.encode), models)
-    except EvaluationCut as cut:
-        stopped = True
-        metrics["evaluation_cut"] = str(cut)
-        say(str(cut))
-    metrics |= {
-        "steps": step,
-        "total_steps": total,
-        "stopped": stopped,
-        "prepare_seconds": started - prepare_started,  # frozen-layer cache + head fit
-        "train_seconds": time.perf_counter() - started,
-        "peak_rss_gb": peak_rss_gb(),
-    }
-    saved = save_run(student, teacher, cfg, base_fingerprint, metrics, history, watch, stopped, say)
-    return RunResult(out=out, metrics=metrics, steps=step, stopped=stopped, saved=saved.kind)
+
+def _fit_head(student, runner, feed, cfg, world, device, device_type, precision, halt, say) -> None:
+    """The linear head in closed form (ridge regression from the untrained student's pooled
+    outputs to the teacher's vectors). A 384 x 384 map is well determined by far fewer items
+    than a long run has: it is fitted on a seeded sample (the whole set up to RIDGE_ITEMS, so
+    the default run uses every item); each process embeds its share, the sum gives all rows."""
+    fit_on = np.arange(feed.n_items)
+    if len(fit_on) > RIDGE_ITEMS:
+        fit_on = np.sort(np.random.default_rng(cfg.seed).choice(fit_on, RIDGE_ITEMS, replace=False))
+    say(f"fitting the linear head in closed form (ridge, {len(fit_on)} items)")
+    student.head, student.normalize = None, False
+    a, b = shard_range(len(fit_on), world.size, world.rank)
+    hidden = student.transformer.config.hidden_size
+    pooled = torch.zeros((len(fit_on), hidden), dtype=torch.float32, device=device)
+    if b > a:
+        with autocast(device_type, precision):
+            pooled[a:b] = torch.from_numpy(embed_in_batches(runner, fit_on[a:b])).to(device)
+    halt.check()
+    pooled = sum_arrays(world, pooled).cpu().numpy()
+    student.head = fit_linear_head(pooled, feed.teacher(feed.target(fit_on))).to(device)
+    student.normalize = True
+    student.dim = student.head.out_features
+
+
+class _Evaluations:
+    """What the first process measures around training: the held-out pairs before, during and
+    after, the watch set (:mod:`kd.watch`) and STS before and after (``cfg.sts``)."""
+
+    def __init__(self, cfg: TrainConfig, feed, teacher: Encoder, student: Encoder, halt) -> None:
+        self.cfg, self.feed, self.teacher, self.student, self.halt = (
+            cfg,
+            feed,
+            teacher,
+            student,
+            halt,
+        )
+        self.eval_sets = feed.eval_sets
+        self.eval_teacher = {
+            lang: teacher_vectors(teacher, en, progress=halt.progress())
+            for lang, (en, _x) in self.eval_sets.items()
+        }
+        self.watch = None
+        self.sts_sets = _sts_sets(cfg)
+        self.untrained_sts = None
+
+    def _student(self) -> dict:
+        # Encoder.encode runs in eval mode (no dropout) and restores training mode afterwards.
+        return evaluate(self.eval_sets, self.eval_teacher, self.halt.guard(self.student.encode))
+
+    def before(self, metrics: dict, say) -> None:
+        guard = self.halt.guard
+        if self.eval_sets:
+            say("evaluating the teacher and the untrained student on held-out pairs")
+            metrics["teacher"] = evaluate(
+                self.eval_sets, self.eval_teacher, guard(self.teacher.encode)
+            )
+            metrics["student_untrained"] = self._student()
+        # A few held-out translations watched through the run (kd.watch): the untrained
+        # student's vectors first, where its width is the teacher's.
+        self.watch = watch_set(self.eval_sets, guard(self.teacher.encode))
+        if self.watch is not None:
+            self.watch.snapshot("untrained", guard(self.student.encode))
+        if self.sts_sets:
+            say(f"STS: embedding {self.cfg.sts_pairs} pairs a language with the untrained student")
+            self.untrained_sts = cached_encode(guard(self.student.encode))
+            embed_sts(self.sts_sets, self.untrained_sts)  # remembered: training changes it
+
+    def watch_snapshot(self, label: str) -> None:
+        if self.watch is not None:
+            self.watch.snapshot(label, self.student.encode)
+
+    def during(self, step: int) -> dict:
+        if not self.eval_sets:
+            return {}
+        record = {"eval": self._student()}
+        if self.watch is not None:
+            self.watch.snapshot(f"step {step}", self.halt.guard(self.student.encode))
+            record["watch"] = self.watch
+        return record
+
+    def after(self, metrics: dict, end, say) -> bool:
+        """The distilled student's numbers into ``metrics``; True when they were cut short."""
+        try:  # after a Stop or the time limit, for STOP_GRACE_S at most (kd.stopping)
+            if self.eval_sets:
+                say("evaluating the distilled student")
+                metrics["student_distilled"] = self._student()
+            if self.watch is not None:
+                label = "distilled" if not end.stopped else f"stopped (step {end.step})"
+                self.watch.snapshot(label, self.halt.guard(self.student.encode))
+            if self.sts_sets:
+                say("STS: scoring the teacher, the untrained and the distilled student")
+                guard = self.halt.guard
+                models = {
+                    "student_untrained": self.untrained_sts,
+                    "student_distilled": guard(self.student.encode),
+                }
+                metrics["sts"] = sts_report(self.sts_sets, guard(self.teacher.encode), models)
+        except EvaluationCut as cut:
+            metrics["evaluation_cut"] = str(cut)
+            say(str(cut))
+            return True
+        return False
 
 
 def _sts_sets(cfg: TrainConfig) -> dict:
     """The STS sets scored before and after training (``cfg.sts``), capped at ``sts_pairs``."""
     if not cfg.sts:
         return {}
-    from kd.sts import read_sts
-
     langs = ["en", *cfg.langs]
     present = read_sts(cfg.sts, max_rows=cfg.sts_pairs)
     return {lang: s for lang, s in present.items() if lang in langs}
-
-
-def _evaluate_student(student: Encoder, data: Dataset, eval_teacher, halt=None) -> dict:
-    # Encoder.encode runs in eval mode (no dropout) and restores training mode afterwards.
-    encode = halt.guard(student.encode) if halt is not None else student.encode
-    return evaluate(data.eval_sets, eval_teacher, encode)
 
 
 __all__ = ["Dataset", "RunResult", "RunStopped", "distill", "fit_linear_head", "teacher_vectors"]

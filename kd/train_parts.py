@@ -1,9 +1,7 @@
-"""The pieces both training paths share: :func:`kd.train.distill` (in memory) and
-:func:`kd.stream.distill_stream` (data on disk, DDP under ``torchrun``).
+"""The pieces of a run around its loop (:func:`kd.train.distill`, :mod:`kd.loop`).
 
-The teacher's cached vectors, the closed-form head, length-bucketed batches, the learning-rate
-schedule, seeding, what a step reports, whether a checkpoint may be resumed, and how a finished
-run is written.
+The teacher's cached vectors, the closed-form head, the learning-rate schedule, seeding, what a
+step reports, whether a checkpoint may be resumed, and how a finished run is written.
 """
 
 from __future__ import annotations
@@ -76,25 +74,7 @@ def fit_linear_head(x: np.ndarray, y: np.ndarray, ridge: float = 10.0) -> nn.Lin
     return head
 
 
-# ---- batches -------------------------------------------------------------------------------------
-def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
-    """Shuffled batches of similar length (less padding), in a shuffled order; deterministic.
-
-    Items are shuffled, cut into pools of 50 batches, sorted by length inside each pool, cut into
-    batches, and the batches shuffled again.
-    """
-    rng = np.random.default_rng([seed, epoch])
-    perm = rng.permutation(len(lengths))
-    pool = batch_size * 50
-    batches = []
-    for start in range(0, len(perm), pool):
-        chunk = perm[start : start + pool]
-        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-    order = rng.permutation(len(batches))
-    return [batches[i] for i in order]
-
-
+# ---- the schedule ----------------------------------------------------------------------------
 def warmup_then_linear_decay(optimizer, total: int, warmup: float):
     """Learning rate rising linearly over the first ``warmup`` fraction of ``total`` steps, then
     falling linearly to zero at step ``total``."""

@@ -8,7 +8,8 @@ import pytest
 
 from kd.config import TrainConfig
 from kd.data import Pair, english_key
-from kd.dataset import build_dataset, held_out_english, load_pairs, read_dataset
+from kd.dataset import build_dataset, load_pairs, read_dataset
+from kd.split import held_out_keys
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 EVERYDAY = SHARED / "data" / "everyday-parallel"
@@ -45,15 +46,17 @@ def test_held_out_sentences_leave_training_in_every_language():
     assert data.sources == {"x": 135}
 
 
-def test_held_out_english_fills_languages_with_different_sentences():
+def test_held_out_keys_fill_languages_with_different_sentences():
     # de and fr share no English sentence: each needs its own held-out sentences
     pairs = [Pair(f"De sentence {i}.", f"d{i}", "de", "x") for i in range(20)]
     pairs += [Pair(f"Fr sentence {i}.", f"f{i}", "fr", "x") for i in range(20)]
-    held = held_out_english(pairs, ["de", "fr"], 4, seed=1)
+    held = held_out_keys(pairs, ["de", "fr"], 4)
     assert len(held) == 8
-    assert held_out_english(pairs, ["de", "fr"], 0) == set()
+    assert held_out_keys(pairs, ["de", "fr"], 0) == set()
     # a language with no more pairs than asked for is not evaluated: all of it trains
-    assert held_out_english(pairs[:3], ["de"], 4) == set()
+    assert held_out_keys(pairs[:3], ["de"], 4) == set()
+    # fixed by the data, not by where a pair sits in the list
+    assert held_out_keys(pairs[::-1], ["de", "fr"], 4) == held
 
 
 def test_max_pairs_caps_each_language_after_the_hold_out():
@@ -62,6 +65,15 @@ def test_max_pairs_caps_each_language_after_the_hold_out():
     assert counts["de"] == counts["fr"] == counts["ja"] == 10
     again = build_dataset(_cfg(eval_pairs=4, max_pairs=10), _multiway(40), [])
     assert again.texts == data.texts  # the draw is fixed by the seed
+    other = build_dataset(_cfg(eval_pairs=4, max_pairs=10, seed=1), _multiway(40), [])
+    assert other.texts != data.texts and other.eval_sets == data.eval_sets  # held out: by data
+    # a random draw, not the first ten of each language
+    first = [f"de {i}" for i in range(40)][:14]
+    assert [t for t in data.texts if t.startswith("de ")] != first[:10]
+    # items in source order: English sentences by first appearance, then the translations
+    assert data.langs == ["en"] * len(data.english) + [
+        p.lang for p in _multiway(40) if p.other in set(data.texts[len(data.english) :])
+    ]
 
 
 def test_load_pairs_default_spec_joins_the_other_sources(tmp_path, monkeypatch):

@@ -395,6 +395,66 @@ def test_disk_prefix_cache_matches_the_in_memory_one(tmp_path, tiny_student, iso
         assert torch.allclose(disk.embed(idx), memory.embed(idx), atol=1e-5)
 
 
+def test_memory_and_disk_paths_train_the_same_student(
+    tmp_path, tiny_teacher, nodrop_student, isolated_cache
+):
+    """One loop, one sampling rule: the same small run, once with its data in memory and once
+    streamed into the corpus on disk, holds out the same pairs, samples the same ones, takes
+    the same steps and trains the same weights (up to the disk path's float16 teacher vectors);
+    both write the watch set and score STS."""
+    from kd.train import distill
+    from kd.watch import WatchSet
+    from tests.test_sts import write_sts
+
+    data = _write_pairs(tmp_path / "fr.tsv", n=200)
+    common = dict(
+        teacher=tiny_teacher,
+        student=nodrop_student,
+        langs=["fr"],
+        max_pairs=120,
+        english_rows=0,
+        eval_pairs=10,
+        evals=2,
+        data=[str(data)],
+        epochs=1,
+        batch_size=8,
+        freeze_layers=1,
+        device="cpu",
+        sts=str(write_sts(tmp_path / "sts")),
+    )
+    memory = distill(TrainConfig(out=str(tmp_path / "memory"), **common))
+    disk = distill(TrainConfig(out=str(tmp_path / "disk"), stream=True, **common))
+    assert disk.metrics["stream"] and "stream" not in memory.metrics
+    assert memory.metrics["data"] == disk.metrics["data"] == {"en": 120, "fr": 120}
+    assert memory.steps == disk.steps == 30  # 240 items in batches of 8
+    for key in ("teacher", "student_untrained"):  # the same held-out pairs
+        a, b = memory.metrics[key]["fr"], disk.metrics[key]["fr"]
+        assert a == pytest.approx(b, abs=1e-6)
+    h1 = json.loads((tmp_path / "memory" / "history.json").read_text())
+    h2 = json.loads((tmp_path / "disk" / "history.json").read_text())
+    assert max(abs(a["loss"] - b["loss"]) for a, b in zip(h1, h2, strict=True)) < 5e-3
+    v1, v2 = _vectors(str(tmp_path / "memory")), _vectors(str(tmp_path / "disk"))
+    moved = _relative_update_difference(
+        str(tmp_path / "memory"), str(tmp_path / "disk"), nodrop_student
+    )
+    print(f"memory vs disk: vectors max |diff| {np.abs(v1 - v2).max():.2e}, updates {moved:.4f}")
+    assert np.abs(v1 - v2).max() < 5e-4 and moved < 0.01  # measured: 5.8e-5 and 0.0005
+    assert np.abs(_vectors(nodrop_student) - v1).max() > 0.1  # ... and training moved it
+    # Another seed samples other pairs and trains another student: the check can fail.
+    other = distill(TrainConfig(out=str(tmp_path / "seed1"), stream=True, seed=1, **common))
+    assert (
+        _relative_update_difference(str(tmp_path / "seed1"), str(tmp_path / "disk"), nodrop_student)
+        > 0.2
+    )
+    assert other.metrics["data"] == disk.metrics["data"]
+    # The streaming run keeps a watch set and scores STS, as the in-memory one does.
+    for run in (memory, disk):
+        watch = WatchSet.load(run.out)
+        assert watch is not None and watch.frames[-1] == "distilled"
+        assert set(run.metrics["sts"]) >= {"teacher", "student_untrained", "student_distilled"}
+    assert WatchSet.load(disk.out).frames == WatchSet.load(memory.out).frames
+
+
 def test_stream_run_refuses_a_resume_with_other_settings(
     tmp_path, tiny_teacher, tiny_student, isolated_cache
 ):

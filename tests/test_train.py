@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from kd.config import TrainConfig
+from kd.loop import BatchPlan
 from kd.losses import cos_loss, distillation_loss, kl_loss, mse_loss, rank_loss
 from kd.models import Encoder
-from kd.train import distill, epoch_batches, fit_linear_head
+from kd.train import distill, fit_linear_head
 from tests.conftest import WORDS
 
 EN = WORDS[:17]
@@ -84,14 +85,17 @@ def test_fit_linear_head_recovers_a_map():
     assert np.allclose(pred, x @ w - 2.0, atol=1e-3)
 
 
-def test_epoch_batches_cover_every_item_once_and_are_deterministic():
+def test_batches_cover_every_item_once_and_are_deterministic():
     lengths = np.random.default_rng(0).integers(3, 40, size=1000)
-    a = epoch_batches(lengths, 32, seed=1, epoch=0)
-    b = epoch_batches(lengths, 32, seed=1, epoch=0)
-    c = epoch_batches(lengths, 32, seed=1, epoch=1)
+    a = list(BatchPlan(lengths, 32, seed=1, epoch=0))
+    b = list(BatchPlan(lengths, 32, seed=1, epoch=0))
+    c = list(BatchPlan(lengths, 32, seed=1, epoch=1))
     assert sorted(np.concatenate(a).tolist()) == list(range(1000))
     assert all((x == y).all() for x, y in zip(a, b, strict=True))
     assert any(len(x) != len(y) or (x != y).any() for x, y in zip(a, c, strict=False))
+    # Batches of similar length: within a pool of 50 batches the items are sorted by length.
+    spread = np.mean([np.ptp(lengths[x]) for x in a])
+    assert spread < np.ptp(lengths) / 4
 
 
 def test_distill_saves_a_loadable_student(tmp_path, tiny_teacher, tiny_student, isolated_cache):
