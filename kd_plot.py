@@ -36,7 +36,7 @@ def plot_run(
     distilled student (a slider between the two), joined to its anchor; its numbers are the
     mean line length in the original space, 1 - cos(student(x), teacher(en)), and retrieval
     into the teacher's space. ``animate`` writes ``journey.html``: the held-out translations the
-    run watched (``watch.npz``, :mod:`kd.watch`), one frame per evaluation.
+    run watched (``watch.npz``, :mod:`kd.evaluate.watch`), one frame per evaluation.
 
     Returns:
         (the files written, lines of numbers to print).
@@ -46,10 +46,16 @@ def plot_run(
     """
     import pandas as pd
 
-    from kd.dataset import tatoeba_sets
-    from kd.evaluate import evaluate, headline_metric
-    from kd.models import DEFAULT_TEACHER, Encoder, pick_device, prepare_torch, resolve_model
-    from kd.watch import WatchSet
+    from kd.data.dataset import tatoeba_sets
+    from kd.evaluate.metrics import evaluate, headline_metric
+    from kd.evaluate.watch import WatchSet
+    from kd.models.encoder import (
+        DEFAULT_TEACHER,
+        Encoder,
+        pick_device,
+        prepare_torch,
+        resolve_model,
+    )
     from viz.figures import (
         accuracy_bars,
         aligned_scatter,

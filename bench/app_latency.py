@@ -112,7 +112,7 @@ def measure_in_process(teacher: str, student: str, repeat: int = 5) -> float:
     import numpy as np
 
     sys.path.insert(0, str(ROOT))
-    from kd.models import Encoder, quiet_transformers
+    from kd.models.encoder import Encoder, quiet_transformers
 
     quiet_transformers()
     models = [Encoder.load(teacher), Encoder.load(student)]

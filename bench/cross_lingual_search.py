@@ -33,14 +33,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kd.store import Row, VectorStore  # noqa: E402
+from kd.search.store import Row, VectorStore  # noqa: E402
 
 TATOEBA = ROOT.parent / "shared" / "data" / "tatoeba-dev"
 
 
 def build(db: Path, model, english: list[str]) -> tuple[VectorStore, np.ndarray]:
     """An index of the English sentences made by ``model``; also returns their vectors."""
-    from kd.search import model_stamp
+    from kd.search.index import model_stamp
 
     vectors = model.encode(english)
     store = VectorStore.create(db, model_stamp(model))
@@ -75,16 +75,16 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="also write the results to this file")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
-    from kd.data import read_tatoeba
+    from kd.data.pairs import read_tatoeba
     from kd.langs import DEV_LANGS
-    from kd.models import (
+    from kd.models.encoder import (
         DEFAULT_STUDENT,
         DEFAULT_TEACHER,
         Encoder,
         prepare_torch,
         quiet_transformers,
     )
-    from kd.search import model_stamp
+    from kd.search.index import model_stamp
 
     quiet_transformers()
     prepare_torch("cpu")

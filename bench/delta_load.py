@@ -25,9 +25,9 @@ def _bytes(folder: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from kd.delta import is_delta
-    from kd.export import export
-    from kd.models import Encoder, quiet_transformers
+    from kd.models.delta import is_delta
+    from kd.models.encoder import Encoder, quiet_transformers
+    from kd.models.export import export
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="a delta folder or a full student folder")

@@ -4,7 +4,7 @@ Run: ``python bench/gettext_speed.py`` (about half a minute on 2 CPU cores; it u
 temporary cache, so the user's own ``~/.cache/multilingual-kd`` is neither read nor written).
 
 Data: the translation catalogs installed on this machine (``/usr/share/locale/*/LC_MESSAGES``
-and Django's), as :mod:`kd.gettext_source` reads them; the 12 dev languages.
+and Django's), as :mod:`kd.data.gettext_source` reads them; the 12 dev languages.
 Peer: the same call with ``cache=False``, which reads and cleans every catalog, in the same run.
 
 The module's docstring quotes ~8.5 s for the extraction and ~0.6 s for a cached call of the dev
@@ -27,7 +27,7 @@ from timing import timed  # noqa: E402  (bench/timing.py, beside this script)
 def main() -> None:
     with tempfile.TemporaryDirectory() as cache:
         os.environ["KD_CACHE"] = cache  # read by kd.io.cache_dir at each call
-        from kd.gettext_source import gettext_pairs
+        from kd.data.gettext_source import gettext_pairs
         from kd.langs import DEV_LANGS
 
         langs = list(DEV_LANGS)

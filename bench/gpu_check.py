@@ -15,7 +15,7 @@ The JSON (``schema`` 1) holds:
   ``cpu_count``, ``device`` (what the runs below used);
 - ``models``: the ``teacher`` and ``student`` used, ``data`` (where the pairs came from) and
   ``dev_set`` (what the recipe run is scored on);
-- ``throughput``: the same training items and models through ``kd`` (``kd.train.distill``,
+- ``throughput``: the same training items and models through ``kd`` (``kd.train.run.distill``,
   whole student, batch ``batch_size``, ``steps`` steps) and ``SentenceTransformerTrainer``
   with ``losses.MSELoss`` (the same number of steps and batch size, bf16 on CUDA): for each,
   ``items_per_s``, ``train_seconds``, ``steps``, ``peak_gpu_gib`` (``null`` on the CPU); then
@@ -24,7 +24,7 @@ The JSON (``schema`` 1) holds:
 - ``recipe``: ``kd distill --preset gpu`` (:data:`kd.config.PRESETS`) capped at ``max_steps``:
   ``steps``, ``train_seconds``, ``items_per_s``, ``peak_gpu_gib``, ``peak_rss_gb``, and
   ``dev`` with ``cross_mean_accuracy``, ``student_mean_accuracy``, ``english_fidelity``,
-  ``mse_x100`` (the mean over languages, :func:`kd.evaluate.evaluate`) for the ``untrained``
+  ``mse_x100`` (the mean over languages, :func:`kd.evaluate.metrics.evaluate`) for the ``untrained``
   and the ``distilled`` student.
 """
 
@@ -115,7 +115,7 @@ def _synthetic_pairs(path: Path, n: int, seed: int = 0) -> Path:
 
 def setup(args, work: Path) -> dict:
     """Models, data and dev set: tiny and synthetic in a dry run, the defaults otherwise."""
-    from kd.registry import DEFAULT_STUDENT, DEFAULT_TEACHER
+    from kd.models.registry import DEFAULT_STUDENT, DEFAULT_TEACHER
 
     if args.dry_run:
         from tests.conftest import _build_tiny_bert
@@ -165,9 +165,9 @@ def throughput(s: dict, args, work: Path) -> dict:
     """kd and SentenceTransformerTrainer on the same items, models, batch size and steps."""
     import torch
 
-    from kd.dataset import read_dataset
-    from kd.models import Encoder, pick_device
-    from kd.train import distill, teacher_vectors
+    from kd.data.dataset import read_dataset
+    from kd.models.encoder import Encoder, pick_device
+    from kd.train.run import distill, teacher_vectors
 
     device = pick_device(args.device)
     cfg = _base_config(
@@ -199,7 +199,7 @@ def throughput(s: dict, args, work: Path) -> dict:
     except ImportError as err:
         out["sentence_transformers"] = {"skipped": f"cannot import its trainer: {err}"}
         return out
-    from kd.models import resolve_model
+    from kd.models.encoder import resolve_model
 
     data = read_dataset(cfg)
     teacher = Encoder.load(cfg.teacher, device)
@@ -245,7 +245,7 @@ def throughput(s: dict, args, work: Path) -> dict:
 def recipe(s: dict, args, work: Path) -> dict:
     """``--preset gpu`` for ``--recipe-steps`` steps, scored on the dev set before and after."""
     from kd.config import PRESETS
-    from kd.train import distill
+    from kd.train.run import distill
 
     preset = dict(PRESETS["gpu"])
     if args.dry_run:  # tiny models on the CPU: the recipe's shape, small sizes
@@ -281,9 +281,9 @@ def recipe(s: dict, args, work: Path) -> dict:
     }
     keys = ("cross_mean_accuracy", "student_mean_accuracy", "english_fidelity", "mse_x100")
     if s["tatoeba"]:
-        from kd.dataset import tatoeba_sets
-        from kd.evaluate import evaluate
-        from kd.models import Encoder, pick_device
+        from kd.data.dataset import tatoeba_sets
+        from kd.evaluate.metrics import evaluate
+        from kd.models.encoder import Encoder, pick_device
 
         device = pick_device(args.device)
         sets = tatoeba_sets(s["tatoeba"], None, args.dev_pairs)
@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, k) is None:
             setattr(args, k, v)
     warnings.simplefilter("ignore")
-    from kd.models import pick_device, quiet_transformers
+    from kd.models.encoder import pick_device, quiet_transformers
 
     quiet_transformers()
     started = time.perf_counter()

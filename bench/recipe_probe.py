@@ -8,8 +8,8 @@ scoring the dev set during training: cross-model accuracy student(x) -> teacher(
 student-vs-student accuracy and English fidelity, averaged over the 12 dev languages (the
 numbers ``kd eval`` reports), and the worst language's cross-model accuracy.
 
-It builds its data with ``kd.dataset.read_dataset`` (so ``KD_DATA`` picks the everyday set, as
-in ``kd distill``) and trains through ``kd distill``'s own loop (:func:`kd.loop.train_loop`):
+It builds its data with ``kd.data.dataset.read_dataset`` (so ``KD_DATA`` picks the everyday set, as
+in ``kd distill``) and trains through ``kd distill``'s own loop (:func:`kd.train.loop.train_loop`):
 the same ridge head, loss, ranking term, batches, warm-up and linear decay, gradient clipping
 and compute precision. It skips the held-out evaluation, checkpoints and saving, and fits the
 head on every item it trains on (``kd distill`` on a sample of at most 30,000). Its numbers
@@ -44,12 +44,12 @@ def _prepare(student, teacher, cfg, precision: str):
     """Frozen-layer states of the training items and of the dev set, computed once, cached."""
     import torch
 
-    from kd.data import read_tatoeba
-    from kd.dataset import read_dataset
+    from kd.data.dataset import read_dataset
+    from kd.data.pairs import read_tatoeba
     from kd.io import cache_dir
-    from kd.models import autocast
-    from kd.student_forward import FrozenPrefixCache
-    from kd.train import teacher_vectors
+    from kd.models.encoder import autocast
+    from kd.train.run import teacher_vectors
+    from kd.train.student_forward import FrozenPrefixCache
 
     data = read_dataset(cfg)
     dev = read_tatoeba(TATOEBA)
@@ -90,9 +90,9 @@ def _prepare(student, teacher, cfg, precision: str):
 
 
 def _dev_scores(student, dev, z, precision: str) -> dict[str, float | str]:
-    from kd.evaluate import mean_over_langs, pair_metrics
-    from kd.models import autocast
-    from kd.student_forward import embed_in_batches
+    from kd.evaluate.metrics import mean_over_langs, pair_metrics
+    from kd.models.encoder import autocast
+    from kd.train.student_forward import embed_in_batches
 
     was = student.training
     student.eval()
@@ -181,7 +181,7 @@ def main() -> None:
         "--rank-weight",
         type=float,
         default=d.rank_weight,
-        help="weight of the ranking term (kd.losses)",
+        help="weight of the ranking term (kd.train.losses)",
     )
     parser.add_argument(
         "--temperature", type=float, default=d.temperature, help="of the ranking term"
@@ -218,10 +218,16 @@ def main() -> None:
     warnings.simplefilter("ignore")
     import torch
 
-    from kd.loop import Hooks, RankBank, train_loop
-    from kd.models import Encoder, autocast, prepare_torch, quiet_transformers, resolve_precision
-    from kd.student_forward import FrozenPrefixCache, embed_in_batches, trainable_parameters
-    from kd.train import fit_linear_head, warmup_then_linear_decay
+    from kd.models.encoder import (
+        Encoder,
+        autocast,
+        prepare_torch,
+        quiet_transformers,
+        resolve_precision,
+    )
+    from kd.train.loop import Hooks, RankBank, train_loop
+    from kd.train.run import fit_linear_head, warmup_then_linear_decay
+    from kd.train.student_forward import FrozenPrefixCache, embed_in_batches, trainable_parameters
 
     quiet_transformers()
     prepare_torch("cpu")
@@ -279,7 +285,7 @@ def main() -> None:
         [{"params": params, "lr": cfg.lr}, {"params": head, "lr": cfg.head_lr}],
         weight_decay=cfg.weight_decay,
     )
-    # The loop of `kd distill` (kd.loop), over the chosen items (repeats included): item j of
+    # The loop of `kd distill` (kd.train.loop), over the chosen items (repeats included): item j of
     # this feed is cached item items[j].
     feed = _Selection(items, target, z["teacher"])
     per_epoch = cfg.steps_per_epoch(len(items))
@@ -321,7 +327,8 @@ def main() -> None:
 
 
 class _Selection:
-    """The chosen items of the probe as a :class:`kd.loop.Feed`: item j is cached item items[j]."""
+    """The chosen items of the probe as a :class:`kd.train.loop.Feed`: item j is cached item
+    items[j]."""
 
     def __init__(self, items: np.ndarray, target: np.ndarray, teacher: np.ndarray) -> None:
         self.items, self._target, self._teacher = items, target, teacher

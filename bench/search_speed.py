@@ -4,9 +4,9 @@ Run: ``python bench/search_speed.py`` (about 5 minutes on 2 CPU cores the first 
 it embedding ~45k sentences, whose vectors are then cached; ``--quick`` indexes 500 sentences,
 times 10k stored vectors only and embeds 5,000 sentences for the real-vector recall).
 
-1. Indexing: ``kd.search.index_rows`` with the real default teacher
+1. Indexing: ``kd.search.index.index_rows`` with the real default teacher
    (``sentence-transformers/all-MiniLM-L6-v2``) on everyday English sentences from
-   ``kd.english_text`` (the ones ``bench/train_vs_st.py`` uses), in committed batches of 256:
+   ``kd.data.english_text`` (the ones ``bench/train_vs_st.py`` uses), in committed batches of 256:
    rows/s end to end (best of two fresh indexes), and rows/s of the writes alone (vectors
    already computed).
 2. Query latency, k=10, for 10k and 100k stored 384-d vectors (seeded random unit vectors),
@@ -18,7 +18,7 @@ times 10k stored vectors only and embeds 5,000 sentences for the real-vector rec
 3. Recall of the default mode against exact search (top-10 overlap) for candidate pools of
    50 to 400 rows: on the random vectors (the worst case for sign bits), on real MiniLM vectors
    of the indexed sentences (queries: 200 other sentences), and on real MiniLM vectors of every
-   everyday English sentence ``kd.english_text`` has (~44.5k; same queries), where numpy and
+   everyday English sentence ``kd.data.english_text`` has (~44.5k; same queries), where numpy and
    the store are also timed. A real collection looks like the last; recall falls slowly as the
    collection grows (0.985 at 3k, 0.980 at 44k for 224 candidates).
 4. Plain ``vec0`` tables of other layouts over the largest set, without the store: exact KNN
@@ -43,13 +43,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from kd.store import DEFAULT_CANDIDATES, ModelStamp, Row, VectorStore  # noqa: E402
+from kd.search.store import DEFAULT_CANDIDATES, ModelStamp, Row, VectorStore  # noqa: E402
 
 DIM = 384
 K = 10
 QUERIES = 50
 CANDIDATES = tuple(sorted({50, 100, 200, DEFAULT_CANDIDATES, 400}))
-REAL_ROWS = 45_000  # more than kd.english_text has (~44.7k): all of them
+REAL_ROWS = 45_000  # more than kd.data.english_text has (~44.7k): all of them
 
 
 def unit(n: int, seed: int) -> np.ndarray:
@@ -82,9 +82,9 @@ def indexing(n: int, root: Path):
 
     Returns the two rates, the recall per candidate pool, the model and the query vectors.
     """
-    from kd.english_text import english_sentences
-    from kd.models import DEFAULT_TEACHER, Encoder, prepare_torch
-    from kd.search import index_rows, model_stamp
+    from kd.data.english_text import english_sentences
+    from kd.models.encoder import DEFAULT_TEACHER, Encoder, prepare_torch
+    from kd.search.index import index_rows, model_stamp
 
     prepare_torch("cpu")
     texts = english_sentences(n + 200, seed=3)
@@ -134,7 +134,7 @@ def recall_by_pool(store: VectorStore, queries: np.ndarray, truth: list) -> dict
 def real_vectors(model, n: int) -> np.ndarray:
     """The model's vectors of up to ``n`` everyday English sentences (not the 200 queries),
     cached by weight fingerprint and count: embedding 45k sentences takes minutes."""
-    from kd.english_text import english_sentences
+    from kd.data.english_text import english_sentences
     from kd.io import cache_dir
 
     texts = english_sentences(n + 200, seed=3)[200:]
@@ -188,7 +188,7 @@ def raw_vec0(n: int, root: Path) -> dict[str, float]:
     ``float``: ``float[384] distance_metric=cosine``, exact KNN; ``int8``: scalar-quantised
     (x 127), KNN by L2 without rescoring. Each is timed without the store around it.
     """
-    from kd.store import connect
+    from kd.search.store import connect
 
     x = unit(n, seed=n)
     queries = unit(QUERIES, seed=1)
@@ -233,8 +233,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    from kd.models import quiet_transformers
-    from kd.store import pick_backend
+    from kd.models.encoder import quiet_transformers
+    from kd.search.store import pick_backend
 
     quiet_transformers()
     import torch

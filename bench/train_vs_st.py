@@ -7,9 +7,9 @@ precomputed as labels, as its documentation does. Both are then scored on the Ta
 (when ../shared is present, else on held-out gettext pairs) by cross-model accuracy
 student(x) -> teacher(en), student-vs-student accuracy and English fidelity.
 
-Also: encoding throughput of ``kd.models.Encoder.encode`` against ``SentenceTransformer.encode``
-on the same sentences and batch size, and the peak resident memory of each training run (each
-runs in its own process, so the peaks do not mix).
+Also: encoding throughput of ``kd.models.encoder.Encoder.encode`` against
+``SentenceTransformer.encode`` on the same sentences and batch size, and the peak resident memory of
+each training run (each runs in its own process, so the peaks do not mix).
 
 Run: ``python bench/train_vs_st.py [--items 1200] [--eval-pairs 200]``. The last line reads
 ``train_speedup=<ratio> encode_speedup=<ratio>``.
@@ -40,7 +40,7 @@ def _peak_rss_gb() -> float:
 def _items(n_items: int, seed: int):
     """Training texts and their teacher targets: half everyday English, half translations."""
     from kd.config import TrainConfig
-    from kd.dataset import read_dataset
+    from kd.data.dataset import read_dataset
 
     cfg = TrainConfig(
         out="/tmp/unused",
@@ -54,7 +54,7 @@ def _items(n_items: int, seed: int):
 
 
 def _eval_sets(eval_pairs: int):
-    from kd.data import read_tatoeba
+    from kd.data.pairs import read_tatoeba
     from kd.langs import DEV_LANGS
 
     if not TATOEBA.is_dir():
@@ -71,8 +71,8 @@ def run_kd(conn, n_items: int, batch_size: int, eval_pairs: int, seed: int) -> N
     import torch
 
     from kd.config import TrainConfig
-    from kd.models import Encoder, quiet_transformers
-    from kd.train import distill
+    from kd.models.encoder import Encoder, quiet_transformers
+    from kd.train.run import distill
 
     quiet_transformers()
     torch.set_num_threads(torch.get_num_threads())
@@ -114,8 +114,14 @@ def run_st(conn, n_items: int, batch_size: int, eval_pairs: int, seed: int) -> N
         losses,
     )
 
-    from kd.models import Encoder, pick_device, prepare_torch, quiet_transformers, resolve_model
-    from kd.train import teacher_vectors
+    from kd.models.encoder import (
+        Encoder,
+        pick_device,
+        prepare_torch,
+        quiet_transformers,
+        resolve_model,
+    )
+    from kd.train.run import teacher_vectors
 
     quiet_transformers()
     prepare_torch("cpu")
@@ -156,7 +162,7 @@ def run_st(conn, n_items: int, batch_size: int, eval_pairs: int, seed: int) -> N
 
 
 def _score(student, teacher, eval_pairs: int) -> dict:
-    from kd.evaluate import evaluate
+    from kd.evaluate.metrics import evaluate
 
     sets = _eval_sets(eval_pairs)
     if sets is None:
@@ -174,8 +180,8 @@ def encode_race(n: int, batch_size: int) -> tuple[float, float]:
     """Sentences/second of kd's encoder and of SentenceTransformer.encode, same inputs."""
     from sentence_transformers import SentenceTransformer
 
-    from kd.english_text import english_sentences
-    from kd.models import DEFAULT_STUDENT, Encoder, prepare_torch, resolve_model
+    from kd.data.english_text import english_sentences
+    from kd.models.encoder import DEFAULT_STUDENT, Encoder, prepare_torch, resolve_model
 
     prepare_torch("cpu")
     texts = english_sentences(n, seed=1)

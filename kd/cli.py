@@ -2,6 +2,9 @@
 
 Every user mistake ends in one line on stderr (``kd: error: ...``) and exit status 2; never a
 traceback. Long jobs show tqdm progress bars.
+
+Each command imports the modules it runs inside its own function: they load torch (and
+``kd plot`` plotly), and ``kd --help``, ``kd models`` and a mistyped option start without them.
 """
 
 from __future__ import annotations
@@ -10,11 +13,21 @@ import argparse
 import json
 import logging
 import sys
+import time
 from dataclasses import fields
 from pathlib import Path
 
-from kd.config import DEVICES, SAVE_FORMS
-from kd.langs import DEV_LANGS
+from tqdm import tqdm
+
+from kd.config import DEVICES, KINDS, PRESETS, SAVE_FORMS, SETTINGS, TrainConfig, flag
+from kd.data.dataset import tatoeba_sets
+from kd.evaluate.metrics import evaluate, format_table
+from kd.evaluate.sts import cached_encode, format_sts_table, read_sts, sts_report
+from kd.io import atomic_write_npy
+from kd.langs import DEV_LANGS, normalize_lang, parse_langs
+from kd.models.registry import offline_models
+from kd.search.index import index_rows, model_stamp, read_rows
+from kd.search.store import DEFAULT_CANDIDATES, VectorStore, index_info
 
 log = logging.getLogger("kd")
 
@@ -36,8 +49,6 @@ def _ints(text: str) -> int:
 def _add_config_options(s: argparse.ArgumentParser, preset: str) -> None:
     """``kd distill``'s options, one per :class:`kd.config.TrainConfig` field, from the field's
     :class:`kd.config.Setting`; the defaults are those of the recipe ``preset``."""
-    from kd.config import KINDS, PRESETS, SETTINGS, TrainConfig, flag
-
     d = TrainConfig.from_preset(preset if preset in PRESETS else "default")
     types = {int: _ints, float: _floats, str: str}
     for f in fields(TrainConfig):
@@ -75,8 +86,6 @@ def _add_config_options(s: argparse.ArgumentParser, preset: str) -> None:
 
 def build_parser(preset: str = "default") -> argparse.ArgumentParser:
     """The parser; ``kd distill``'s defaults are those of the recipe ``preset``."""
-    from kd.store import DEFAULT_CANDIDATES
-
     p = argparse.ArgumentParser(
         prog="kd",
         description="Make an English sentence-embedding model multilingual by distillation.",
@@ -214,10 +223,7 @@ def build_parser(preset: str = "default") -> argparse.ArgumentParser:
 
 # ---- commands ------------------------------------------------------------------------------------
 def cmd_distill(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from kd.config import TrainConfig
-    from kd.train import distill
+    from kd.train.run import distill
 
     # Every distill option is named after the TrainConfig field it sets.
     names = {f.name for f in fields(TrainConfig)}
@@ -255,7 +261,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     result = distill(cfg, on_step=on_step, status=status, progress=progress)
     for bar in [*bars.values(), *train_bar]:
         bar.close()
-    from kd.distributed import from_env
+    from kd.train.distributed import from_env
 
     if not from_env().main:  # under torchrun, rank 0 alone reports
         return 0
@@ -271,8 +277,6 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 
 def _print_run_summary(metrics: dict) -> None:
-    from kd.evaluate import format_table
-
     table = {
         k: {"mean": metrics[k]["mean"]}
         for k in ("teacher", "student_untrained", "student_distilled")
@@ -282,18 +286,18 @@ def _print_run_summary(metrics: dict) -> None:
         print("held-out pairs from the training source, mean over languages:")
         print(format_table(table))
     if "sts" in metrics:
-        from kd.sts import format_sts_table
-
         print(f"STS, {metrics['sts']['pairs']} pairs a language (Spearman x 100):")
         print(format_sts_table(metrics["sts"]))
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from kd.dataset import tatoeba_sets
-    from kd.evaluate import evaluate, format_table
-    from kd.langs import parse_langs
-    from kd.models import DEFAULT_TEACHER, Encoder, pick_device, prepare_torch, resolve_model
-    from kd.sts import cached_encode, format_sts_table, read_sts, sts_report
+    from kd.models.encoder import (
+        DEFAULT_TEACHER,
+        Encoder,
+        pick_device,
+        prepare_torch,
+        resolve_model,
+    )
 
     if not args.tatoeba and not args.sts:
         raise ValueError("nothing to evaluate on; give --tatoeba DIR, --sts DIR or both")
@@ -357,7 +361,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from kd.models import Encoder, pick_device, prepare_torch
+    from kd.models.encoder import Encoder, pick_device, prepare_torch
 
     path = Path(args.inp)
     if not path.is_file():
@@ -375,14 +379,12 @@ def cmd_embed(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     prepare_torch(device)
     model = Encoder.load(args.model, device)
-    from tqdm import tqdm
 
     with tqdm(total=len(lines), desc="embed", unit="sent") as bar:
         vecs = model.encode(
             lines, batch_size=args.batch_size, progress=lambda d, n: bar.update(d - bar.n)
         )
     out = Path(args.out)
-    from kd.io import atomic_write_npy
 
     atomic_write_npy(out, vecs)
     print(f"kd: wrote {vecs.shape[0]} x {vecs.shape[1]} float32 to {out}")
@@ -390,9 +392,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    import time
-
-    from kd.export import export
+    from kd.models.export import export
 
     started = time.perf_counter()
     saved = export(args.model, args.out, args.form, args.base)
@@ -401,8 +401,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_models(_args: argparse.Namespace) -> int:
-    from kd.models import offline_models
-
     for row in offline_models():
         print(f"{row['id']}  [{row['role']}, available: {row['available']}]")
         print(f"    {row['note']}")
@@ -434,10 +432,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from kd.models import Encoder, pick_device, prepare_torch
-    from kd.search import index_rows, read_rows
+    from kd.models.encoder import Encoder, pick_device, prepare_torch
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -465,9 +460,6 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from kd.langs import normalize_lang
-    from kd.store import VectorStore, index_info
-
     query = args.query.strip()
     if not query:
         raise ValueError("empty query; give the text to search for")
@@ -480,8 +472,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if lang is not None and lang not in info["langs"]:
         held = ", ".join(info["langs"]) or "nothing yet"
         raise ValueError(f"{args.db} has no sentences in {lang!r}; it holds: {held}")
-    from kd.models import Encoder, pick_device, prepare_torch
-    from kd.search import model_stamp
+    from kd.models.encoder import Encoder, pick_device, prepare_torch
 
     device = pick_device(args.device)
     prepare_torch(device)
@@ -517,7 +508,7 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``kd`` console script."""
     logging.basicConfig(level=logging.WARNING, format="kd: %(message)s")
-    from kd.models import quiet_transformers
+    from kd.models.encoder import quiet_transformers
 
     quiet_transformers()
     pre = argparse.ArgumentParser(add_help=False)

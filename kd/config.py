@@ -14,7 +14,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from kd.langs import DEV_LANGS, parse_langs
-from kd.registry import DEFAULT_STUDENT, DEFAULT_TEACHER, PRECISIONS
+from kd.models.registry import DEFAULT_STUDENT, DEFAULT_TEACHER, PRECISIONS
 
 LOSSES = ("mse", "kl", "cos")
 DEVICES = ("auto", "cpu", "cuda")

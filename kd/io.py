@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import os
 import shutil
@@ -16,6 +17,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 def cache_dir(*parts: str) -> Path:
@@ -75,10 +78,6 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 def atomic_write_npy(path: str | Path, array) -> None:
     """Write a numpy array as a ``.npy`` file atomically."""
-    import io
-
-    import numpy as np
-
     buf = io.BytesIO()
     np.save(buf, array)
     atomic_write_bytes(path, buf.getvalue())

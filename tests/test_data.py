@@ -13,8 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kd import gettext_source
-from kd.data import (
+from kd.data import gettext_source
+from kd.data.english_text import english_counts, english_pairs, english_sentences
+from kd.data.gettext_source import clean_pair, gettext_counts, gettext_pairs
+from kd.data.pairs import (
     MAX_CHARS,
     Pair,
     clean_text,
@@ -26,8 +28,6 @@ from kd.data import (
     read_tsv,
     sample_per_lang,
 )
-from kd.english_text import english_counts, english_pairs, english_sentences
-from kd.gettext_source import clean_pair, gettext_counts, gettext_pairs
 from kd.langs import (
     DEV_LANGS,
     KNOWN_LANGS,

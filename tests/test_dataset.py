@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from kd.config import TrainConfig
-from kd.data import Pair, english_key
-from kd.dataset import build_dataset, load_pairs, read_dataset
-from kd.split import held_out_keys
+from kd.data.dataset import build_dataset, load_pairs, read_dataset
+from kd.data.pairs import Pair, english_key
+from kd.data.split import held_out_keys
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 EVERYDAY = SHARED / "data" / "everyday-parallel"
@@ -93,13 +93,13 @@ def test_load_pairs_default_spec_joins_the_other_sources(tmp_path, monkeypatch):
 
 
 def test_software_catalogs_come_with_a_note(monkeypatch):
-    import kd.gettext_source
-    import kd.sources
+    import kd.data.gettext_source
+    import kd.data.sources
 
     monkeypatch.delenv("KD_DATA", raising=False)
-    monkeypatch.setattr(kd.sources, "hub_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(kd.data.sources, "hub_reachable", lambda *a, **k: False)
     monkeypatch.setattr(
-        kd.gettext_source,
+        kd.data.gettext_source,
         "gettext_pairs",
         lambda langs: [Pair("Open file", "Datei öffnen", "de", "g")],
     )

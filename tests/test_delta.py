@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from kd.cli import main
-from kd.delta import MANIFEST, TENSORS, DeltaError, is_delta, read_manifest
-from kd.export import export
-from kd.models import Encoder
-from kd.train import distill
+from kd.models.delta import MANIFEST, TENSORS, DeltaError, is_delta, read_manifest
+from kd.models.encoder import Encoder
+from kd.models.export import export
+from kd.train.run import distill
 from tests.test_train import _cfg
 
 SENTS = ["the cat sits on the mat", "le chat est sur le tapis", "good morning friend"]
@@ -160,9 +160,9 @@ def test_the_default_recipe_delta_is_under_five_percent_of_the_student():
     """With the packaged multilingual-e5-small and the default recipe's frozen layers, what a
     run changes (the top layers and the head) is a small share of what a full save writes."""
     from kd.config import TrainConfig
-    from kd.delta import delta_tensors, trained_keys, weight_bytes
-    from kd.registry import DEFAULT_STUDENT, installed
-    from kd.student_forward import trainable_parameters
+    from kd.models.delta import delta_tensors, trained_keys, weight_bytes
+    from kd.models.registry import DEFAULT_STUDENT, installed
+    from kd.train.student_forward import trainable_parameters
 
     if not installed(DEFAULT_STUDENT):
         pytest.skip(f"{DEFAULT_STUDENT} is not installed here")

@@ -74,7 +74,7 @@ def _env(cache: Path) -> dict:
 
 
 def _vectors(model: str) -> np.ndarray:
-    from kd.models import Encoder
+    from kd.models.encoder import Encoder
 
     sents = ["le chat est sur le tapis", "the dog runs", "la maison rouge et bleu", "a big cat"]
     return Encoder.load(model).encode(sents)
@@ -123,7 +123,7 @@ def two_ranks(tmp_path_factory, tiny_teacher, nodrop_student):
 def test_two_gloo_ranks_train_the_same_weights_as_one_process(
     two_ranks, tiny_teacher, nodrop_student, monkeypatch
 ):
-    from kd.train import distill
+    from kd.train.run import distill
 
     root = two_ranks["root"]
     monkeypatch.setenv("KD_CACHE", str(root / "cache-one"))
@@ -287,7 +287,7 @@ def test_a_rank_losing_its_peer_ends_with_one_line(two_ranks, tiny_teacher, nodr
 
 # ---- the pieces, in process ---------------------------------------------------------------------
 def test_shard_range_splits_evenly_and_covers_everything():
-    from kd.distributed import shard_range
+    from kd.train.distributed import shard_range
 
     for n in (0, 1, 7, 8, 100):
         for parts in (1, 2, 3, 8):
@@ -301,7 +301,7 @@ def test_shard_range_splits_evenly_and_covers_everything():
 def test_sampled_rank_loss_is_rank_loss_with_the_whole_bank_and_masks_its_own_row():
     from torch.nn import functional as F
 
-    from kd.losses import rank_loss, sampled_rank_loss
+    from kd.train.losses import rank_loss, sampled_rank_loss
 
     torch.manual_seed(0)
     bank = F.normalize(torch.randn(50, 16), dim=-1)
@@ -319,7 +319,7 @@ def test_sampled_rank_loss_is_rank_loss_with_the_whole_bank_and_masks_its_own_ro
 
 
 def test_corpus_streams_pairs_holds_out_by_english_sentence_and_dedupes(tmp_path, isolated_cache):
-    from kd.corpus import open_corpus
+    from kd.data.corpus import open_corpus
 
     folder = tmp_path / "data"
     folder.mkdir()
@@ -351,10 +351,10 @@ def test_corpus_streams_pairs_holds_out_by_english_sentence_and_dedupes(tmp_path
 
 
 def test_teacher_vectors_are_cached_on_disk_by_sentence(tmp_path, tiny_teacher, isolated_cache):
-    from kd.corpus import open_corpus
-    from kd.disk_cache import teacher_bank
-    from kd.distributed import World
-    from kd.models import Encoder
+    from kd.data.corpus import open_corpus
+    from kd.models.encoder import Encoder
+    from kd.train.disk_cache import teacher_bank
+    from kd.train.distributed import World
 
     data = _write_pairs(tmp_path / "fr.tsv", n=40)
     cfg = TrainConfig(
@@ -373,11 +373,11 @@ def test_teacher_vectors_are_cached_on_disk_by_sentence(tmp_path, tiny_teacher, 
 
 
 def test_disk_prefix_cache_matches_the_in_memory_one(tmp_path, tiny_student, isolated_cache):
-    from kd.corpus import open_corpus
-    from kd.disk_cache import DiskPrefixCache
-    from kd.distributed import World
-    from kd.models import Encoder
-    from kd.student_forward import FrozenPrefixCache
+    from kd.data.corpus import open_corpus
+    from kd.models.encoder import Encoder
+    from kd.train.disk_cache import DiskPrefixCache
+    from kd.train.distributed import World
+    from kd.train.student_forward import FrozenPrefixCache
 
     data = _write_pairs(tmp_path / "fr.tsv", n=40)
     cfg = TrainConfig(
@@ -402,8 +402,8 @@ def test_memory_and_disk_paths_train_the_same_student(
     streamed into the corpus on disk, holds out the same pairs, samples the same ones, takes
     the same steps and trains the same weights (up to the disk path's float16 teacher vectors);
     both write the watch set and score STS."""
-    from kd.train import distill
-    from kd.watch import WatchSet
+    from kd.evaluate.watch import WatchSet
+    from kd.train.run import distill
     from tests.test_sts import write_sts
 
     data = _write_pairs(tmp_path / "fr.tsv", n=200)
@@ -458,7 +458,7 @@ def test_memory_and_disk_paths_train_the_same_student(
 def test_stream_run_refuses_a_resume_with_other_settings(
     tmp_path, tiny_teacher, tiny_student, isolated_cache
 ):
-    from kd.train import distill
+    from kd.train.run import distill
 
     data = _write_pairs(tmp_path / "fr.tsv", n=60)
     base = dict(
@@ -492,7 +492,7 @@ def test_stream_run_refuses_a_resume_with_other_settings(
 
 
 def test_streaming_readers_give_what_the_whole_file_readers_give(tmp_path):
-    from kd.data import iter_jsonl, iter_tsv, read_jsonl, read_tsv
+    from kd.data.pairs import iter_jsonl, iter_tsv, read_jsonl, read_tsv
 
     tsv = tmp_path / "de.tsv"
     tsv.write_text(

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from kd.config import TrainConfig
-from kd.data import MAX_CHARS
-from kd.english_sources import english_rows, read_english, read_english_file
+from kd.data.english_sources import english_rows, read_english, read_english_file
+from kd.data.pairs import MAX_CHARS
 from tests.conftest import SHARED
 
 NEWS_ENGLISH = SHARED / "data" / "news-english" / "en.txt"
@@ -98,7 +98,7 @@ def test_english_rows_mixes_dedupes_shuffles_and_caps(tmp_path: Path) -> None:
 
 
 def test_default_spec_is_the_debian_sentences() -> None:
-    from kd.english_text import english_sentences
+    from kd.data.english_text import english_sentences
 
     expected = english_sentences(50, seed=3)
     if not expected:

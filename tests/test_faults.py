@@ -24,7 +24,7 @@ STALL_AT = 10
 STALL = textwrap.dedent(
     """
     import inspect, sys, time
-    import kd.checkpoint as checkpoint
+    import kd.train.checkpoint as checkpoint
     at = int(sys.argv[1])
     original = checkpoint.save_checkpoint
 
@@ -34,7 +34,7 @@ STALL = textwrap.dedent(
             print("STALLED", flush=True)
             time.sleep(120)  # killed by the test long before; bounds an orphan's life only
 
-    checkpoint.save_checkpoint = stalling  # before kd.train imports it
+    checkpoint.save_checkpoint = stalling  # before kd.train.run imports it
     from kd.cli import main
     sys.exit(main(sys.argv[2:]))
     """

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kd.models import Encoder
+from kd.models.encoder import Encoder
 
 TEXT = st.text(
     alphabet=st.characters(blacklist_categories=("Cs",)),  # lone surrogates cannot be UTF-8

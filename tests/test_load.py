@@ -67,7 +67,7 @@ def _heatmap_z(plot_payload, name: str) -> np.ndarray:
 
 def _own_cosines(zip_path: str, folder: Path) -> np.ndarray:
     """What a downloaded student gives for TEXT, computed here without the app."""
-    from kd.models import Encoder
+    from kd.models.encoder import Encoder
     from viz.metrics import cosine_matrix
 
     with zipfile.ZipFile(zip_path) as zf:

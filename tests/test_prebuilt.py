@@ -13,8 +13,8 @@ import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from kd.delta import MANIFEST  # noqa: E402
-from kd.train import distill  # noqa: E402
+from kd.models.delta import MANIFEST  # noqa: E402
+from kd.train.run import distill  # noqa: E402
 from tests.test_train import _cfg  # noqa: E402
 from webapp import settings  # noqa: E402
 from webapp.aligned import aligned_space  # noqa: E402

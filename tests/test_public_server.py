@@ -28,8 +28,8 @@ import pytest
 gr = pytest.importorskip("gradio")
 
 import app  # noqa: E402
-import kd.stopping  # noqa: E402
-from kd.stopping import RunStopped  # noqa: E402
+import kd.train.stopping  # noqa: E402
+from kd.train.stopping import RunStopped  # noqa: E402
 from tests.test_app import _form, _pairs_file, serve_app  # noqa: E402
 from tests.test_train import _cfg  # noqa: E402
 from webapp import budget, model_cache, settings, upload_guard, uploads  # noqa: E402
@@ -249,7 +249,7 @@ def test_one_folder_typed_three_ways_is_one_model_and_one_index(tiny_teacher):
 def test_stop_during_the_teachers_encoding_ends_the_run(tmp_path, tiny_teacher, tiny_student):
     """Finding 3: Stop was polled only in the training loop; a Stop pressed while the teacher
     encoded waited for the encoding, the evaluations and the caching to finish."""
-    from kd.train import distill
+    from kd.train.run import distill
 
     phases: list[str] = []
     cfg = _cfg(tmp_path, tiny_teacher, tiny_student, eval_pairs=20)
@@ -268,10 +268,10 @@ def test_stop_in_the_final_evaluation_keeps_the_student_without_it(
 ):
     """Finding 3: a Stop pressed after training waited for the whole evaluation; now the
     evaluation gets STOP_GRACE_S and the student is saved without the rest."""
-    from kd.models import Encoder
-    from kd.train import distill
+    from kd.models.encoder import Encoder
+    from kd.train.run import distill
 
-    monkeypatch.setattr(kd.stopping, "STOP_GRACE_S", 0.0)
+    monkeypatch.setattr(kd.train.stopping, "STOP_GRACE_S", 0.0)
     said: list[str] = []
     cfg = _cfg(tmp_path, tiny_teacher, tiny_student, eval_pairs=20, epochs=1)
     result = distill(
@@ -290,10 +290,10 @@ def test_the_time_limit_ends_training_and_keeps_the_student(
 ):
     """Finding 3: no run had a time limit; `max_minutes` ends it in any phase (a fake clock
     here: no test waits on the wall clock)."""
-    from kd.train import distill
+    from kd.train.run import distill
 
     now = [1000.0]
-    monkeypatch.setattr(kd.stopping, "_clock", lambda: now[0])
+    monkeypatch.setattr(kd.train.stopping, "_clock", lambda: now[0])
 
     def on_step(step, record):
         if step == 2:
@@ -306,7 +306,9 @@ def test_the_time_limit_ends_training_and_keeps_the_student(
     assert "student_distilled" in result.metrics  # evaluated within the grace period
     # Before training begins, the limit ends the run with nothing saved.
     now[0] = 1000.0
-    monkeypatch.setattr(kd.stopping, "_clock", lambda: now.__setitem__(0, now[0] + 61) or now[0])
+    monkeypatch.setattr(
+        kd.train.stopping, "_clock", lambda: now.__setitem__(0, now[0] + 61) or now[0]
+    )
     (tmp_path / "again").mkdir()
     with pytest.raises(RunStopped, match="time limit"):
         distill(_cfg(tmp_path / "again", tiny_teacher, tiny_student, max_minutes=1.0))
@@ -317,18 +319,18 @@ def test_stop_before_training_frees_the_slot_with_one_line(
 ):
     """Finding 3, in the page: Stop pressed while the data is read ends the run with a status
     line, no student, no traceback, and the training slot free."""
-    import kd.train
+    import kd.train.feed
 
     pairs = _pairs_file(tmp_path / "fr.tsv")
     visitor = Visitor()
-    read = kd.train.read_dataset
+    read = kd.train.feed.read_dataset
 
     def read_then_stop(cfg):
         data = read(cfg)
         visitor.stop_requested = True  # the visitor presses Stop now
         return data
 
-    monkeypatch.setattr(kd.train, "read_dataset", read_then_stop)
+    monkeypatch.setattr(kd.train.feed, "read_dataset", read_then_stop)
     outputs = list(run_distillation(*_form(tiny_teacher, tiny_student, pairs), visitor))
     status = outputs[-1][0]
     assert status.startswith("**Stopped**") and "nothing was trained" in status
@@ -422,11 +424,11 @@ def test_hub_downloads_are_off_unless_turned_on_and_capped(monkeypatch):
         asked.append(timeout)
         return False
 
-    monkeypatch.setattr("kd.sources.hub_reachable", unreachable)
+    monkeypatch.setattr("kd.data.sources.hub_reachable", unreachable)
     with pytest.raises(ValueError, match="cannot be reached"):
         check_model_name("someone/huge-model")
     assert asked and max(asked) <= 1.0  # offline is known within a second
-    monkeypatch.setattr("kd.sources.hub_reachable", lambda timeout=3.0: True)
+    monkeypatch.setattr("kd.data.sources.hub_reachable", lambda timeout=3.0: True)
     monkeypatch.setattr(webapp.guards, "hub_repo_bytes", lambda name: 5 * 2**30)
     with pytest.raises(ValueError, match="up to"):
         check_model_name("someone/huge-model")

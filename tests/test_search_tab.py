@@ -57,7 +57,7 @@ def test_a_malformed_collection_names_its_line(tmp_path):
 
 def test_kd_index_reads_sentence_tables_too(tmp_path):
     """The collection's format is one ``kd index`` reads: ``[id<TAB>]lang<TAB>text`` tables."""
-    from kd.search import read_rows
+    from kd.search.index import read_rows
 
     table = tmp_path / "notes.tsv"
     table.write_text("lang\ttext\nde\tGuten Morgen.\nfra\tBonjour.\n\n", encoding="utf-8")
@@ -75,7 +75,7 @@ def test_kd_index_reads_sentence_tables_too(tmp_path):
 def tiny_distilled(tmp_path, tiny_teacher, tiny_student):
     """A 'distilled student' of the tiny teacher: the tiny student's weights with the run
     record a distillation writes (kd_config.json naming the teacher and its fingerprint)."""
-    from kd.models import Encoder
+    from kd.models.encoder import Encoder
 
     out = tmp_path / "visitor" / "run-1" / "student"
     shutil.copytree(tiny_student, out)
@@ -110,7 +110,7 @@ def test_search_ranks_the_collection_under_each_model(
 
 
 def test_the_index_is_built_once_and_reused(tiny_teacher, isolated_cache, allow_tiny_models):
-    from kd.store import index_info
+    from kd.search.store import index_info
 
     db = demo_index(tiny_teacher)
     stamp = db.stat().st_mtime_ns

@@ -81,7 +81,7 @@ def _tatoeba(folder: Path) -> Path:
 # ---- 1. safetensors only; no remote code -------------------------------------------------------
 @pytest.mark.parametrize("where", ["pytorch_model.bin", "2_Dense/pytorch_model.bin", "x/y.ckpt"])
 def test_pickle_files_in_a_model_folder_are_refused(tmp_path, tiny_student, where):
-    from kd.models import Encoder, resolve_model
+    from kd.models.encoder import Encoder, resolve_model
 
     model = _copy_model(tiny_student, tmp_path / "model")
     (model / where).parent.mkdir(parents=True, exist_ok=True)
@@ -104,7 +104,7 @@ def test_pickle_uploads_are_refused(tmp_path, suffix):
 
 
 def test_trust_remote_code_is_never_enabled():
-    files = [*ROOT.glob("kd/*.py"), *ROOT.glob("webapp/*.py"), ROOT / "app.py"]
+    files = [*ROOT.glob("kd/**/*.py"), *ROOT.glob("webapp/*.py"), ROOT / "app.py"]
     uses = []
     for path in files:
         for line in path.read_text(encoding="utf-8").splitlines():
@@ -115,7 +115,7 @@ def test_trust_remote_code_is_never_enabled():
 
 
 def test_remote_code_in_a_model_folder_does_not_run(tmp_path, tiny_teacher):
-    from kd.models import Encoder
+    from kd.models.encoder import Encoder
 
     model = _copy_model(tiny_teacher, tmp_path / "model")
     marker = tmp_path / "pwned"
@@ -214,7 +214,7 @@ def test_allowed_model_names(tmp_path, monkeypatch, tiny_teacher, isolated_cache
     visitor = Visitor()
     # Hub ids pass where the server downloads (KD_HUB_MODELS) and the repository is small.
     monkeypatch.setattr(settings, "HUB_MODELS", True)
-    monkeypatch.setattr("kd.sources.hub_reachable", lambda *a, **k: True)
+    monkeypatch.setattr("kd.data.sources.hub_reachable", lambda *a, **k: True)
     monkeypatch.setattr(webapp.guards, "hub_repo_bytes", lambda name: 1000)
     for name in (
         settings.DEFAULT_TEACHER,
@@ -403,7 +403,7 @@ ZIP_ATTACKS = {
 
 @pytest.mark.parametrize("attack", list(ZIP_ATTACKS))
 def test_unsafe_zips_are_refused_and_leave_nothing(tmp_path, attack):
-    from kd.archive import safe_extract
+    from kd.models.archive import safe_extract
 
     make, expected = ZIP_ATTACKS[attack]
     archive = make(tmp_path / "student.zip")
@@ -417,7 +417,7 @@ def test_unsafe_zips_are_refused_and_leave_nothing(tmp_path, attack):
 
 
 def test_zip_bombs_are_refused_before_and_while_unpacking(tmp_path):
-    from kd.archive import safe_extract
+    from kd.models.archive import safe_extract
 
     bomb = _bomb(tmp_path / "bomb.zip", 64 << 20)
     assert bomb.stat().st_size < 1 << 20  # 64 MB of zeros in well under 1 MB
@@ -439,7 +439,7 @@ def _student_zip(tmp_path: Path, tiny_student: str) -> Path:
 def test_a_student_zip_round_trips_through_the_handler(
     tmp_path, monkeypatch, tiny_teacher, tiny_student
 ):
-    from kd.models import Encoder
+    from kd.models.encoder import Encoder
     from viz.metrics import cosine_matrix
 
     _allow_models(monkeypatch, Path(tiny_teacher).parent, Path(tiny_student).parent)

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from kd import sources
-from kd.data import Pair, pairs_summary
-from kd.langs import DEV_LANGS
-from kd.sources import (
+from kd.data import sources
+from kd.data.pairs import Pair, pairs_summary
+from kd.data.sources import (
     DEFAULT_HUB_SPEC,
     default_sources,
     hub_reachable,
     read_source,
     read_sources,
 )
+from kd.langs import DEV_LANGS
 
 EVERYDAY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "everyday-parallel"
 
@@ -164,7 +164,7 @@ def test_missing_path_and_empty_spec(tmp_path: Path) -> None:
 
 
 def test_gettext_spec_mixes_with_a_folder(monkeypatch, folder: Path) -> None:
-    import kd.gettext_source
+    import kd.data.gettext_source
 
     asked = []
 
@@ -172,7 +172,7 @@ def test_gettext_spec_mixes_with_a_folder(monkeypatch, folder: Path) -> None:
         asked.append(langs)
         return [Pair("Open the file.", "Datei öffnen.", "de", "gettext:demo")]
 
-    monkeypatch.setattr(kd.gettext_source, "gettext_pairs", fake_gettext_pairs)
+    monkeypatch.setattr(kd.data.gettext_source, "gettext_pairs", fake_gettext_pairs)
     pairs = read_sources(["gettext", str(folder)], ["de"])
     assert asked == [["de"]]
     assert pairs[0].source == "gettext:demo"

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from kd.cli import main
-from kd.store import (
+from kd.search.store import (
     STUDENT_NOTE,
     TEACHER_NOTE,
     ModelStamp,
@@ -249,7 +249,7 @@ def files(tmp_path) -> dict[str, Path]:
 
 
 def test_read_rows_formats(files):
-    from kd.search import read_rows
+    from kd.search.index import read_rows
 
     en = read_rows(files["txt"], "en")
     assert [r.text for r in en] == EN and {r.lang for r in en} == {"en"}
@@ -275,7 +275,7 @@ def test_read_rows_formats(files):
     ],
 )
 def test_read_rows_refuses_bad_files(tmp_path, name, content, lang, message):
-    from kd.search import read_rows
+    from kd.search.index import read_rows
 
     path = tmp_path / name
     path.write_text(content, encoding="utf-8")
@@ -284,8 +284,8 @@ def test_read_rows_refuses_bad_files(tmp_path, name, content, lang, message):
 
 
 def test_index_then_search_with_the_model(tmp_path, files, tiny_teacher):
-    from kd.models import Encoder
-    from kd.search import index_rows, model_stamp, read_rows
+    from kd.models.encoder import Encoder
+    from kd.search.index import index_rows, model_stamp, read_rows
 
     model = Encoder.load(tiny_teacher)
     data = read_rows(files["txt"], "en") + read_rows(files["jsonl"])
@@ -300,8 +300,8 @@ def test_index_then_search_with_the_model(tmp_path, files, tiny_teacher):
 
 
 def test_wrong_model_is_refused_naming_the_index_model(tmp_path, files, tiny_teacher, tiny_student):
-    from kd.models import Encoder
-    from kd.search import index_rows, model_stamp, read_rows
+    from kd.models.encoder import Encoder
+    from kd.search.index import index_rows, model_stamp, read_rows
 
     db = tmp_path / "i.db"
     index_rows(Encoder.load(tiny_teacher), db, read_rows(files["txt"], "en"))
@@ -317,7 +317,7 @@ def test_fingerprint_ignores_the_unused_pooler(tiny_teacher):
     never uses it, and an index built by that model must still accept it after a reload."""
     import torch
 
-    from kd.models import Encoder
+    from kd.models.encoder import Encoder
 
     model = Encoder.load(tiny_teacher)
     before = model.fingerprint()
@@ -345,8 +345,8 @@ def distilled_copy(tmp_path: Path, student: str, teacher: str, teacher_fp: str |
 def test_distilled_student_may_query_its_teachers_index(
     tmp_path, files, tiny_teacher, tiny_student
 ):
-    from kd.models import Encoder
-    from kd.search import index_rows, model_stamp, read_rows
+    from kd.models.encoder import Encoder
+    from kd.search.index import index_rows, model_stamp, read_rows
 
     teacher = Encoder.load(tiny_teacher)
     db = tmp_path / "i.db"
@@ -364,7 +364,7 @@ def test_distilled_student_may_query_its_teachers_index(
 STALL = textwrap.dedent(
     """
     import sys, time
-    import kd.store as store
+    import kd.search.store as store
     batch, after = int(sys.argv[1]), int(sys.argv[2])
     original = store.VectorStore._insert_vectors
     calls = [0]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kd.cli import main
-from kd.sts import (
+from kd.evaluate.sts import (
     StsSet,
     cached_encode,
     embed_sts,

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from kd.config import TrainConfig
-from kd.loop import BatchPlan
-from kd.losses import cos_loss, distillation_loss, kl_loss, mse_loss, rank_loss
-from kd.models import Encoder
-from kd.train import distill, fit_linear_head
+from kd.models.encoder import Encoder
+from kd.train.loop import BatchPlan
+from kd.train.losses import cos_loss, distillation_loss, kl_loss, mse_loss, rank_loss
+from kd.train.run import distill, fit_linear_head
 from tests.conftest import WORDS
 
 EN = WORDS[:17]
@@ -211,7 +211,7 @@ def test_config_rejects_bad_values(kw, message):
 
 
 def test_frozen_prefix_cache_matches_the_full_forward(tiny_student):
-    from kd.student_forward import FrozenPrefixCache
+    from kd.train.student_forward import FrozenPrefixCache
 
     student = Encoder.load(tiny_student)
     student.eval()
@@ -277,7 +277,7 @@ def test_evals_spread_over_the_real_step_total(tmp_path, tiny_teacher, tiny_stud
 
 def test_a_run_keeps_its_watch_set(tmp_path, tiny_teacher, tiny_student):
     """The held-out translations watched through the run: a frame per evaluation, saved."""
-    from kd.watch import WatchSet
+    from kd.evaluate.watch import WatchSet
 
     cfg = _cfg(tmp_path, tiny_teacher, tiny_student, evals=2, eval_pairs=10)
     distill(cfg)

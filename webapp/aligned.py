@@ -54,7 +54,7 @@ def sentence_set(
         ValueError: an unknown language, a missing or malformed source, more points than
             ``method``'s cap (:func:`points_limit`).
     """
-    from kd.data import read_tatoeba, read_tsv, sample_per_lang
+    from kd.data.pairs import read_tatoeba, read_tsv, sample_per_lang
 
     limit = points_limit(method)
     langs = parse_langs(langs_text or "")

@@ -16,7 +16,7 @@ def default_compare_text() -> str:
 
 def read_sentences(text: str | None) -> list[str]:
     """The sentences of a text box, one per line, cleaned; ``ValueError`` if unusable."""
-    from kd.data import clean_text
+    from kd.data.pairs import clean_text
 
     if text is None or not text.strip():
         raise ValueError("the text box is empty; type at least two sentences, one per line")

@@ -17,8 +17,8 @@ from pathlib import Path
 import gradio as gr
 
 from kd.config import TrainConfig
-from kd.stopping import STOP_GRACE_S, RunStopped
-from kd.watch import WatchSet
+from kd.evaluate.watch import WatchSet
+from kd.train.stopping import STOP_GRACE_S, RunStopped
 from webapp import budget, settings
 from webapp.distill_form import form_values, make_config
 from webapp.model_cache import training_finished, training_started
@@ -101,7 +101,7 @@ _training_slot = threading.Lock()
 
 
 def _train_worker(cfg, events: queue.Queue, visitor: Visitor) -> None:
-    from kd.train import distill
+    from kd.train.run import distill
 
     if not _training_slot.acquire(blocking=False):
         events.put(("status", "waiting for the previous run to finish saving…"))

@@ -19,7 +19,7 @@ import gradio as gr
 
 from kd.config import KINDS, SETTINGS, TrainConfig, form_range
 from kd.langs import DEV_LANGS, lang_name
-from kd.stopping import STOP_GRACE_S
+from kd.train.stopping import STOP_GRACE_S
 from webapp import settings as server
 from webapp.model_cache import checked_model
 from webapp.session import Visitor
@@ -172,7 +172,7 @@ def limits_note() -> str:
 # ---- languages -----------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=1)
 def _gettext_counts() -> dict[str, int]:
-    from kd.gettext_source import gettext_counts
+    from kd.data.gettext_source import gettext_counts
 
     try:
         return gettext_counts()

@@ -7,7 +7,7 @@ before anything is opened:
 - a model is an offline id (``kd models``), a Hugging Face id ``owner/name``, or a folder inside
   the model folders: kd's cache, the folders listed in ``$KD_MODEL_DIRS``, and the visitor's
   own work folder (their distilled or uploaded student); such a folder must hold safetensors
-  weights and no pickle file (:func:`kd.registry.check_local_dir`, the rule loading applies);
+  weights and no pickle file (:func:`kd.models.registry.check_local_dir`, the rule loading applies);
 - a Tatoeba folder lies inside the data folders: ``../shared/data`` next to the repository when
   present, and the folders listed in ``$KD_DATA_DIRS``.
 
@@ -26,7 +26,7 @@ import os
 import re
 from pathlib import Path
 
-from kd.registry import OFFLINE_MODELS, check_local_dir
+from kd.models.registry import OFFLINE_MODELS, check_local_dir
 from webapp import settings
 from webapp.session import Visitor
 
@@ -207,7 +207,7 @@ def check_hub_model(name: str) -> str:
             f"'{name}': this server does not download models from the Hugging Face Hub "
             f"(KD_HUB_MODELS is off); pick an offline model: {offline}"
         )
-    from kd.sources import hub_reachable
+    from kd.data.sources import hub_reachable
 
     if not hub_reachable(timeout=settings.HUB_PROBE_S):
         raise ValueError(

@@ -41,7 +41,7 @@ _warm_up_started = threading.Event()
 
 @functools.lru_cache(maxsize=MODEL_CACHE_SIZE)
 def _load_encoder(name: str):
-    from kd.models import Encoder, pick_device, quiet_transformers
+    from kd.models.encoder import Encoder, pick_device, quiet_transformers
 
     quiet_transformers()
     return Encoder.load(name, pick_device("auto"))

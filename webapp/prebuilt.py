@@ -3,7 +3,7 @@
 A visitor on a free CPU Space can afford a minute or two of training, which gives a weak
 student; a class demo needs the good one at once, and the visitor's own run as the experiment
 beside it. ``assets/prebuilt-student`` holds one, stored as a delta over the packaged
-multilingual-e5-small (:mod:`kd.delta`), with its run's metrics and its dev-set scores
+multilingual-e5-small (:mod:`kd.models.delta`), with its run's metrics and its dev-set scores
 (``eval_tatoeba.json``). Every tab shows it as :data:`webapp.settings.MODEL_LABELS`'s
 ``prebuilt`` beside the teacher, the untrained student and the visitor's own student, whenever
 the page's teacher is the one it learnt from (its vectors live in that teacher's space).

@@ -1,7 +1,7 @@
 """What a finished (or running) distillation shows: the loss and accuracy curve, the
 before/after table, the per-language bars.
 
-Every function here reads the run's ``metrics`` (``kd.train.DistillResult.metrics``) or its
+Every function here reads the run's ``metrics`` (``kd.train.run.DistillResult.metrics``) or its
 step records; none runs a model.
 """
 
@@ -20,8 +20,8 @@ def curve(history: list[dict], accuracy: list[dict], references: dict | None = N
 
 
 def headline(metrics: dict) -> str:
-    """The metric the page plots and quotes (:func:`kd.evaluate.headline_metric`)."""
-    from kd.evaluate import headline_metric
+    """The metric the page plots and quotes (:func:`kd.evaluate.metrics.headline_metric`)."""
+    from kd.evaluate.metrics import headline_metric
 
     return headline_metric(metrics)
 
@@ -40,8 +40,8 @@ STS_COLUMNS = {"mono": "STS same language ρ×100", "cross": "STS en→x ρ×100
 def results_table(metrics: dict):
     """Before/after table: one row per (language, model), the summary metrics as columns.
 
-    When the run measured STS (``metrics["sts"]``, see :mod:`kd.sts`), two more columns give
-    each model's Spearman x 100 in that language (mean: over the languages other than English),
+    When the run measured STS (``metrics["sts"]``, see :mod:`kd.evaluate.sts`), two more columns
+    give each model's Spearman x 100 in that language (mean: over the languages other than English),
     and rows for English show the teacher's reference score.
     """
     import pandas as pd

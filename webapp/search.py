@@ -1,10 +1,10 @@
 """The Search tab: a query in any language against a collection in many, under each model.
 
-The demo collection (``assets/search_collection.tsv``) is indexed with :mod:`kd.store` once per
-model, on first use, into kd's cache folder. The teacher and the untrained student each search
-their own index. A visitor's distilled student searches the index of the teacher it was
-distilled from: it lives in that teacher's space, which is the point of distilling (an English
-model's index, searched in any language).
+The demo collection (``assets/search_collection.tsv``) is indexed with :mod:`kd.search.store` once
+per model, on first use, into kd's cache folder. The teacher and the untrained student each search
+their own index. A visitor's distilled student searches the index of the teacher it was distilled
+from: it lives in that teacher's space, which is the point of distilling (an English model's index,
+searched in any language).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def read_collection(path: Path = SEARCH_COLLECTION):
     Raises:
         ValueError: a malformed line (the message gives its number).
     """
-    from kd.search import read_rows
+    from kd.search.index import read_rows
 
     return read_rows(path)
 
@@ -70,7 +70,7 @@ def demo_index(model: str, path: Path = SEARCH_COLLECTION, visitor: Visitor | No
     ``settings.SEARCH_CACHE_BYTES``: the least recently used go first.
     """
     from kd.io import cache_dir
-    from kd.search import index_rows
+    from kd.search.index import index_rows
     from webapp.budget import prune_cache
 
     encoder = get_encoder(model, visitor=visitor)
@@ -87,7 +87,7 @@ def demo_index(model: str, path: Path = SEARCH_COLLECTION, visitor: Visitor | No
 
 
 def _query_text(query: str | None) -> str:
-    from kd.data import clean_text
+    from kd.data.pairs import clean_text
 
     text = clean_text(query or "")
     if not text:
@@ -123,8 +123,8 @@ def _search(
     index_model: str, query_model: str, text: str, k: int, lang: str | None, public, visitor=None
 ):
     """(hits, note) for one model: ``query_model``'s vector against ``index_model``'s index."""
-    from kd.search import model_stamp
-    from kd.store import VectorStore
+    from kd.search.index import model_stamp
+    from kd.search.store import VectorStore
 
     db = demo_index(index_model, visitor=visitor)
     stamp = model_stamp(

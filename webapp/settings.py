@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from kd.registry import DEFAULT_STUDENT, DEFAULT_TEACHER, MPNET, installed
+from kd.models.registry import DEFAULT_STUDENT, DEFAULT_TEACHER, MPNET, installed
 
 
 def _env_number(name: str, default: float) -> float:
@@ -31,11 +31,11 @@ COMPARE_FILE = ASSETS / "compare_sentences.tsv"
 LEARN_FILE = ASSETS / "learn.md"
 SEARCH_COLLECTION = ASSETS / "search_collection.tsv"
 SEARCH_QUERIES = ASSETS / "search_queries.tsv"
-PREBUILT_DIR = ASSETS / "prebuilt-student"  # a delta (kd.delta); KD_PREBUILT names another
+PREBUILT_DIR = ASSETS / "prebuilt-student"  # a delta (kd.models.delta); KD_PREBUILT names another
 WORK_ROOT = Path(tempfile.gettempdir()) / "kd-app"
 
-# The offline ids the dropdowns offer; kd.registry owns them (and imports no torch). An optional
-# teacher is offered only where its package is installed: a visitor cannot pip install it.
+# The offline ids the dropdowns offer; kd.models.registry owns them (and imports no torch). An
+# optional teacher is offered only where its package is installed: a visitor cannot pip install it.
 TEACHER_CHOICES = [DEFAULT_TEACHER] + [m for m in (MPNET,) if installed(m)]
 STUDENT_CHOICES = [DEFAULT_STUDENT]
 
@@ -50,7 +50,7 @@ MIN_PAIRS_SHOWN = 200  # languages with fewer gettext pairs are not offered
 VISITOR_TTL_S = int(_env_number("KD_VISITOR_TTL_S", 4 * 3600))
 MODEL_CACHE_SIZE = int(_env_number("KD_MODEL_CACHE", 6)) or 1
 UPLOAD_SUFFIXES = (".tsv", ".txt", ".jsonl", ".json")
-# A student zip the Distill tab offered, brought back: the app's runs save deltas (kd.delta),
+# A student zip the Distill tab offered, brought back: the app's runs save deltas (kd.models.delta),
 # ~15 MB for the app's recipe and 22-44 MB for the long one, where the full student would be
 # ~470 MB. This is also the server's cap on any upload; the text uploads above are refused by
 # the handlers past MAX_UPLOAD_BYTES.

@@ -1,10 +1,10 @@
 """A visitor's student as a file: the zip the Distill tab offers, and the zip brought back.
 
-The app's runs save their students as deltas (:mod:`kd.delta`: the tensors training changed,
+The app's runs save their students as deltas (:mod:`kd.models.delta`: the tensors training changed,
 a few MB, with a README on loading them), so the Distill tab hands each finished student out as
 a small zip, and takes such a zip back later (:func:`load_student_zip`), unpacked by
-:func:`kd.archive.safe_extract` into the visitor's own folder. ``kd export`` turns a delta into
-the full folder ``SentenceTransformer`` loads. A zip of a full sentence-transformers folder is
+:func:`kd.models.archive.safe_extract` into the visitor's own folder. ``kd export`` turns a delta
+into the full folder ``SentenceTransformer`` loads. A zip of a full sentence-transformers folder is
 still taken when it fits the upload cap. Each visitor holds one student: :func:`replace_student`
 deletes the previous one's files.
 """
@@ -63,7 +63,7 @@ def student_root(folder: Path) -> Path:
 def check_delta_base(folder: Path, visitor: Visitor | None) -> None:
     """A delta names the model it applies to; that name passes the page's model check, as a
     typed one would (a manifest must not make the server load what the page refuses)."""
-    from kd.delta import is_delta, read_manifest
+    from kd.models.delta import is_delta, read_manifest
     from webapp.model_cache import checked_model
 
     if not is_delta(folder):
@@ -72,7 +72,7 @@ def check_delta_base(folder: Path, visitor: Visitor | None) -> None:
     try:
         checked_model(base, visitor)
     except ValueError:
-        from kd.registry import OFFLINE_MODELS
+        from kd.models.registry import OFFLINE_MODELS
         from webapp.guards import shown_model
 
         raise ValueError(
@@ -84,7 +84,7 @@ def check_delta_base(folder: Path, visitor: Visitor | None) -> None:
 def load_student_zip(path: str | None, visitor: Visitor | None):
     """The Distill tab's "bring back a student" upload: unpack, check and load a student zip.
 
-    The zip is unpacked by :func:`kd.archive.safe_extract` (no absolute or ``..`` paths, no
+    The zip is unpacked by :func:`kd.models.archive.safe_extract` (no absolute or ``..`` paths, no
     links, no pickle files, capped members and size) into the visitor's own work folder, and
     the model is loaded once to prove that it works. It then becomes the visitor's student, as
     if they had just distilled it: Compare and Aligned spaces show it.
@@ -96,7 +96,7 @@ def load_student_zip(path: str | None, visitor: Visitor | None):
         gr.Error: no file, the wrong type or size, an unsafe or damaged zip, a model that does
             not load, or a distillation of this visitor's still running.
     """
-    from kd.archive import safe_extract
+    from kd.models.archive import safe_extract
     from webapp.model_cache import get_encoder
 
     visitor = visitor if visitor is not None else Visitor()
@@ -153,7 +153,7 @@ def _run_teacher(folder: Path) -> str | None:
     one of the offline models (a path from another machine means nothing here)."""
     import json
 
-    from kd.registry import OFFLINE_MODELS
+    from kd.models.registry import OFFLINE_MODELS
 
     try:
         teacher = json.loads((folder / "kd_config.json").read_text(encoding="utf-8")).get("teacher")

@@ -2,7 +2,7 @@
 student joined to them, before and after distillation (the method's headline, as a picture).
 
 Used by the Aligned-spaces tab (untrained and distilled student on the visitor's sentences)
-and the Distill tab (the run's watch set, :mod:`kd.watch`, frame by frame). Figures and
+and the Distill tab (the run's watch set, :mod:`kd.evaluate.watch`, frame by frame). Figures and
 numbers come from ``viz``: :func:`viz.panels.teacher_space_panel` (the same panel ``kd plot``
 draws), :func:`viz.project.teacher_space_journey` for the run's frames.
 """
@@ -90,8 +90,8 @@ def teacher_space_figure(
 
 
 def journey_figure(watch, method: str | None = None):
-    """The Distill tab's animation: the run's watch set (:class:`kd.watch.WatchSet`), one frame
-    per evaluation, from the untrained student to the distilled one."""
+    """The Distill tab's animation: the run's watch set (:class:`kd.evaluate.watch.WatchSet`), one
+    frame per evaluation, from the untrained student to the distilled one."""
     from viz.figures import empty_figure, teacher_space_animation
     from viz.project import teacher_space_journey
 

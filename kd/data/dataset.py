@@ -2,18 +2,18 @@
 
 The one builder used by ``kd distill``, the app and the benchmarks:
 
-1. :func:`load_pairs` reads the run's parallel sources (:mod:`kd.sources`): the ``--data``
+1. :func:`load_pairs` reads the run's parallel sources (:mod:`kd.data.sources`): the ``--data``
    sources when given, else the default one (``KD_DATA``, an everyday Hub set, or the offline
    software-message catalogs, in that order).
 2. :func:`build_dataset` holds out evaluation pairs **by English sentence** and samples
-   ``max_pairs`` a language, by :mod:`kd.split`'s rules (the corpus on disk follows the same):
+   ``max_pairs`` a language, by :mod:`kd.data.split`'s rules (the corpus on disk follows the same):
    everyday sets are multi-way parallel (one English sentence has a translation in most
    languages), so a held-out sentence leaves training in every language at once, never only in
    the one it was drawn for. The held-out pairs come from the same sources as the training
    pairs, so the teacher-alone baseline beside them means what it should.
 3. The training *items* are every distinct English sentence (its target: itself) and every
    translation (its target: its English sentence), plus English-only rows (English without
-   translation, from ``--english``: :mod:`kd.english_sources`).
+   translation, from ``--english``: :mod:`kd.data.english_sources`).
 """
 
 from __future__ import annotations
@@ -24,13 +24,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kd.config import TrainConfig
-from kd.data import Pair, english_key
-from kd.split import held_out_keys, kept, sample_limits
+from kd.data.english_sources import english_rows
+from kd.data.pairs import Pair, english_key, read_tatoeba
+from kd.data.sources import read_sources, run_specs
+from kd.data.split import held_out_keys, hold_out, kept, sample_limits
 
 log = logging.getLogger("kd")
 
 EvalSets = dict[str, tuple[list[str], list[str]]]
-DEFAULT_SPEC = "default"  # in --data: the default source, as when no --data is given
 
 
 @dataclass
@@ -60,15 +61,7 @@ def load_pairs(cfg: TrainConfig) -> tuple[list[Pair], str | None]:
     all. Streamed Hub sets stop after ``max_pairs + eval_pairs`` rows a language when
     ``max_pairs`` is set.
     """
-    from kd.sources import default_sources, read_sources
-
-    specs = list(cfg.data) or ([DEFAULT_SPEC] if cfg.max_pairs else [])
-    note = None
-    if DEFAULT_SPEC in specs:  # "default" stands for the default source, beside the others
-        default, note = default_sources(cfg.langs)
-        specs = list(
-            dict.fromkeys(x for s in specs for x in (default if s == DEFAULT_SPEC else [s]))
-        )
+    specs, note = run_specs(cfg.data, cfg.langs, cfg.max_pairs)
     if not specs:
         return [], None
     per_lang = cfg.max_pairs + cfg.eval_pairs if cfg.max_pairs else 0
@@ -78,7 +71,7 @@ def load_pairs(cfg: TrainConfig) -> tuple[list[Pair], str | None]:
 
 def build_dataset(cfg: TrainConfig, pairs: list[Pair], english_rows: list[str]) -> Dataset:
     """Hold out ``eval_pairs`` per language (by English sentence), sample ``max_pairs`` per
-    language from the rest, and build the items: :mod:`kd.split`'s rules, as the corpus on disk
+    language from the rest, and build the items: :mod:`kd.data.split`'s rules, as the corpus on disk
     follows them."""
     held = held_out_keys(pairs, cfg.langs, cfg.eval_pairs)
     limits = sample_limits(pairs, held, cfg.max_pairs, cfg.seed)
@@ -90,11 +83,7 @@ def build_dataset(cfg: TrainConfig, pairs: list[Pair], english_rows: list[str]) 
     sources: dict[str, int] = {}
     for p in pairs:
         if english_key(p.en) in held:
-            if p.other is not None:
-                en, x = eval_sets.setdefault(p.lang, ([], []))
-                if len(en) < cfg.eval_pairs:
-                    en.append(p.en)
-                    x.append(p.other)
+            hold_out(eval_sets, p, cfg.eval_pairs)
             continue
         if p.other is None:
             english.setdefault(p.en, len(english))
@@ -131,12 +120,10 @@ def tatoeba_sets(directory, langs: list[str] | None = None, max_pairs: int = 0) 
 
     Example:
         >>> from pathlib import Path
-        >>> dev = Path(__file__).parents[2] / "shared" / "data" / "tatoeba-dev"
+        >>> dev = Path(__file__).parents[3] / "shared" / "data" / "tatoeba-dev"
         >>> len(tatoeba_sets(dev, ["de"], 5)["de"][0]) if dev.is_dir() else 5
         5
     """
-    from kd.data import read_tatoeba
-
     sets: EvalSets = {}
     for lang, pairs in read_tatoeba(directory, langs).items():
         pairs = pairs[:max_pairs] if max_pairs else pairs
@@ -145,9 +132,7 @@ def tatoeba_sets(directory, langs: list[str] | None = None, max_pairs: int = 0) 
 
 
 def read_dataset(cfg: TrainConfig) -> Dataset:
-    """Everything :func:`kd.train.distill` trains and evaluates on, for ``cfg``."""
-    from kd.english_sources import english_rows
-
+    """Everything :func:`kd.train.run.distill` trains and evaluates on, for ``cfg``."""
     pairs, note = load_pairs(cfg)
     rows = english_rows(cfg.english, cfg.english_rows, seed=cfg.seed)
     data = build_dataset(cfg, pairs, rows)

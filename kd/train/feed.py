@@ -1,15 +1,15 @@
-"""A run's data as the training loop reads it (:class:`kd.loop.Feed`): in memory or on disk.
+"""A run's data as the training loop reads it (:class:`kd.train.loop.Feed`): in memory or on disk.
 
 Both hold the same items in the same order (every distinct English sentence, then every
-translation; :mod:`kd.dataset` and :mod:`kd.corpus` follow one rule for what is held out and
-what is sampled) and give the loop the same three things: each item's English sentence id, the
-teacher's vectors of those sentences, and the student's runner over the items (its frozen
-layers cached). They differ in where the data lives:
+translation; :mod:`kd.data.dataset` and :mod:`kd.data.corpus` follow one rule for what is held out
+and what is sampled) and give the loop the same three things: each item's English sentence id, the
+teacher's vectors of those sentences, and the student's runner over the items (its frozen layers
+cached). They differ in where the data lives:
 
-- :class:`MemoryFeed` (``kd distill``): lists of sentences (:func:`kd.dataset.read_dataset`),
+- :class:`MemoryFeed` (``kd distill``): lists of sentences (:func:`kd.data.dataset.read_dataset`),
   the teacher's vectors as one float32 array cached on disk by sentence list, the frozen
   layers' states in memory;
-- :class:`CorpusFeed` (``--stream`` and ``torchrun``): the corpus folder (:mod:`kd.corpus`),
+- :class:`CorpusFeed` (``--stream`` and ``torchrun``): the corpus folder (:mod:`kd.data.corpus`),
   the teacher's vectors in a float16 cache keyed by sentence, the frozen layers' states in
   parts on disk, the encoding shared out between the processes: peak memory does not grow with
   the corpus.
@@ -23,19 +23,19 @@ import numpy as np
 import torch
 
 from kd.config import TrainConfig
-from kd.corpus import Corpus, open_corpus
-from kd.dataset import Dataset, EvalSets, read_dataset
-from kd.disk_cache import make_stream_runner, teacher_bank
-from kd.distributed import World, barrier, broadcast_object
-from kd.models import Encoder
-from kd.student_forward import make_runner
-from kd.train_parts import teacher_vectors
+from kd.data.corpus import Corpus, open_corpus
+from kd.data.dataset import Dataset, EvalSets, read_dataset
+from kd.models.encoder import Encoder
+from kd.train.disk_cache import make_stream_runner, teacher_bank
+from kd.train.distributed import World, barrier, broadcast_object
+from kd.train.parts import teacher_vectors
+from kd.train.student_forward import make_runner
 
 Progress = Callable[[int, int], None]
 
 
 class MemoryFeed:
-    """The in-memory data of a run (:class:`kd.dataset.Dataset`)."""
+    """The in-memory data of a run (:class:`kd.data.dataset.Dataset`)."""
 
     stream = False
 
@@ -86,7 +86,7 @@ class MemoryFeed:
 
 
 class CorpusFeed:
-    """The corpus folder of a run (:class:`kd.corpus.Corpus`), shared by its processes."""
+    """The corpus folder of a run (:class:`kd.data.corpus.Corpus`), shared by its processes."""
 
     stream = True
 

@@ -13,7 +13,7 @@ one set of rules:
   skipped; each reader logs one line per file on the ``"kd"`` logger saying how many it skipped.
 
 :func:`english_key` groups pairs by their English sentence: the held-out split
-(:mod:`kd.dataset`) keeps every English sentence (and so every teacher vector) on one side.
+(:mod:`kd.data.dataset`) keeps every English sentence (and so every teacher vector) on one side.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def _lang_or_none(code: str) -> str | None:
         return None
 
 
-def _read_text(path: Path) -> str:
+def read_text(path: Path) -> str:
     """The whole file as text, or a ValueError saying which file and line is wrong."""
     if not path.exists():
         raise ValueError(f"{path}: file not found")
@@ -148,7 +148,7 @@ def _read_text(path: Path) -> str:
     return text.removeprefix("\ufeff")
 
 
-def _lines(text: str) -> list[str]:
+def text_lines(text: str) -> list[str]:
     """Split on newlines only (not on the other characters ``str.splitlines`` knows)."""
     lines = [line.removesuffix("\r") for line in text.split("\n")]
     if lines and lines[-1] == "":
@@ -196,7 +196,7 @@ def read_tsv(path: str | Path, lang: str | None = None) -> list[Pair]:
 
 def _numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, text) of the whole file, read when the first line is asked for."""
-    yield from enumerate(_lines(_read_text(path)), start=1)
+    yield from enumerate(text_lines(read_text(path)), start=1)
 
 
 def _tsv_pairs(
@@ -239,7 +239,7 @@ def _tsv_pairs(
             yield Pair(en, other, code, source)
 
 
-def _jsonl_rows(path: Path, text: str) -> Iterable[tuple[str, object]]:
+def jsonl_rows(path: Path, text: str) -> Iterable[tuple[str, object]]:
     """(location, decoded value) for each row of a JSON Lines file or of a JSON array."""
     if text.lstrip().startswith("["):
         try:
@@ -252,7 +252,7 @@ def _jsonl_rows(path: Path, text: str) -> Iterable[tuple[str, object]]:
             raise ValueError(f"{path}: expected a JSON array of objects or JSON Lines")
         yield from ((f" item {i}", item) for i, item in enumerate(items, start=1))
         return
-    for number, line in enumerate(_lines(text), start=1):
+    for number, line in enumerate(text_lines(text), start=1):
         if line.strip():
             yield f":{number}", _json_line(path, number, line)
 
@@ -314,10 +314,10 @@ def read_jsonl(path: str | Path, lang: str | None = None) -> list[Pair]:
         'fr'
     """
     path = Path(path)
-    text = _read_text(path)
+    text = read_text(path)
     pairs: list[Pair] = []
     skips = _Skips()
-    for where, row in _jsonl_rows(path, text):
+    for where, row in jsonl_rows(path, text):
         pair = _jsonl_pair(path, where, row, lang, skips)
         if pair is not None:
             pairs.append(pair)
@@ -375,7 +375,7 @@ def read_tatoeba(
                     f"{path}: missing, so language {lang!r} cannot be read; languages present "
                     f"in {directory}: {', '.join(present) or 'none'}"
                 )
-        x_lines, en_lines = _lines(_read_text(src)), _lines(_read_text(eng))
+        x_lines, en_lines = text_lines(read_text(src)), text_lines(read_text(eng))
         if len(x_lines) != len(en_lines):
             raise ValueError(
                 f"{src}: has {len(x_lines)} lines but {eng.name} has {len(en_lines)}; line i of "
@@ -427,7 +427,7 @@ def stream_lines(
 ) -> Iterable[tuple[int, str | None]]:
     """(line number, text) of a UTF-8 file read one line at a time: the streaming readers' input.
 
-    The same errors as :func:`_read_text`, found as the reading reaches them, and a NUL byte
+    The same errors as :func:`read_text`, found as the reading reaches them, and a NUL byte
     (binary data, described against ``expected``). With ``line_limit`` (bytes), a longer line is
     read past in bounded pieces and given as ``None``, so one huge line never sits in memory.
     """

@@ -1,10 +1,10 @@
 """English-only text as a data source: the sentences that pull student(en) onto teacher(en).
 
 A run's English-only rows (``TrainConfig.english``, ``--english``, repeatable) come from specs
-read through the same layer as ``--data`` (:mod:`kd.sources`):
+read through the same layer as ``--data`` (:mod:`kd.data.sources`):
 
 - ``default``: the everyday sentences of the Debian packages ``wordnet-base`` and ``fortunes``
-  (:mod:`kd.english_text`); ``wordnet`` or ``fortunes`` for one of them. No spec at all means
+  (:mod:`kd.data.english_text`); ``wordnet`` or ``fortunes`` for one of them. No spec at all means
   ``default``.
 - ``path/to/file``: one sentence a line, UTF-8 (any name: ``en.txt``, ``sentences``).
 - ``path/to/folder``: every ``.txt`` file in it or below it, in sorted order (hidden files and
@@ -13,9 +13,9 @@ read through the same layer as ``--data`` (:mod:`kd.sources`):
   ``text``, ``sentence``, ``english`` or ``en``, or its only column), streamed, so a large
   corpus is never loaded whole.
 
-Sentences are cleaned (:func:`kd.data.clean_text`); a line longer than
-:data:`kd.data.MAX_CHARS` is skipped and counted. Bad input ends in one ``ValueError`` line that
-names the file and line: a missing or empty file, binary data, invalid UTF-8, a file whose only
+Sentences are cleaned (:func:`kd.data.pairs.clean_text`); a line longer than
+:data:`kd.data.pairs.MAX_CHARS` is skipped and counted. Bad input ends in one ``ValueError`` line
+that names the file and line: a missing or empty file, binary data, invalid UTF-8, a file whose only
 lines are too long. :func:`english_rows` deduplicates across specs and takes them in order, each
 shuffled with the run's seed, until ``max_n``.
 """
@@ -27,8 +27,9 @@ import random
 from collections.abc import Iterable
 from pathlib import Path
 
-from kd import sources
-from kd.data import MAX_CHARS, clean_text, english_key, stream_lines
+from kd.data import sources
+from kd.data.english_text import english_by_source
+from kd.data.pairs import MAX_CHARS, clean_text, english_key, stream_lines
 
 logger = logging.getLogger("kd")
 
@@ -107,21 +108,21 @@ def _text_column(columns: list[str], label: str) -> str:
 def _read_hf(spec: str, max_n: int, seed: int) -> list[str]:
     """A text dataset's sentences, streamed; at most ``max_n`` (> 0) drawn through a seeded
     shuffle buffer."""
-    path, local, config = sources._parse_hf(spec)
+    path, local, config = sources.parse_hf(spec)
     label = f"hf:{path}" + (f":{config}" if config else "")
     if not local and not sources.hub_reachable():
-        raise ValueError(sources._offline_message(spec, path))
-    datasets = sources._datasets()
+        raise ValueError(sources.offline_message(spec, path))
+    datasets = sources.load_datasets()
     how = {} if config is None else ({"data_dir": config} if local else {"name": config})
     try:
         dataset = datasets.load_dataset(path, split="train", streaming=True, **how)
     except Exception as err:
-        raise ValueError(f"{label}: cannot open the dataset ({sources._one_line(err)})") from None
+        raise ValueError(f"{label}: cannot open the dataset ({sources.one_line(err)})") from None
     if max_n > 0:
         dataset = dataset.shuffle(seed=seed, buffer_size=sources.SHUFFLE_BUFFER)
     sentences: list[str] = []
     column = None
-    for number, row in sources._rows(dataset, label):
+    for number, row in sources.hf_rows(dataset, label):
         if not isinstance(row, dict):
             raise ValueError(f"{label} row {number}: expected a row of columns, got {row!r:.40}")
         column = column or _text_column(list(row), label)
@@ -158,15 +159,13 @@ def read_english(spec: str, max_n: int = 0, seed: int = 0) -> list[str]:
             f"or {', '.join((DEFAULT_SPEC, *DEBIAN_SPECS))}"
         )
     if spec == DEFAULT_SPEC or spec in DEBIAN_SPECS:
-        from kd.english_text import english_by_source
-
         by_source = english_by_source()
         return [s for name in DEBIAN_SPECS if spec in (DEFAULT_SPEC, name) for s in by_source[name]]
     if spec.startswith("hf:"):
         return _read_hf(spec, max_n, seed)
     path = Path(spec).expanduser()
     if path.is_dir():
-        files = sources._folder_files(path, (".txt",))
+        files = sources.folder_files(path, (".txt",))
         if not files:
             raise ValueError(
                 f"{path}: no .txt files in this folder or below it; put files of one English "
@@ -188,7 +187,7 @@ def english_rows(specs: list[str], max_n: int, seed: int = 0) -> list[str]:
     Sources are taken in the order given, each shuffled by ``seed``: the first fills the rows
     before the second adds any, so ``--english default --english news.txt --english-rows
     100000`` keeps every everyday sentence and tops them up with news. With the default spec
-    alone this is exactly :func:`kd.english_text.english_sentences`.
+    alone this is exactly :func:`kd.data.english_text.english_sentences`.
 
     Example:
         >>> import pathlib, tempfile

@@ -35,7 +35,8 @@ class EvaluationCut(Exception):
 
 
 class StopCheck:
-    """Whether a run should end now, and why; polled from every phase of :func:`kd.train.distill`.
+    """Whether a run should end now, and why; polled from every phase of
+    :func:`kd.train.run.distill`.
 
     Example:
         >>> check = StopCheck(should_stop=lambda: False, max_minutes=0)
@@ -88,8 +89,8 @@ class StopCheck:
         return report
 
     def guard(self, encode: Callable):
-        """``encode`` (``list[str] -> np.ndarray``, an :meth:`kd.models.Encoder.encode`) that
-        checks once a batch while it runs."""
+        """``encode`` (``list[str] -> np.ndarray``, an :meth:`kd.models.encoder.Encoder.encode`)
+        that checks once a batch while it runs."""
 
         def guarded(texts, *args, **kwargs):
             self.check()

@@ -1,9 +1,9 @@
 """Which pairs a run holds out and which it trains on: one rule for memory and for disk.
 
-:func:`kd.dataset.build_dataset` (pairs in a list) and :func:`kd.corpus.build_corpus` (pairs
-streamed from their sources, never all in memory) both pass over the run's pairs in their
-source order and apply these rules, so the two data paths hold the same items in the same
-order (:mod:`kd.feed`):
+:func:`kd.data.dataset.build_dataset` (pairs in a list) and :func:`kd.data.corpus.build_corpus`
+(pairs streamed from their sources, never all in memory) both pass over the run's pairs in their
+source order and apply these rules, so the two data paths hold the same items in the same order
+(:mod:`kd.train.feed`):
 
 1. **Held out, by English sentence.** Per language, the ``eval_pairs`` English sentences whose
    :func:`sentence_hash` is smallest (a bottom-k sample: as good as a random draw, fixed by the
@@ -25,7 +25,7 @@ import hashlib
 import heapq
 from collections.abc import Iterable
 
-from kd.data import Pair, english_key
+from kd.data.pairs import Pair, english_key
 
 
 def sentence_hash(text: str) -> int:
@@ -51,7 +51,7 @@ def pair_rank(p: Pair, seed: int) -> int:
 
 
 def held_out_keys(pairs: Iterable[Pair], langs: list[str], eval_pairs: int) -> set[str]:
-    """The English keys (:func:`kd.data.english_key`) held out: per language, the
+    """The English keys (:func:`kd.data.pairs.english_key`) held out: per language, the
     ``eval_pairs`` keys of smallest :func:`sentence_hash`; none for a language with no more
     than ``eval_pairs`` pairs.
 
@@ -107,6 +107,17 @@ def sample_limits(
         elif r > heap[0]:
             heapq.heapreplace(heap, r)
     return {lang: -heap[0] for lang, heap in heaps.items() if len(heap) >= max_pairs}
+
+
+def hold_out(eval_sets: dict[str, tuple[list[str], list[str]]], p: Pair, eval_pairs: int) -> None:
+    """A held-out translation into its language's evaluation set (English sentences,
+    translations), the first ``eval_pairs`` a language in source order."""
+    if p.other is None:
+        return
+    en, x = eval_sets.setdefault(p.lang, ([], []))
+    if len(en) < eval_pairs:
+        en.append(p.en)
+        x.append(p.other)
 
 
 def kept(p: Pair, limits: dict[str, int], seed: int) -> bool:

@@ -1,13 +1,13 @@
 """A run's data on disk: pairs streamed from their sources into files that are read, not loaded.
 
-The streaming training path (``--stream``, ``torchrun``: :class:`kd.feed.CorpusFeed`) uses this
-instead of :func:`kd.dataset.read_dataset`, whose lists hold every sentence in memory. Here the
-sources are read one pair at a time (:func:`iter_source_pairs`), in three passes that apply
-:mod:`kd.split`'s rules (as the in-memory :func:`kd.dataset.build_dataset` does, so both paths
-hold the same items in the same order): the held-out English sentences, each language's sample
+The streaming training path (``--stream``, ``torchrun``: :class:`kd.train.feed.CorpusFeed`) uses
+this instead of :func:`kd.data.dataset.read_dataset`, whose lists hold every sentence in memory.
+Here the sources are read one pair at a time (:func:`iter_source_pairs`), in three passes that apply
+:mod:`kd.data.split`'s rules (as the in-memory :func:`kd.data.dataset.build_dataset` does, so both
+paths hold the same items in the same order): the held-out English sentences, each language's sample
 limit under ``max_pairs``, then the training items, written as UTF-8 blobs plus offsets: every
-distinct English sentence (target: itself) and every translation (target: its English
-sentence), English-only rows included.
+distinct English sentence (target: itself) and every translation (target: its English sentence),
+English-only rows included.
 
 What stays in memory per pair is a few fixed-size numbers (a 64-bit hash while deduplicating,
 offsets in memory-mapped arrays afterwards), never the text. The folder is keyed by the sources
@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 from array import array
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,9 +29,18 @@ from pathlib import Path
 import numpy as np
 
 from kd.config import TrainConfig
-from kd.data import Pair, english_key, iter_pairs
+from kd.data.english_sources import english_rows
+from kd.data.pairs import Pair, english_key, iter_pairs
+from kd.data.sources import (
+    GETTEXT_SPEC,
+    file_lang,
+    folder_files,
+    read_source,
+    run_specs,
+    tatoeba_langs,
+)
+from kd.data.split import held_out_keys, hold_out, kept, sample_limits, sentence_hash
 from kd.io import atomic_directory, atomic_write_json, cache_dir
-from kd.split import held_out_keys, kept, sample_limits, sentence_hash
 
 log = logging.getLogger("kd")
 
@@ -50,25 +60,21 @@ def iter_source_pairs(
 ) -> Iterator[Pair]:
     """The pairs of ``specs`` (``--data`` forms), streamed where the source allows.
 
-    Files and folders of ``.tsv``/``.jsonl`` stream line by line (:func:`kd.data.iter_pairs`);
-    ``hf:`` sets, Tatoeba folders and ``gettext`` go through :func:`kd.sources.read_source`
+    Files and folders of ``.tsv``/``.jsonl`` stream line by line (:func:`kd.data.pairs.iter_pairs`);
+    ``hf:`` sets, Tatoeba folders and ``gettext`` go through :func:`kd.data.sources.read_source`
     (an ``hf:`` set is streamed from the Hub and stops at ``per_lang`` a language; what one such
     call returns is held in memory, so cap it with ``--max-pairs``). With ``spill`` (a folder),
     those are read once and written there, and a second pass streams them from it.
     """
-    from kd.sources import GETTEXT_SPEC, _file_lang, _folder_files, _tatoeba_langs, read_source
-
     wanted = set(langs)
     for number, spec in enumerate(specs):
         path = Path(spec.strip()).expanduser()
         plain = not spec.startswith("hf:") and spec.strip() != GETTEXT_SPEC
         if plain and path.is_file():
             only = langs[0] if len(langs) == 1 else None
-            files = [(path, _file_lang(path, only), path.name)]
-        elif plain and path.is_dir() and not _tatoeba_langs(path):
-            files = [
-                (f, _file_lang(f), f.relative_to(path).as_posix()) for f in _folder_files(path)
-            ]
+            files = [(path, file_lang(path, only), path.name)]
+        elif plain and path.is_dir() and not tatoeba_langs(path):
+            files = [(f, file_lang(f), f.relative_to(path).as_posix()) for f in folder_files(path)]
             if not files:
                 read_source(spec, langs)  # its one-line message about an empty folder
         else:
@@ -277,24 +283,10 @@ def corpus_key(cfg: TrainConfig, specs: list[str]) -> str:
     return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def _specs(cfg: TrainConfig) -> tuple[list[str], str | None]:
-    from kd.dataset import DEFAULT_SPEC
-    from kd.sources import default_sources
-
-    specs = list(cfg.data) or ([DEFAULT_SPEC] if cfg.max_pairs else [])
-    note = None
-    if DEFAULT_SPEC in specs:
-        default, note = default_sources(cfg.langs)
-        specs = list(
-            dict.fromkeys(x for s in specs for x in (default if s == DEFAULT_SPEC else [s]))
-        )
-    return specs, note
-
-
 def open_corpus(cfg: TrainConfig, build: bool = True) -> tuple[Corpus | None, str | None]:
     """The run's corpus folder, built from the sources when missing and ``build`` is set
     (``None`` when it is missing and another process builds it)."""
-    specs, note = _specs(cfg)
+    specs, note = run_specs(cfg.data, cfg.langs, cfg.max_pairs)
     root = cache_dir("corpus") / corpus_key(cfg, specs)
     if (root / INFO_FILE).exists():
         return Corpus(root), note
@@ -306,8 +298,6 @@ def open_corpus(cfg: TrainConfig, build: bool = True) -> tuple[Corpus | None, st
 
 def build_corpus(cfg: TrainConfig, specs: list[str], root: Path) -> None:
     """Pass over the sources twice and write the corpus folder ``root`` (atomically)."""
-    import tempfile
-
     per_lang = cfg.max_pairs + cfg.eval_pairs if cfg.max_pairs else 0
     with tempfile.TemporaryDirectory(dir=root.parent, prefix=".spill-") as spill:
 
@@ -325,8 +315,6 @@ def _write_corpus(
     cfg: TrainConfig, specs: list[str], root: Path, stream, held: set[str], limits: dict
 ) -> None:
     """Pass 3: the training items and held-out pairs into the corpus folder."""
-    from kd.english_sources import english_rows
-
     lang_ids = {lang: i for i, lang in enumerate(["en", *cfg.langs])}
     eval_sets: dict[str, tuple[list[str], list[str]]] = {}
     taken: dict[str, int] = {}
@@ -346,11 +334,7 @@ def _write_corpus(
             for p in stream():
                 key = english_key(p.en)
                 if key in held:
-                    if p.other is not None and p.lang in lang_ids:
-                        en, x = eval_sets.setdefault(p.lang, ([], []))
-                        if len(en) < cfg.eval_pairs:
-                            en.append(p.en)
-                            x.append(p.other)
+                    hold_out(eval_sets, p, cfg.eval_pairs)
                     continue
                 if p.other is None:
                     add_english(p.en)

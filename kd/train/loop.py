@@ -1,12 +1,12 @@
 """The training loop: one step and one loop for every data path.
 
-:func:`kd.train.distill` trains through here whether its data sits in memory
-(:class:`kd.feed.MemoryFeed`) or on disk (:class:`kd.feed.CorpusFeed`), in one process or in
-several under ``torchrun``; ``bench/recipe_probe.py`` calls :func:`training_step` as well. What
-the loop reads from its data is a :class:`Feed`: each item's English sentence id and the
-teacher's vector of a sentence id. What it asks of the run goes through :class:`Hooks`: whether
-to stop (Stop and the time limit, agreed between the processes), what to evaluate on evaluation
-steps (held-out pairs, the watch set), where to checkpoint, whom to tell after each step.
+:func:`kd.train.run.distill` trains through here whether its data sits in memory
+(:class:`kd.train.feed.MemoryFeed`) or on disk (:class:`kd.train.feed.CorpusFeed`), in one process
+or in several under ``torchrun``; ``bench/recipe_probe.py`` calls :func:`training_step` as well.
+What the loop reads from its data is a :class:`Feed`: each item's English sentence id and the
+teacher's vector of a sentence id. What it asks of the run goes through :class:`Hooks`: whether to
+stop (Stop and the time limit, agreed between the processes), what to evaluate on evaluation steps
+(held-out pairs, the watch set), where to checkpoint, whom to tell after each step.
 
 One step, in order: the student embeds the batch (its frozen layers cached, so only the top
 trains), the distillation loss pulls each item to its English sentence's teacher vector, the
@@ -27,20 +27,21 @@ import numpy as np
 import torch
 
 from kd.config import TrainConfig
-from kd.distributed import World, shard_range, sum_arrays
-from kd.losses import distillation_loss, sampled_rank_loss
-from kd.models import autocast
-from kd.stopping import EvaluationCut
-from kd.train_parts import step_record
+from kd.models.encoder import autocast
+from kd.train.distributed import World, shard_range, sum_arrays
+from kd.train.losses import distillation_loss, sampled_rank_loss
+from kd.train.parts import step_record
+from kd.train.stopping import EvaluationCut
 
 RANK_BANK = 65_536
 """Most teacher vectors the ranking term ranks against per step: every training sentence up to
-this many (where :func:`kd.losses.sampled_rank_loss` is :func:`kd.losses.rank_loss` exactly),
-a fixed seeded sample of them beyond it, so a corpus of millions costs no more per step."""
+this many (where :func:`kd.train.losses.sampled_rank_loss` is :func:`kd.train.losses.rank_loss`
+exactly), a fixed seeded sample of them beyond it, so a corpus of millions costs no more per
+step."""
 
 
 class Feed(Protocol):
-    """What the loop reads from a run's data (:mod:`kd.feed` has the two kinds)."""
+    """What the loop reads from a run's data (:mod:`kd.train.feed` has the two kinds)."""
 
     n_items: int
     n_english: int
@@ -155,7 +156,7 @@ class Hooks:
     """Polled before every step: Stop or the time limit (every process must get the same)."""
     evaluate: Callable[[int], dict] | None = None
     """On evaluation steps, in the first process: what to add to the step's record (held-out
-    metrics, the watch set); may raise :class:`kd.stopping.EvaluationCut`."""
+    metrics, the watch set); may raise :class:`kd.train.stopping.EvaluationCut`."""
     on_step: Callable[[int, dict], None] | None = None
     """After every step, in the first process: ``(step, record)``."""
     checkpoint: Callable[[int], None] | None = None

@@ -98,7 +98,7 @@ def sampled_rank_loss(
     vectors of K sentences with ids ``bank_ids`` (K,), ``target`` (B,) each item's sentence id.
     A bank row of the item's own sentence is masked, so the positive counts once. With the
     whole set as the bank this is :func:`rank_loss` exactly (the positive column moved first);
-    the streaming path uses a fixed sample of at most ``kd.loop.RANK_BANK`` sentences, so a
+    the streaming path uses a fixed sample of at most ``kd.train.loop.RANK_BANK`` sentences, so a
     corpus of millions costs no more per step than one of thousands.
 
     Example:

@@ -14,7 +14,7 @@ next to the run's ``metrics.json``, ``history.json`` and ``watch.npz``. :func:`l
 rebuilds the full student from the base model and checks the fingerprint first, so a delta
 applied to a different base is one clear error, not a wrong model. ``Encoder.load`` does this
 for any folder holding a manifest, so ``kd eval``, ``kd plot``, ``kd search`` and the app take a
-delta wherever they take a model; ``kd export`` (:mod:`kd.export`) writes the full
+delta wherever they take a model; ``kd export`` (:mod:`kd.models.export`) writes the full
 sentence-transformers folder.
 
 Tensors are read with ``safetensors`` only (no pickle can run), after their checksum matches.
@@ -29,10 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load, save_file
 from torch import nn
 
-from kd.archive import PICKLE_SUFFIXES
 from kd.io import atomic_directory, atomic_write_text
+from kd.models.archive import PICKLE_SUFFIXES
 
 MANIFEST = "kd_delta.json"
 TENSORS = "delta.safetensors"
@@ -157,8 +159,6 @@ def write_delta(
     keep: tuple[str, ...] = (),
 ) -> Path:
     """Write ``student`` as a delta over ``base`` into the folder ``out`` (atomically)."""
-    from safetensors.torch import save_file
-
     tensors = delta_tensors(student, changed, dtype)
     with atomic_directory(out, keep=keep) as tmp:
         save_file(tensors, str(tmp / TENSORS), metadata={"format": FORMAT})
@@ -289,9 +289,6 @@ def read_manifest(path: str | Path) -> dict:
 
 def read_tensors(path: str | Path, manifest: dict) -> dict[str, torch.Tensor]:
     """The delta's tensors, after their size and checksum match the manifest."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
     path = Path(path).expanduser()
     where = path.name or str(path)
     want = manifest["tensors"]

@@ -1,4 +1,4 @@
-"""The pieces of a run around its loop (:func:`kd.train.distill`, :mod:`kd.loop`).
+"""The pieces of a run around its loop (:func:`kd.train.run.distill`, :mod:`kd.train.loop`).
 
 The teacher's cached vectors, the closed-form head, the learning-rate schedule, seeding, what a
 step reports, whether a checkpoint may be resumed, and how a finished run is written.
@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import resource
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +20,9 @@ import torch
 from torch import nn
 
 from kd.config import TrainConfig
-from kd.delta import save_student, trained_keys
 from kd.io import atomic_write_json, atomic_write_npy, cache_dir
-from kd.models import Encoder, encode_precision
+from kd.models.delta import save_student, trained_keys
+from kd.models.encoder import Encoder, encode_precision
 
 log = logging.getLogger("kd")
 
@@ -93,7 +95,7 @@ class RunResult:
     steps: int
     stopped: bool
     saved: str = "full"
-    """``full`` or ``delta``: the form :func:`kd.delta.save_student` wrote."""
+    """``full`` or ``delta``: the form :func:`kd.models.delta.save_student` wrote."""
 
 
 def step_record(
@@ -121,9 +123,9 @@ def save_run(
     stopped: bool,
     say: Callable[[str], None],
 ):
-    """Write a finished run into ``cfg.out``: the student (full or a delta, :mod:`kd.delta`),
+    """Write a finished run into ``cfg.out``: the student (full or a delta, :mod:`kd.models.delta`),
     ``kd_config.json``, ``metrics.json``, ``history.json`` and the watch set; the checkpoint
-    goes unless the run stopped early. Returns :class:`kd.delta.Saved`."""
+    goes unless the run stopped early. Returns :class:`kd.models.delta.Saved`."""
     out = Path(cfg.out)
     say(f"saving the student to {out}")
     # The teacher's fingerprint lets an index built by the teacher accept this student's queries.
@@ -146,8 +148,6 @@ def save_run(
         watch.save(out)
     ckpt = out / CHECKPOINT
     if ckpt.exists() and not stopped:
-        import shutil
-
         shutil.rmtree(ckpt, ignore_errors=True)
     return saved
 
@@ -175,8 +175,6 @@ def check_resumable(cfg: TrainConfig, meta: dict) -> None:
 
 def peak_rss_gb() -> float:
     """Peak resident memory of this process so far, in GiB (Linux reports KiB)."""
-    import resource
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 

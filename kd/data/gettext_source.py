@@ -48,7 +48,9 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from kd.data import Pair, clean_text
+import polib
+
+from kd.data.pairs import Pair, clean_text
 from kd.io import atomic_write_text, cache_dir
 from kd.langs import KNOWN_LANGS, lang_from_locale, parse_langs
 
@@ -171,8 +173,6 @@ def _mo_entries(path: Path) -> Iterator[tuple[str, str]]:
 
 def _po_entries(path: Path) -> Iterator[tuple[str, str]]:
     """(msgid, msgstr) of a ``.po`` file, fuzzy and obsolete entries skipped."""
-    import polib
-
     for entry in polib.pofile(str(path)):
         if entry.obsolete or "fuzzy" in entry.flags:
             continue

@@ -14,9 +14,9 @@ two Debian packages, read at run time:
   ``perl``, ``debian``), the ``art``/``ascii-art`` files and ``translate-me`` (Latin) are
   skipped, and so is any entry that looks like code or ASCII art.
 
-Sentences are cleaned (:func:`kd.data.clean_text`), deduplicated (:func:`kd.data.english_key`)
-across both sources, shuffled with a seed and capped. The per-source lists are cached in
-``kd.io.cache_dir("data")`` under a fingerprint of the source files.
+Sentences are cleaned (:func:`kd.data.pairs.clean_text`), deduplicated
+(:func:`kd.data.pairs.english_key`) across both sources, shuffled with a seed and capped. The
+per-source lists are cached in ``kd.io.cache_dir("data")`` under a fingerprint of the source files.
 
 Measured on the development machine: 34,756 WordNet sentences and 10,005 fortunes after
 cleaning and deduplication (44,761 in all); building them takes ~0.7 s, a cached call ~0.1 s.
@@ -32,7 +32,7 @@ import random
 import re
 from pathlib import Path
 
-from kd.data import MAX_CHARS, Pair, clean_text, english_key
+from kd.data.pairs import MAX_CHARS, Pair, clean_text, english_key
 from kd.io import atomic_write_text, cache_dir
 
 logger = logging.getLogger("kd")

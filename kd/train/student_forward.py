@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kd.models import Encoder
+from kd.models.encoder import Encoder
 
 log = logging.getLogger("kd")
 Progress = Callable[[int, int], None]
@@ -38,6 +38,8 @@ def layer_stack(model: nn.Module) -> tuple[nn.Module, nn.ModuleList] | None:
 
 
 def _attention_mask(model: nn.Module, hidden: torch.Tensor, mask: torch.Tensor):
+    # transformers is imported when a model runs, not with this module: see
+    # kd.models.encoder.quiet_transformers, which sets what huggingface_hub reads at import.
     from transformers.masking_utils import create_bidirectional_mask
 
     return create_bidirectional_mask(config=model.config, inputs_embeds=hidden, attention_mask=mask)
@@ -161,7 +163,7 @@ class FrozenPrefixCache:
         return (self.offsets[1:] - self.offsets[:-1]).numpy()
 
     def item_states(self, i: int) -> torch.Tensor:
-        """The cached states of item ``i``: (n_i, H). (:class:`kd.disk_cache.DiskPrefixCache`
+        """The cached states of item ``i``: (n_i, H). (:class:`kd.train.disk_cache.DiskPrefixCache`
         reads them from disk instead.)"""
         return self.states[self.offsets[i] : self.offsets[i + 1]]
 

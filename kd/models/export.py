@@ -1,7 +1,7 @@
 """``kd export``: a student written as a full sentence-transformers folder or as a delta.
 
 Reads either form (``Encoder.load`` takes both) and writes the other, with the run's config,
-metrics and watch set alongside (:data:`kd.delta.KEEP`).
+metrics and watch set alongside (:data:`kd.models.delta.KEEP`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 import shutil
 from pathlib import Path
 
-from kd.delta import (
+from kd.models.delta import (
     KEEP,
     DeltaError,
     Saved,
@@ -21,7 +21,7 @@ from kd.delta import (
     weight_bytes,
     weights_fingerprint,
 )
-from kd.models import Encoder
+from kd.models.encoder import Encoder
 
 
 def export(model: str, out: str | Path, form: str = "full", base: str | None = None) -> Saved:

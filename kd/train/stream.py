@@ -1,9 +1,9 @@
 """What a run needs beyond one process: DDP under ``torchrun``, checkpoints with every
 process's random state, and one line when a peer is lost.
 
-:func:`kd.train.distill` is the one training path; with ``cfg.stream`` or under ``torchrun`` it
-reads its data from the corpus folder on disk (:class:`kd.feed.CorpusFeed`) and, with N
-processes, every process builds the same global batches (:class:`kd.loop.BatchPlan`) and
+:func:`kd.train.run.distill` is the one training path; with ``cfg.stream`` or under ``torchrun`` it
+reads its data from the corpus folder on disk (:class:`kd.train.feed.CorpusFeed`) and, with N
+processes, every process builds the same global batches (:class:`kd.train.loop.BatchPlan`) and
 trains on its slice of each; ``DistributedDataParallel`` averages the gradients, and each
 process's loss is weighted by its share of the batch, so one step is the step one process would
 take on the whole batch. The encoding work (teacher vectors, frozen-layer states, the ridge
@@ -21,13 +21,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
-from kd.checkpoint import load_checkpoint, read_extra, save_checkpoint
 from kd.config import TrainConfig
-from kd.distributed import World, broadcast_object, gather_tensors, peer_lost  # noqa: F401
-from kd.models import Encoder
-from kd.train_parts import check_resumable
+from kd.models.encoder import Encoder
+from kd.train.checkpoint import load_checkpoint, read_extra, save_checkpoint
+from kd.train.distributed import World, broadcast_object, gather_tensors, peer_lost  # noqa: F401
+from kd.train.parts import check_resumable
 
 __all__ = ["is_peer_failure", "peer_lost", "resume", "save_checkpoint_all", "wrap"]
 
@@ -46,8 +48,6 @@ class _Step(nn.Module):
 
 def is_peer_failure(err: BaseException) -> bool:
     """Whether ``err`` is a collective failing because another process went away."""
-    import torch.distributed as dist
-
     kinds = tuple(getattr(dist, n) for n in ("DistError",) if hasattr(dist, n))
     text = str(err).lower()
     return isinstance(err, kinds) or any(
@@ -70,8 +70,6 @@ def wrap(student: Encoder, runner, world: World, device_type: str) -> nn.Module:
     module = _Step(student, runner)
     if not world.parallel:
         return module
-    from torch.nn.parallel import DistributedDataParallel
-
     ids = [torch.cuda.current_device()] if device_type == "cuda" else None
     with warnings.catch_warnings():  # torch 2.13 renames broadcast_buffers; same meaning
         warnings.simplefilter("ignore", FutureWarning)

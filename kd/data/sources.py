@@ -2,10 +2,11 @@
 
 A *source spec* is one string, as ``--data`` takes it (the flag can be repeated):
 
-- ``path/to/file.tsv`` (or ``.txt``, ``.jsonl``, ``.json``): read by :func:`kd.data.read_pairs`;
-  a TSV file without a header line takes its language from its name (``de.tsv``, ``en-de.tsv``).
+- ``path/to/file.tsv`` (or ``.txt``, ``.jsonl``, ``.json``): read by
+  :func:`kd.data.pairs.read_pairs`; a TSV file without a header line takes its language from its
+  name (``de.tsv``, ``en-de.tsv``).
 - ``path/to/folder``: a LASER Tatoeba folder (``tatoeba.XXX-eng.XXX`` files) goes to
-  :func:`kd.data.read_tatoeba`; any other folder is walked recursively, in sorted order, and
+  :func:`kd.data.pairs.read_tatoeba`; any other folder is walked recursively, in sorted order, and
   every ``.tsv``/``.jsonl``/``.json`` file below it is read (hidden files and folders are
   skipped). A file's language comes from its header line ``en<TAB>xx`` or, failing that, from
   its name. ``Pair.source`` is the path relative to the folder (``"flores/de.tsv"``).
@@ -19,7 +20,7 @@ A *source spec* is one string, as ``--data`` takes it (the flag can be repeated)
 - ``hf:/path/to/folder[:CONFIG]``: the same layout on disk, read through the same streaming
   code path. An existing folder wins over a Hub id of the same spelling.
 - ``gettext``: the software-message catalogs installed on this machine
-  (:func:`kd.gettext_source.gettext_pairs`). Write ``./gettext`` for a folder of that name.
+  (:func:`kd.data.gettext_source.gettext_pairs`). Write ``./gettext`` for a folder of that name.
 
 A local folder in the parallel-sentences layout: one sub-folder per config, named ``en-xx``,
 holding the ``train`` split as ``.jsonl``, ``.parquet``, ``.csv`` or ``.tsv`` files whose
@@ -34,11 +35,12 @@ then ``--data hf:talks``. A folder downloaded from the Hub (``hf download OWNER/
 --repo-type dataset --local-dir talks``) works as it is: when its ``README.md`` declares the
 configs, those are used.
 
-Every source follows the rules of :mod:`kd.data`: sentences cleaned by
-:func:`kd.data.clean_text`, empty or over-long (:data:`kd.data.MAX_CHARS`) rows skipped, and bad
-data (wrong columns, an unknown language code, an empty folder, invalid UTF-8) reported as one
-``ValueError`` line that names the file and line (or dataset, config and row). Only the languages
-asked for are kept (English-only rows always); a source that yields no pair at all is an error.
+Every source follows the rules of :mod:`kd.data.pairs`: sentences cleaned by
+:func:`kd.data.pairs.clean_text`, empty or over-long (:data:`kd.data.pairs.MAX_CHARS`) rows skipped,
+and bad data (wrong columns, an unknown language code, an empty folder, invalid UTF-8) reported as
+one ``ValueError`` line that names the file and line (or dataset, config and row). Only the
+languages asked for are kept (English-only rows always); a source that yields no pair at all is an
+error.
 """
 
 from __future__ import annotations
@@ -53,16 +55,17 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from kd.data import (
+from kd.data import gettext_source
+from kd.data.pairs import (
     _TSV_HEADER_EN,
     _TSV_HEADER_OTHER,
     Pair,
     _lang_or_none,
-    _read_text,
     _Skips,
     clean_text,
     read_pairs,
     read_tatoeba,
+    read_text,
 )
 from kd.langs import normalize_lang, parse_langs
 
@@ -192,7 +195,7 @@ def _tsv_header_lang(path: Path) -> str | None:
     return None
 
 
-def _file_lang(path: Path, fallback: str | None = None) -> str | None:
+def file_lang(path: Path, fallback: str | None = None) -> str | None:
     """The language of a file as far as it can be known before reading it.
 
     A TSV file's header, else its name, else ``fallback`` (the run's only language, for a file
@@ -203,7 +206,7 @@ def _file_lang(path: Path, fallback: str | None = None) -> str | None:
         return _lang_from_name(path.stem) or fallback
     lang = _tsv_header_lang(path) or _lang_from_name(path.stem) or fallback
     if lang is None:
-        _read_text(path)  # a missing, empty or non-UTF-8 file: the reader's own file:line error
+        read_text(path)  # a missing, empty or non-UTF-8 file: the reader's own file:line error
         try:
             normalize_lang(path.stem)
             why = "it is English"
@@ -227,7 +230,7 @@ def _read_file(
     """One file's pairs in the wanted languages, named ``source``; [] when its language is not
     wanted. ``fallback``: the language of a file that names none."""
     suffix = path.suffix.lower()
-    lang = _file_lang(path, fallback) if suffix in (*FOLDER_SUFFIXES, ".txt") else None
+    lang = file_lang(path, fallback) if suffix in (*FOLDER_SUFFIXES, ".txt") else None
     is_json = suffix in (".jsonl", ".json")  # JSON rows may name other languages: read them
     if wanted is not None and lang is not None and lang not in wanted and not is_json:
         logger.debug("%s: language %s not asked for; skipped", path, lang)
@@ -239,7 +242,7 @@ def _read_file(
     ]
 
 
-def _tatoeba_langs(directory: Path) -> list[str]:
+def tatoeba_langs(directory: Path) -> list[str]:
     found = []
     for eng in sorted(directory.glob("tatoeba.*-eng.eng")):
         lang = _lang_or_none(eng.name.split(".")[1].removesuffix("-eng"))
@@ -248,7 +251,7 @@ def _tatoeba_langs(directory: Path) -> list[str]:
     return found
 
 
-def _folder_files(directory: Path, suffixes: tuple[str, ...] = FOLDER_SUFFIXES) -> list[Path]:
+def folder_files(directory: Path, suffixes: tuple[str, ...] = FOLDER_SUFFIXES) -> list[Path]:
     """The files below ``directory`` with one of ``suffixes`` (any case), hidden files and
     folders skipped, sorted by their path inside it."""
     files = []
@@ -262,7 +265,7 @@ def _folder_files(directory: Path, suffixes: tuple[str, ...] = FOLDER_SUFFIXES) 
 
 
 def _read_folder(directory: Path, wanted: list[str] | None) -> list[Pair]:
-    present = _tatoeba_langs(directory)
+    present = tatoeba_langs(directory)
     if present:
         use = present if wanted is None else [lang for lang in wanted if lang in present]
         if not use:
@@ -272,7 +275,7 @@ def _read_folder(directory: Path, wanted: list[str] | None) -> list[Pair]:
             )
         by_lang = read_tatoeba(directory, use)
         return [pair for lang in use for pair in by_lang[lang]]
-    files = _folder_files(directory)
+    files = folder_files(directory)
     if not files:
         raise ValueError(
             f"{directory}: no .tsv/.jsonl/.json files in this folder or below it; put files "
@@ -287,7 +290,7 @@ def _read_folder(directory: Path, wanted: list[str] | None) -> list[Pair]:
 # --- Hub datasets and local folders in their layout -----------------------------------------
 
 
-def _datasets() -> Any:
+def load_datasets() -> Any:
     try:
         import datasets
     except ImportError:
@@ -298,12 +301,12 @@ def _datasets() -> Any:
     return datasets
 
 
-def _one_line(err: BaseException) -> str:
+def one_line(err: BaseException) -> str:
     text = " ".join(str(err).split()) or type(err).__name__
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-def _parse_hf(spec: str) -> tuple[str, bool, str | None]:
+def parse_hf(spec: str) -> tuple[str, bool, str | None]:
     """(dataset path or Hub id, is a local folder, config) of an ``hf:`` spec."""
     rest = spec[3:].strip()
     if not rest:
@@ -326,7 +329,7 @@ def _parse_hf(spec: str) -> tuple[str, bool, str | None]:
     )
 
 
-def _offline_message(spec: str, name: str) -> str:
+def offline_message(spec: str, name: str) -> str:
     why = f"{_offline_var()} is set" if _offline_var() else "offline?"
     return (
         f"{spec}: the Hugging Face Hub cannot be reached ({why}); download it where you have "
@@ -345,7 +348,7 @@ def _list_configs(datasets: Any, path: str, local: bool, label: str) -> tuple[li
     try:
         return list(datasets.get_dataset_config_names(path)), "name"
     except Exception as err:
-        raise ValueError(f"{label}: cannot list the dataset's configs ({_one_line(err)})") from None
+        raise ValueError(f"{label}: cannot list the dataset's configs ({one_line(err)})") from None
 
 
 def _pick_configs(
@@ -386,7 +389,7 @@ def _pick_configs(
     return [(by_lang[lang], lang) for lang in langs]
 
 
-def _rows(dataset: Iterable[Any], label: str) -> Iterator[tuple[int, Any]]:
+def hf_rows(dataset: Iterable[Any], label: str) -> Iterator[tuple[int, Any]]:
     """(row number, row), with any reading error turned into one ValueError line."""
     rows = iter(dataset)
     number = 0
@@ -397,7 +400,7 @@ def _rows(dataset: Iterable[Any], label: str) -> Iterator[tuple[int, Any]]:
         except StopIteration:
             return
         except Exception as err:
-            raise ValueError(f"{label}: cannot read row {number} ({_one_line(err)})") from None
+            raise ValueError(f"{label}: cannot read row {number} ({one_line(err)})") from None
         yield number, row
 
 
@@ -419,13 +422,13 @@ def _read_config(
     try:
         dataset = datasets.load_dataset(path, split="train", streaming=True, **{how: config})
     except Exception as err:
-        raise ValueError(f"{where}: cannot open the dataset ({_one_line(err)})") from None
+        raise ValueError(f"{where}: cannot open the dataset ({one_line(err)})") from None
     _check_columns(getattr(dataset, "column_names", None), where)
     if per_lang > 0:  # so that the cap does not just take the first talks
         dataset = dataset.shuffle(seed=seed, buffer_size=SHUFFLE_BUFFER)
     pairs: list[Pair] = []
     skips = _Skips()
-    for number, row in _rows(dataset, where):
+    for number, row in hf_rows(dataset, where):
         if not isinstance(row, dict):
             raise ValueError(f"{where} row {number}: expected a row of columns, got {row!r:.40}")
         if number == 1:
@@ -448,11 +451,11 @@ def _read_config(
 
 
 def _read_hf(spec: str, wanted: list[str] | None, per_lang: int, seed: int) -> list[Pair]:
-    path, local, config = _parse_hf(spec)
+    path, local, config = parse_hf(spec)
     label = f"hf:{path}"
     if not local and not hub_reachable():
-        raise ValueError(_offline_message(spec, path))
-    datasets = _datasets()
+        raise ValueError(offline_message(spec, path))
+    datasets = load_datasets()
     configs, how = _list_configs(datasets, path, local, label)
     pairs: list[Pair] = []
     for name, lang in _pick_configs(configs, config, wanted, label):
@@ -500,9 +503,7 @@ def read_source(
     if not spec:
         raise ValueError("an empty data source; pass a file, a folder, hf:OWNER/NAME or gettext")
     if spec == GETTEXT_SPEC:
-        from kd.gettext_source import gettext_pairs
-
-        pairs = gettext_pairs(wanted)
+        pairs = gettext_source.gettext_pairs(wanted)
     elif spec.startswith("hf:"):
         pairs = _read_hf(spec, wanted, per_lang, seed)
     else:
@@ -548,6 +549,26 @@ def read_sources(
     for spec in specs:
         pairs.extend(read_source(spec, langs, per_lang, seed))
     return pairs
+
+
+DEFAULT_SPEC = "default"
+"""In ``--data``: the default source, as when no ``--data`` is given."""
+
+
+def run_specs(data: list[str], langs: list[str], max_pairs: int) -> tuple[list[str], str | None]:
+    """The source specs a run reads, and an optional note about them.
+
+    ``--data`` sources, when given, replace the default source (name ``default`` among them to
+    keep it); without them the default source is read when ``max_pairs`` asks for pairs at all.
+    """
+    specs = list(data) or ([DEFAULT_SPEC] if max_pairs else [])
+    note = None
+    if DEFAULT_SPEC in specs:  # "default" stands for the default source, beside the others
+        default, note = default_sources(langs)
+        specs = list(
+            dict.fromkeys(x for s in specs for x in (default if s == DEFAULT_SPEC else [s]))
+        )
+    return specs, note
 
 
 def default_sources(langs: list[str] | None) -> tuple[list[str], str | None]:

@@ -17,13 +17,13 @@ The recipe, and why:
 2. The student gets a linear head (student dim -> teacher dim) fitted in closed form (ridge
    regression) from its untrained outputs to the teacher's vectors: training starts in the
    teacher's space instead of far from it, which is what made plain MSE collapse.
-3. The loss compares directions on the unit sphere (:mod:`kd.losses`), so shrinking the
+3. The loss compares directions on the unit sphere (:mod:`kd.train.losses`), so shrinking the
    student's vectors to zero is no longer a way out.
-4. The bottom layers stay frozen and their outputs are cached (:mod:`kd.student_forward`): the
+4. The bottom layers stay frozen and their outputs are cached (:mod:`kd.train.student_forward`): the
    student keeps the multilingual alignment those layers hold and each step costs a fraction
    of a full pass.
 5. A ranking term (``rank_weight``): each item also learns to rank its own English sentence
-   first among the teacher's vectors of all training sentences (:func:`kd.losses.rank_loss`).
+   first among the teacher's vectors of all training sentences (:func:`kd.train.losses.rank_loss`).
    The squared error says *where* a translation should land; the ranking term also says
    *where not*, which is what cross-lingual retrieval tests.
 6. Where the hardware multiplies bfloat16 fast (CUDA, a CPU with AMX), the teacher's vectors,
@@ -41,11 +41,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kd import stream
 from kd.config import TrainConfig
-from kd.dataset import Dataset
-from kd.delta import weights_fingerprint
-from kd.distributed import (
+from kd.data.dataset import Dataset
+from kd.evaluate.metrics import evaluate
+from kd.evaluate.sts import cached_encode, embed_sts, read_sts, sts_report
+from kd.evaluate.watch import watch_set
+from kd.models.delta import weights_fingerprint
+from kd.models.encoder import Encoder, autocast, pick_device, prepare_torch, resolve_precision
+from kd.train import stream
+from kd.train.distributed import (
     World,
     any_rank,
     barrier,
@@ -55,14 +59,9 @@ from kd.distributed import (
     shutdown,
     sum_arrays,
 )
-from kd.evaluate import evaluate
-from kd.feed import CorpusFeed, MemoryFeed
-from kd.loop import Hooks, RankBank, train_loop
-from kd.models import Encoder, autocast, pick_device, prepare_torch, resolve_precision
-from kd.stopping import EvaluationCut, RunStopped, StopCheck
-from kd.sts import cached_encode, embed_sts, read_sts, sts_report
-from kd.student_forward import embed_in_batches, trainable_parameters
-from kd.train_parts import (  # noqa: F401  (teacher_vectors: kd.train's API)
+from kd.train.feed import CorpusFeed, MemoryFeed
+from kd.train.loop import Hooks, RankBank, train_loop
+from kd.train.parts import (  # noqa: F401  (teacher_vectors: kd.train.run's API)
     CHECKPOINT,
     RIDGE_ITEMS,
     RunResult,
@@ -73,7 +72,8 @@ from kd.train_parts import (  # noqa: F401  (teacher_vectors: kd.train's API)
     teacher_vectors,
     warmup_then_linear_decay,
 )
-from kd.watch import watch_set
+from kd.train.stopping import EvaluationCut, RunStopped, StopCheck
+from kd.train.student_forward import embed_in_batches, trainable_parameters
 
 log = logging.getLogger("kd")
 
@@ -89,9 +89,9 @@ def distill(
 ) -> RunResult:
     """Run one distillation; save the student, its config and ``metrics.json`` in ``cfg.out``.
 
-    The data sits in memory (:class:`kd.feed.MemoryFeed`), or on disk with ``cfg.stream`` and
-    under ``torchrun`` (:class:`kd.feed.CorpusFeed`, several processes through DDP:
-    :mod:`kd.stream`); the phases and the loop (:mod:`kd.loop`) are the same.
+    The data sits in memory (:class:`kd.train.feed.MemoryFeed`), or on disk with ``cfg.stream`` and
+    under ``torchrun`` (:class:`kd.train.feed.CorpusFeed`, several processes through DDP:
+    :mod:`kd.train.stream`); the phases and the loop (:mod:`kd.train.loop`) are the same.
 
     Args:
         cfg: the run's configuration.
@@ -99,10 +99,10 @@ def distill(
             ``loss``, ``lr``, ``epoch``, ``items_per_s``, ``eta_s`` and ``total_steps``, plus
             ``eval`` (per-language metrics) on evaluation steps.
         should_stop: polled every step and from every other phase (once a batch, through
-            :class:`kd.stopping.StopCheck`, as ``cfg.max_minutes`` is): when it returns True
+            :class:`kd.train.stopping.StopCheck`, as ``cfg.max_minutes`` is): when it returns True
             during training the run ends early and the student trained so far is evaluated
-            (for at most :data:`kd.stopping.STOP_GRACE_S` more seconds) and saved; before
-            training begins, :class:`kd.stopping.RunStopped` is raised.
+            (for at most :data:`kd.train.stopping.STOP_GRACE_S` more seconds) and saved; before
+            training begins, :class:`kd.train.stopping.RunStopped` is raised.
         status: receives one-line descriptions of the phases (loading, caching, ...).
         progress: ``(phase, done, total)`` during the encoding phases.
 
@@ -300,7 +300,7 @@ def _fit_head(student, runner, feed, cfg, world, device, device_type, precision,
 
 class _Evaluations:
     """What the first process measures around training: the held-out pairs before, during and
-    after, the watch set (:mod:`kd.watch`) and STS before and after (``cfg.sts``)."""
+    after, the watch set (:mod:`kd.evaluate.watch`) and STS before and after (``cfg.sts``)."""
 
     def __init__(self, cfg: TrainConfig, feed, teacher: Encoder, student: Encoder, halt) -> None:
         self.cfg, self.feed, self.teacher, self.student, self.halt = (
@@ -331,7 +331,7 @@ class _Evaluations:
                 self.eval_sets, self.eval_teacher, guard(self.teacher.encode)
             )
             metrics["student_untrained"] = self._student()
-        # A few held-out translations watched through the run (kd.watch): the untrained
+        # A few held-out translations watched through the run (kd.evaluate.watch): the untrained
         # student's vectors first, where its width is the teacher's.
         self.watch = watch_set(self.eval_sets, guard(self.teacher.encode))
         if self.watch is not None:
@@ -356,7 +356,7 @@ class _Evaluations:
 
     def after(self, metrics: dict, end, say) -> bool:
         """The distilled student's numbers into ``metrics``; True when they were cut short."""
-        try:  # after a Stop or the time limit, for STOP_GRACE_S at most (kd.stopping)
+        try:  # after a Stop or the time limit, for STOP_GRACE_S at most (kd.train.stopping)
             if self.eval_sets:
                 say("evaluating the distilled student")
                 metrics["student_distilled"] = self._student()

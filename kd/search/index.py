@@ -1,4 +1,5 @@
-"""Build and query a :mod:`kd.store` index with a model: sentence files in, ranked sentences out.
+"""Build and query a :mod:`kd.search.store` index with a model: sentence files in, ranked sentences
+out.
 
 Files :func:`read_rows` understands (the suffix decides):
 
@@ -11,7 +12,7 @@ Files :func:`read_rows` understands (the suffix decides):
   ``"lang"`` may be left to ``lang``, ``"id"`` (a string or a number) is optional.
 - ``.txt``: one sentence per line, all in the language ``lang``.
 
-Every sentence is cleaned as :func:`kd.data.clean_text` does; empty and over-long ones are
+Every sentence is cleaned as :func:`kd.data.pairs.clean_text` does; empty and over-long ones are
 skipped and counted. A row's source is its file's name.
 """
 
@@ -22,10 +23,10 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from kd.data import MAX_CHARS, _jsonl_rows, _lines, _read_text, clean_text, read_tsv
+from kd.data.pairs import MAX_CHARS, clean_text, jsonl_rows, read_text, read_tsv, text_lines
 from kd.langs import normalize_lang
-from kd.registry import resolve_model
-from kd.store import ModelStamp, Row, VectorStore
+from kd.models.registry import resolve_model
+from kd.search.store import ModelStamp, Row, VectorStore
 
 log = logging.getLogger("kd")
 
@@ -33,7 +34,7 @@ SUFFIXES = (".tsv", ".jsonl", ".json", ".txt")
 
 
 def model_stamp(encoder) -> ModelStamp:
-    """The :class:`~kd.store.ModelStamp` of a loaded :class:`kd.models.Encoder`.
+    """The :class:`~kd.search.store.ModelStamp` of a loaded :class:`kd.models.encoder.Encoder`.
 
     A distilled student's folder holds ``kd_config.json``; its teacher (and, from runs that
     recorded it, the teacher's fingerprint) go into the stamp.
@@ -75,8 +76,8 @@ def read_rows(path: str | Path, lang: str | None = None) -> list[Row]:
     if path.is_file() and not path.read_bytes().strip():
         raise ValueError(f"{path}: empty file, nothing to index")
     if suffix == ".tsv":
-        text = _read_text(path)
-        header = _lines(text)[0].split("\t")
+        text = read_text(path)
+        header = text_lines(text)[0].split("\t")
         if header in (["id", "lang", "text"], ["lang", "text"]):
             return _keep(path, _sentence_table(path, text, with_id=header[0] == "id"))
         # --lang names the translation's language; "en" (meant for other files) cannot.
@@ -89,7 +90,7 @@ def read_rows(path: str | Path, lang: str | None = None) -> list[Row]:
         if code is None:
             raise ValueError(f"{path}: a .txt file needs --lang (the language of its lines)")
         texts = []
-        for number, line in enumerate(_lines(_read_text(path)), start=1):
+        for number, line in enumerate(text_lines(read_text(path)), start=1):
             if "\t" in line:
                 raise ValueError(
                     f"{path}:{number}: a tab in a plain-text file; for english<TAB>translation "
@@ -98,7 +99,7 @@ def read_rows(path: str | Path, lang: str | None = None) -> list[Row]:
             texts.append((line, code, None))
         return _keep(path, texts)
     texts = []
-    for where, obj in _jsonl_rows(path, _read_text(path)):
+    for where, obj in jsonl_rows(path, read_text(path)):
         if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
             raise ValueError(f"{path}{where}: expected a JSON object with a string 'text'")
         row_lang = obj.get("lang", code)
@@ -117,7 +118,7 @@ def _sentence_table(path: Path, text: str, with_id: bool) -> list[tuple[str, str
     """(text, lang, id) of a ``[id<TAB>]lang<TAB>text`` table (after its header line)."""
     width = 3 if with_id else 2
     out = []
-    for number, line in enumerate(_lines(text)[1:], start=2):
+    for number, line in enumerate(text_lines(text)[1:], start=2):
         if not line.strip():
             continue
         cells = line.split("\t")

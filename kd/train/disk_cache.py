@@ -1,7 +1,7 @@
 """What the streaming path computes once and keeps on disk: teacher vectors, frozen-layer states.
 
 - :class:`TeacherCache`: the teacher's unit vectors in float16, keyed by the English sentence
-  (:func:`kd.split.sentence_hash`) inside a folder named by the teacher's fingerprint and
+  (:func:`kd.data.split.sentence_hash`) inside a folder named by the teacher's fingerprint and
   precision. Segments of sorted keys plus a memory-mapped ``(n, D)`` array; a run looks its
   sentences up, encodes only the missing ones and adds a segment, so later epochs, later runs
   and other corpora sharing sentences reuse them. float16 keeps 3 significant digits, plenty
@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kd.corpus import Corpus, PreadArray
-from kd.distributed import World, barrier, shard_range
+from kd.data.corpus import Corpus, PreadArray
 from kd.io import atomic_write_bytes, atomic_write_npy, cache_dir
-from kd.models import Encoder
-from kd.student_forward import FrozenPrefixCache
+from kd.models.encoder import Encoder, encode_precision
+from kd.train.distributed import World, barrier, shard_range
+from kd.train.student_forward import FrozenPrefixCache, layer_stack
 
 PART = 4096
 """Items per file of the frozen-layer cache and of the token counts."""
@@ -112,8 +112,6 @@ def teacher_bank(
 ) -> TeacherBank:
     """The corpus's English sentences encoded by the teacher, computing only what the cache
     lacks; the missing sentences are shared out between the processes of each machine."""
-    from kd.models import encode_precision
-
     computed = encode_precision(precision, teacher.device_name)
     cache = TeacherCache(cache_dir("teacher-f16", f"{teacher.fingerprint()}-{computed}"))
     hashes = np.asarray(corpus.english_hash)
@@ -159,7 +157,7 @@ def json_key(*parts) -> str:
 
 
 class DiskPrefixCache(FrozenPrefixCache):
-    """:class:`kd.student_forward.FrozenPrefixCache` whose states live in files on disk."""
+    """:class:`kd.train.student_forward.FrozenPrefixCache` whose states live in files on disk."""
 
     def __init__(
         self,
@@ -280,8 +278,6 @@ def make_stream_runner(
     progress: Progress | None = None,
 ) -> DiskPrefixCache | StreamFullForward:
     """The frozen-layer cache on disk (``freeze_layers > 0``), or the full forward (0)."""
-    from kd.student_forward import layer_stack
-
     stack = layer_stack(encoder.transformer)
     if freeze_layers > 0 and stack is not None:
         k = min(freeze_layers, len(stack[1]))

