@@ -33,7 +33,14 @@ from webapp.aligned import aligned_space
 from webapp.aligned import limits_note as draw_limits
 from webapp.compare import compare, default_compare_text
 from webapp.distill import prepare_run, queued_message, request_stop, run_distillation
-from webapp.distill_form import APP_DEFAULTS, FORM_FIELDS, control, lang_label, language_update
+from webapp.distill_form import (
+    APP_DEFAULTS,
+    FORM_FIELDS,
+    control,
+    default_source_name,
+    lang_label,
+    language_update,
+)
 from webapp.distill_form import limits_note as run_limits
 from webapp.guards import launch_options, tatoeba_folders
 from webapp.model_cache import server_status, start_background_warm_up, status_tick
@@ -101,7 +108,7 @@ def build_demo() -> gr.Blocks:
                     langs = gr.CheckboxGroup(
                         [(lang_label(c, None), c) for c in DEV_LANGS],
                         value=APP_DEFAULTS.langs,
-                        label="languages (translated software messages available here)",
+                        label=f"languages (training pairs: {default_source_name()})",
                         elem_id="distill-langs",
                     )
                     more_langs = gr.Dropdown(

@@ -658,6 +658,26 @@ def test_ten_visitors_compare_while_one_trains(
 CHROMIUM = os.environ.get("KD_CHROMIUM", "/usr/bin/chromium")
 
 
+def _open_page(pw, url: str):
+    """Headless Chromium on the app's page, once its title shows: (browser, page)."""
+    browser = pw.chromium.launch(
+        executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
+        args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+    )
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(60_000)
+    page.goto(url)
+    page.get_by_text("Multilingual knowledge distillation").first.wait_for()
+    return browser, page
+
+
+def _pick_models(page, teacher: str, student: str) -> None:
+    for label, value in (("teacher (English)", teacher), ("student", student)):
+        box = page.get_by_label(label).first
+        box.fill(value)
+        box.press("Enter")
+
+
 @pytest.mark.slow
 def _rows_shown(page, selector: str, timeout: float = 60.0) -> int:
     """How many result ids (``t001``, ``de-own-03``) a table shows, once it shows any."""
@@ -685,22 +705,12 @@ def test_browser_end_to_end(served, tmp_path, tiny_teacher, tiny_student, isolat
     pairs = _pairs_file(tmp_path / "fr.tsv", n=200)
 
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
-            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-        )
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(60_000)
-        page.goto(url)
-        page.get_by_text("Multilingual knowledge distillation").first.wait_for()
+        browser, page = _open_page(pw, url)
         page.wait_for_function(
             "() => document.querySelector('#server-status')?.innerText.includes('UMAP')"
         )
 
-        for label, value in (("teacher (English)", tiny_teacher), ("student", tiny_student)):
-            box = page.get_by_label(label).first
-            box.fill(value)
-            box.press("Enter")
+        _pick_models(page, tiny_teacher, tiny_student)
 
         # Distill: tiny models, own pairs only (French), a few epochs.
         page.get_by_role("tab", name="Distill").click()
@@ -821,6 +831,47 @@ def test_browser_end_to_end(served, tmp_path, tiny_teacher, tiny_student, isolat
         browser.close()
     for name in ("distill-running", "distill", "compare", "aligned", "search", "learn"):
         assert (shots / f"{name}.png").stat().st_size > 10_000, name
+
+
+@pytest.mark.slow
+def test_browser_run_without_data_trains_on_kds_everyday_set(
+    monkeypatch, tmp_path, tiny_teacher, tiny_student, isolated_cache
+):
+    """A fresh clone offline (no KD_DATA, no Hub): the form names kd's own everyday set and
+    counts its pairs, and the finished run says it trained on it."""
+    import webapp.distill_form
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    monkeypatch.delenv("KD_DATA", raising=False)
+    monkeypatch.setattr("kd.data.sources.hub_reachable", lambda *a, **k: False)
+    webapp.distill_form._source_counts.cache_clear()
+    try:
+        with serve_app() as (_, url, _port), sync_api.sync_playwright() as pw:
+            browser, page = _open_page(pw, url)
+            _pick_models(page, tiny_teacher, tiny_student)
+            page.get_by_role("tab", name="Distill").click()
+            langs = page.locator("#distill-langs")
+            assert "kd's own everyday set" in langs.inner_text()
+            langs.locator("label", has_text="(400 pairs)").first.wait_for()  # its counts
+            for label, value in (
+                ("pairs per language", "20"),
+                ("English-only rows", "0"),
+                ("batch size", "16"),
+            ):
+                box = page.get_by_label(f"number input for {label}")
+                box.fill(value)
+                box.press("Tab")
+            page.locator("#start").click()
+            status = page.locator("#run-status")
+            status.get_by_text("kd's own everyday set").first.wait_for(timeout=120_000)
+            page.get_by_text("Distillation finished").wait_for(timeout=180_000)
+            shown = status.inner_text()
+            assert "Trained on kd's own everyday set: 140 pairs in 7 languages" in shown, shown
+            browser.close()
+    finally:
+        webapp.distill_form._source_counts.cache_clear()
 
 
 def test_browser_first_page_shows_the_prebuilt_student(served, isolated_cache):

@@ -103,9 +103,18 @@ def test_software_catalogs_come_with_a_note(monkeypatch):
         "gettext_pairs",
         lambda langs: [Pair("Open file", "Datei öffnen", "de", "g")],
     )
+    # a language kd's own everyday set lacks (it has all twelve dev languages)
+    monkeypatch.setattr(
+        kd.data.gettext_source,
+        "gettext_pairs",
+        lambda langs: [Pair("Open file", "फ़ाइल खोलें", "hi", "g")],
+    )
+    pairs, note = load_pairs(_cfg(langs=["hi"], max_pairs=5))
+    assert [p.other for p in pairs] == ["फ़ाइल खोलें"]
+    assert note and "KD_DATA" in note and "has no hi" in note and "\n" not in note
+    # the dev languages: kd's own everyday set, named
     pairs, note = load_pairs(_cfg(langs=["de"], max_pairs=5))
-    assert [p.other for p in pairs] == ["Datei öffnen"]
-    assert note and "KD_DATA" in note and "\n" not in note
+    assert {p.source for p in pairs} == {"everyday/de.tsv"} and "everyday" in note
 
 
 @pytest.mark.skipif(not EVERYDAY.is_dir(), reason=f"needs the everyday data at {EVERYDAY}")

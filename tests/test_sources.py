@@ -19,6 +19,7 @@ from kd.data.sources import (
 from kd.langs import DEV_LANGS
 
 EVERYDAY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "everyday-parallel"
+SHARED = EVERYDAY.parent
 
 
 def _write(path: Path, text: str | bytes) -> Path:
@@ -315,13 +316,65 @@ def test_default_sources_uses_kd_data(monkeypatch, folder: Path) -> None:
 
 def test_default_sources_without_kd_data(monkeypatch) -> None:
     monkeypatch.delenv("KD_DATA", raising=False)
+    # kd's own everyday set first, online or not, wherever it has every language asked for
+    for reachable in (True, False):
+        monkeypatch.setattr(sources, "hub_reachable", lambda r=reachable: r)
+        specs, note = default_sources(["de", "ja", "ar"])
+        assert specs == ["everyday"] and "kd's own everyday set" in note and "\n" not in note
+    # a language it lacks: the Hub's everyday set, else software messages, saying which
     monkeypatch.setattr(sources, "hub_reachable", lambda: True)
-    assert default_sources(["de"]) == ([DEFAULT_HUB_SPEC], None)
+    assert default_sources(["de", "hi"]) == ([DEFAULT_HUB_SPEC], None)
     monkeypatch.setattr(sources, "hub_reachable", lambda: False)
-    specs, note = default_sources(["de", "fr"])
+    specs, note = default_sources(["de", "hi"])
     assert specs == ["gettext"]
-    assert note is not None and "\n" not in note
+    assert note is not None and "\n" not in note and "has no hi" in note
     assert "everyday" in note and "--data DIR" in note and "KD_DATA=DIR" in note
+
+
+def test_kds_own_everyday_set_is_whole_and_read_by_both_readers(tmp_path) -> None:
+    from kd.data.corpus import iter_source_pairs
+    from kd.data.sources import EVERYDAY_DIR, everyday_langs
+
+    assert everyday_langs() == sorted(DEV_LANGS)
+    english = None
+    for lang in DEV_LANGS:
+        lines = (EVERYDAY_DIR / f"{lang}.tsv").read_text(encoding="utf-8").splitlines()
+        assert lines[0] == f"en\t{lang}" and len(lines) == 401
+        rows = [line.split("\t") for line in lines[1:]]
+        assert all(len(r) == 2 and r[0].strip() and r[1].strip() and r[0] != r[1] for r in rows)
+        english = english or [r[0] for r in rows]
+        assert [r[0] for r in rows] == english  # multi-way: the same 400 English sentences
+    assert len(set(english)) == 400
+    pairs = read_source("everyday", ["de", "ja"])
+    assert len(pairs) == 800 and pairs[0].source == "everyday/de.tsv"
+    streamed = list(iter_source_pairs(["everyday"], ["de", "ja"]))
+    assert [(p.en, p.other, p.lang, p.source) for p in streamed] == [
+        (p.en, p.other, p.lang, p.source) for p in pairs
+    ]
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"needs the shared evaluation data at {SHARED}")
+def test_kds_own_everyday_set_shares_no_sentence_with_the_benchmarks() -> None:
+    """Scores on the Tatoeba dev set and the STS benchmark stay honest after training on it."""
+    import re
+
+    from kd.data.sources import EVERYDAY_DIR
+
+    def key(s: str) -> str:
+        return re.sub(r"[^\w ]", "", s.lower()).strip()
+
+    ours = set()
+    for f in EVERYDAY_DIR.glob("*.tsv"):
+        for line in f.read_text(encoding="utf-8").splitlines()[1:]:
+            ours |= {key(s) for s in line.split("\t")}
+    theirs = set()
+    for folder in ("tatoeba-dev", "stsb-multi-dev"):
+        for f in (SHARED / folder).rglob("*"):
+            if f.is_file() and f.suffix != ".md":
+                for line in f.read_text(encoding="utf-8", errors="ignore").splitlines():
+                    theirs |= {key(s) for s in line.split("\t")}
+    assert theirs, "no benchmark sentences read"
+    assert not ours & theirs
 
 
 # --- the real everyday data -------------------------------------------------------------------

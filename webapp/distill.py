@@ -17,6 +17,7 @@ from pathlib import Path
 import gradio as gr
 
 from kd.config import TrainConfig
+from kd.data.sources import EVERYDAY_SPEC, GETTEXT_SPEC
 from kd.evaluate.watch import WatchSet
 from kd.train.stopping import STOP_GRACE_S, RunStopped
 from webapp import budget, settings
@@ -74,6 +75,31 @@ def request_stop(visitor: Visitor | None) -> str:
             f"(for {STOP_GRACE_S:g} s at most) and saved…"
         )
     return "Stopped before the run started."
+
+
+def trained_on(metrics: dict, workdir: str | Path | None = None) -> str:
+    """One sentence naming the data a finished run trained on, from its metrics."""
+    specs = metrics.get("config", {}).get("data") or []
+    names = []
+    for spec in specs:
+        if spec == EVERYDAY_SPEC:
+            names.append("kd's own everyday set")
+        elif spec == GETTEXT_SPEC:
+            names.append("translated software messages (gettext catalogs)")
+        elif spec.startswith("hf:"):
+            names.append(f"{spec[3:]} from the Hugging Face Hub")
+        elif workdir is not None and Path(spec).resolve().is_relative_to(Path(workdir).resolve()):
+            names.append("your own pairs")
+        else:
+            names.append(f"the server's pairs ({Path(spec).name})")
+    counts = metrics.get("data", {})
+    langs = [lang for lang in counts if lang != "en"]
+    pairs = sum(counts[lang] for lang in langs)
+    what = " and ".join(names) or "English sentences only"
+    return (
+        f"Trained on {what}: {pairs:,} pairs in {len(langs)} languages, "
+        f"{counts.get('en', 0):,} English sentences in all."
+    )
 
 
 def _download_note(result) -> str:
@@ -286,7 +312,8 @@ def run_distillation(*args, progress=gr.Progress()) -> Iterator[tuple]:  # noqa:
     )
     status = (
         f"**Distillation {how}**{why} after {result.steps} of {metrics['total_steps']} steps "
-        f"({_duration(metrics['train_seconds'])} of training).{cut} The student is yours for "
+        f"({_duration(metrics['train_seconds'])} of training).{cut} "
+        f"{trained_on(metrics, visitor.workdir)} The student is yours for "
         "this session: the Compare and Aligned-spaces tabs now show it too. "
         + _download_note(result)
     )

@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 import gradio as gr
 
 from kd.config import KINDS, SETTINGS, TrainConfig, form_range
+from kd.data.pairs import pairs_summary
+from kd.data.sources import EVERYDAY_SPEC, GETTEXT_SPEC, read_sources, run_specs
 from kd.langs import DEV_LANGS, lang_name
 from kd.train.stopping import STOP_GRACE_S
 from webapp import settings as server
@@ -169,7 +171,36 @@ def limits_note() -> str:
     return f"{cap}, counted from its start (the student so far is kept). {stop}" if cap else stop
 
 
-# ---- languages -----------------------------------------------------------------------------------
+# ---- languages and the data they train on ---------------------------------------------------
+def default_source_name() -> str:
+    """What a run of the form trains on when the visitor brings no pairs, in words: the
+    default source of the development languages (kd.data.sources.default_sources)."""
+    specs, _note = run_specs([], list(DEV_LANGS), 1)
+    if specs == [EVERYDAY_SPEC]:
+        return "kd's own everyday set (400 sentences a language)"
+    if specs == [GETTEXT_SPEC]:
+        return "translated software messages"
+    if specs and specs[0].startswith("hf:"):
+        return f"everyday pairs from the Hugging Face Hub ({specs[0][3:]})"
+    return "the server's everyday pairs"
+
+
+@functools.lru_cache(maxsize=1)
+def _source_counts() -> dict[str, int]:
+    """Pairs per language in the default source of the development languages (none known for
+    a Hub set, which is streamed)."""
+    specs, _note = run_specs([], list(DEV_LANGS), 1)
+    if not specs or specs[0].startswith("hf:"):
+        return {}
+    if specs == [GETTEXT_SPEC]:
+        return _gettext_counts()
+    try:
+        return pairs_summary(read_sources(specs, list(DEV_LANGS)))
+    except ValueError as err:
+        log.warning("cannot count the default source's pairs: %s", err)
+        return {}
+
+
 @functools.lru_cache(maxsize=1)
 def _gettext_counts() -> dict[str, int]:
     from kd.data.gettext_source import gettext_counts
@@ -181,25 +212,28 @@ def _gettext_counts() -> dict[str, int]:
         return {}
 
 
-def lang_label(code: str, counts: dict[str, int] | None) -> str:
+def lang_label(code: str, counts: dict[str, int] | None, kind: str = "pairs") -> str:
     try:
         name = lang_name(code)
     except ValueError:
         name = code
     if counts is None:
         return f"{code} · {name}"
-    return f"{code} · {name} ({counts.get(code, 0):,} pairs)"
+    return f"{code} · {name} ({counts.get(code, 0):,} {kind})"
 
 
 def language_choices() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(label with the number of gettext pairs, code) of the development languages, and of
-    the other languages with at least ``MIN_PAIRS_SHOWN`` pairs, most pairs first."""
-    counts = _gettext_counts()
+    """(label with the number of pairs the run would train on, code) of the development
+    languages, and of the other languages with at least ``MIN_PAIRS_SHOWN`` translated software
+    messages (what a run with one of them trains on, no everyday set having them), most
+    first."""
+    counts = _source_counts()
+    software = _gettext_counts()
     extra = [
-        c for c, n in counts.items() if c not in DEV_LANGS and c != "en" and n >= MIN_PAIRS_SHOWN
+        c for c, n in software.items() if c not in DEV_LANGS and c != "en" and n >= MIN_PAIRS_SHOWN
     ]
-    dev = [(lang_label(c, counts), c) for c in DEV_LANGS]
-    return dev, [(lang_label(c, counts), c) for c in extra]
+    dev = [(lang_label(c, counts or None), c) for c in DEV_LANGS]
+    return dev, [(lang_label(c, software, "software-message pairs"), c) for c in extra]
 
 
 def language_update():

@@ -32,6 +32,8 @@ from kd.config import TrainConfig
 from kd.data.english_sources import english_rows
 from kd.data.pairs import Pair, english_key, iter_pairs
 from kd.data.sources import (
+    EVERYDAY_DIR,
+    EVERYDAY_SPEC,
     GETTEXT_SPEC,
     file_lang,
     folder_files,
@@ -70,11 +72,17 @@ def iter_source_pairs(
     for number, spec in enumerate(specs):
         path = Path(spec.strip()).expanduser()
         plain = not spec.startswith("hf:") and spec.strip() != GETTEXT_SPEC
+        prefix = ""
+        if spec.strip() == EVERYDAY_SPEC:  # kd's own set: its files, labelled as read_source does
+            path, prefix = EVERYDAY_DIR, f"{EVERYDAY_SPEC}/"
         if plain and path.is_file():
             only = langs[0] if len(langs) == 1 else None
             files = [(path, file_lang(path, only), path.name)]
         elif plain and path.is_dir() and not tatoeba_langs(path):
-            files = [(f, file_lang(f), f.relative_to(path).as_posix()) for f in folder_files(path)]
+            files = [
+                (f, file_lang(f), prefix + f.relative_to(path).as_posix())
+                for f in folder_files(path)
+            ]
             if not files:
                 read_source(spec, langs)  # its one-line message about an empty folder
         else:
@@ -103,7 +111,7 @@ def _source_stamp(specs: list[str]) -> list:
     """What identifies the sources' content cheaply: each file's path, size and mtime."""
     stamp = []
     for spec in specs:
-        path = Path(spec).expanduser()
+        path = EVERYDAY_DIR if spec == EVERYDAY_SPEC else Path(spec).expanduser()
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         for f in files:
             try:

@@ -45,6 +45,7 @@ class Dataset:
     eval_sets: EvalSets = field(default_factory=dict)
     sources: dict[str, int] = field(default_factory=dict)  # training pairs per source
     note: str | None = None  # one line about the data worth telling the user
+    specs: list[str] = field(default_factory=list)  # the sources read (--data, or the default)
 
     def summary(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -53,7 +54,7 @@ class Dataset:
         return counts
 
 
-def load_pairs(cfg: TrainConfig) -> tuple[list[Pair], str | None]:
+def load_pairs(cfg: TrainConfig, specs: list[str] | None = None) -> tuple[list[Pair], str | None]:
     """The run's parallel pairs and an optional note about them.
 
     ``--data`` sources, when given, replace the default source (name ``default`` among them to
@@ -61,7 +62,9 @@ def load_pairs(cfg: TrainConfig) -> tuple[list[Pair], str | None]:
     all. Streamed Hub sets stop after ``max_pairs + eval_pairs`` rows a language when
     ``max_pairs`` is set.
     """
-    specs, note = run_specs(cfg.data, cfg.langs, cfg.max_pairs)
+    note = None
+    if specs is None:
+        specs, note = run_specs(cfg.data, cfg.langs, cfg.max_pairs)
     if not specs:
         return [], None
     per_lang = cfg.max_pairs + cfg.eval_pairs if cfg.max_pairs else 0
@@ -133,8 +136,9 @@ def tatoeba_sets(directory, langs: list[str] | None = None, max_pairs: int = 0) 
 
 def read_dataset(cfg: TrainConfig) -> Dataset:
     """Everything :func:`kd.train.run.distill` trains and evaluates on, for ``cfg``."""
-    pairs, note = load_pairs(cfg)
+    specs, note = run_specs(cfg.data, cfg.langs, cfg.max_pairs)
+    pairs, _ = load_pairs(cfg, specs)
     rows = english_rows(cfg.english, cfg.english_rows, seed=cfg.seed)
     data = build_dataset(cfg, pairs, rows)
-    data.note = note
+    data.note, data.specs = note, specs
     return data

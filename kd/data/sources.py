@@ -21,6 +21,9 @@ A *source spec* is one string, as ``--data`` takes it (the flag can be repeated)
   code path. An existing folder wins over a Hub id of the same spelling.
 - ``gettext``: the software-message catalogs installed on this machine
   (:func:`kd.data.gettext_source.gettext_pairs`). Write ``./gettext`` for a folder of that name.
+- ``everyday``: kd's own everyday set (``kd/data/everyday``: 400 sentences of everyday life in
+  12 languages, written for this project, MIT), the default when nothing else is given.
+  ``Pair.source`` is ``"everyday/de.tsv"``.
 
 A local folder in the parallel-sentences layout: one sub-folder per config, named ``en-xx``,
 holding the ``train`` split as ``.jsonl``, ``.parquet``, ``.csv`` or ``.tsv`` files whose
@@ -73,6 +76,13 @@ logger = logging.getLogger("kd")
 
 GETTEXT_SPEC = "gettext"
 """The spec of the offline software-message catalogs."""
+
+EVERYDAY_SPEC = "everyday"
+"""The spec of kd's own everyday set (:data:`EVERYDAY_DIR`)."""
+
+EVERYDAY_DIR = Path(__file__).resolve().parent / "everyday"
+"""kd's own everyday set: 400 sentences in 12 languages, one ``xx.tsv`` a language (its README
+says how it was written)."""
 
 DEFAULT_HUB_SPEC = "hf:sentence-transformers/parallel-sentences-talks"
 """The everyday set used when no data is given and the Hub is reachable (TED2020 talks)."""
@@ -504,6 +514,11 @@ def read_source(
         raise ValueError("an empty data source; pass a file, a folder, hf:OWNER/NAME or gettext")
     if spec == GETTEXT_SPEC:
         pairs = gettext_source.gettext_pairs(wanted)
+    elif spec == EVERYDAY_SPEC:
+        pairs = [
+            Pair(p.en, p.other, p.lang, f"{EVERYDAY_SPEC}/{p.source}")
+            for p in _read_folder(EVERYDAY_DIR, wanted)
+        ]
     elif spec.startswith("hf:"):
         pairs = _read_hf(spec, wanted, per_lang, seed)
     else:
@@ -571,12 +586,19 @@ def run_specs(data: list[str], langs: list[str], max_pairs: int) -> tuple[list[s
     return specs, note
 
 
+def everyday_langs() -> list[str]:
+    """The languages of kd's own everyday set (beside English)."""
+    return sorted(p.stem for p in EVERYDAY_DIR.glob("*.tsv"))
+
+
 def default_sources(langs: list[str] | None) -> tuple[list[str], str | None]:
     """The specs to read when the user gave none, and a one-line note to show (or ``None``).
 
     In order: the folder in ``$KD_DATA`` (a value starting with ``hf:`` or equal to ``gettext``
-    is taken as a spec); else TED2020 talks from the Hub (:data:`DEFAULT_HUB_SPEC`) when the Hub
-    is reachable; else ``["gettext"]``, with a note that everyday data would do much better.
+    is taken as a spec); else kd's own everyday set (:data:`EVERYDAY_SPEC`) when it has every
+    language asked for, with a note naming it; else TED2020 talks from the Hub
+    (:data:`DEFAULT_HUB_SPEC`) when the Hub is reachable; else ``["gettext"]``, with a note that
+    everyday data would do much better.
 
     Raises:
         ValueError: ``$KD_DATA`` names a path that does not exist.
@@ -598,9 +620,17 @@ def default_sources(langs: list[str] | None) -> tuple[list[str], str | None]:
                 f".tsv/.jsonl files, or unset it"
             )
         return [value], None
+    missing = sorted(set(parse_langs(langs)) - set(everyday_langs())) if langs else []
+    if EVERYDAY_DIR.is_dir() and not missing:
+        return [EVERYDAY_SPEC], (
+            f"training pairs: kd's own everyday set ({EVERYDAY_SPEC}: 400 sentences of everyday "
+            "life in each of 12 languages, written for kd)"
+        )
     if hub_reachable():
         return [DEFAULT_HUB_SPEC], None
     which = f" for {', '.join(parse_langs(langs))}" if langs else ""
+    if EVERYDAY_DIR.is_dir():
+        which += f" (kd's own everyday set has no {', '.join(missing)})"
     note = (
         f"no data given and the Hub is out of reach: training on software messages (gettext "
         f"catalogs){which}; everyday sentences would do much better: pass --data DIR (a folder "

@@ -45,6 +45,7 @@ class MemoryFeed:
         self.n_english = len(data.english)
         self.eval_sets: EvalSets = data.eval_sets
         self.sources = data.sources
+        self.specs = data.specs
         self.note = data.note
         self._vectors: np.ndarray | None = None
 
@@ -96,6 +97,7 @@ class CorpusFeed:
         self.n_english = corpus.n_english
         self.eval_sets: EvalSets = corpus.eval_sets
         self.sources = corpus.info["sources"]
+        self.specs = list(corpus.info.get("specs", []))
         self.note = note
         self._bank = None
 

@@ -129,7 +129,9 @@ def save_run(
     out = Path(cfg.out)
     say(f"saving the student to {out}")
     # The teacher's fingerprint lets an index built by the teacher accept this student's queries.
-    run_config = cfg.to_dict() | {"teacher_fingerprint": teacher.fingerprint()}
+    run_config = metrics.get("config", cfg.to_dict()) | {
+        "teacher_fingerprint": teacher.fingerprint()
+    }
     saved = save_student(
         student,
         out,

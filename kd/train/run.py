@@ -165,7 +165,9 @@ def _distill(
     precision = resolve_precision(cfg.precision, device_type)
     say(f"teacher encodes the English side (once, cached; {precision})")
     feed.encode_teacher(teacher, precision, world, halt.progress(phase("teacher")))
-    metrics: dict = {"config": cfg.to_dict(), "data": feed.summary(), "sources": feed.sources}
+    # The config as run: `data` names the sources read, the default's included (`everyday`, say).
+    config = cfg.to_dict() | {"data": feed.specs or cfg.data}
+    metrics: dict = {"config": config, "data": feed.summary(), "sources": feed.sources}
     if streamed:
         metrics |= {"stream": True, "world_size": world.size}
     evals = _Evaluations(cfg, feed, teacher, student, halt) if main else None
