@@ -135,6 +135,12 @@ def build_demo() -> gr.Blocks:
                         eval_pairs = control("eval_pairs", step=10)
                         evals = control("evals")
                         freeze_layers = control("freeze_layers")
+                        head = control(
+                            "head",
+                            info="ridge: fitted to the teacher's vectors before step 0, where "
+                            "the curve jumps; plain: gradient descent makes the whole journey "
+                            "(give it 3-5 epochs)",
+                        )
                         own_pairs = gr.File(
                             label="your own pairs (optional): .tsv with a first line "
                             "en<TAB>xx, then english<TAB>translation",
@@ -320,6 +326,7 @@ def build_demo() -> gr.Blocks:
             "eval_pairs": eval_pairs,
             "evals": evals,
             "freeze_layers": freeze_layers,
+            "head": head,
             "own_pairs": own_pairs,
         }
         form = [controls[name] for name in FORM_FIELDS]  # the order the handlers read

@@ -258,7 +258,15 @@ def cmd_distill(args: argparse.Namespace) -> int:
             bars.pop(phase).close()
         tqdm.write(f"kd: {message}")
 
-    result = distill(cfg, on_step=on_step, status=status, progress=progress)
+    def on_eval(stage: str, per_lang: dict) -> None:
+        mean = per_lang["mean"]
+        when = "before training" if stage == "student_untrained" else f"step 0 ({cfg.head} head)"
+        tqdm.write(
+            f"{when}: cross-model acc {mean.get('cross_mean_accuracy', 0):.3f}, "
+            f"student acc {mean['student_mean_accuracy']:.3f}"
+        )
+
+    result = distill(cfg, on_step=on_step, status=status, progress=progress, on_eval=on_eval)
     for bar in [*bars.values(), *train_bar]:
         bar.close()
     from kd.train.distributed import from_env

@@ -17,6 +17,7 @@ from kd.langs import DEV_LANGS, parse_langs
 from kd.models.registry import DEFAULT_STUDENT, DEFAULT_TEACHER, PRECISIONS
 
 LOSSES = ("mse", "kl", "cos")
+HEADS = ("ridge", "plain")
 DEVICES = ("auto", "cpu", "cuda")
 SAVE_FORMS = ("full", "delta", "delta-fp16")
 
@@ -215,6 +216,15 @@ class TrainConfig:
         high=1,
         open_low=True,
         open_high=True,
+    )
+    head: str = setting(
+        "ridge",
+        label="linear head",
+        help="how the linear head (student -> teacher space) starts: ridge, fitted in closed "
+        "form to the teacher's vectors before the first step, so training starts in the "
+        "teacher's space; plain, the identity (a random map where the widths differ), so "
+        "gradient descent makes the whole journey (give it more epochs)",
+        choices=HEADS,
     )
     warmup: float = setting(
         0.1,

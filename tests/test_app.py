@@ -77,6 +77,7 @@ def _form(teacher: str, student: str, pairs: Path | None, /, **kw) -> list:
         eval_pairs=20,
         evals=2,
         freeze_layers=1,
+        head="ridge",
         own_pairs=str(pairs) if pairs else None,
     )
     values.update(kw)
@@ -417,13 +418,27 @@ def test_distill_then_compare_with_per_visitor_students(
     assert journey.data[0].name == "teacher(en)"
     assert visitor is alice and not alice.training
     assert "Distillation finished" in status
-    assert any(o[1] is not gr.skip() and o[1] is not None for o in outputs[1:-1])
+    assert any(hasattr(o[1], "data") for o in outputs[1:-1])  # the curve drawn while it ran
     loss_trace = curve.data[0]
     assert loss_trace.name == "loss" and len(loss_trace.x) > 0
     assert any(t.name == "mean" for t in curve.data)  # dev evaluations during training
-    assert set(table["model"]) == {"teacher", "student, untrained", "student, distilled"}
+    stages = ["teacher", "student, untrained", "student, step 0 (head only)", "student, distilled"]
+    assert set(table["model"]) == set(stages)
     assert list(table["language"].unique()) == ["mean", "fr"]
-    assert [t.name for t in bars.data] == ["teacher", "student, untrained", "student, distilled"]
+    assert [t.name for t in bars.data] == stages
+    # The jump before training, shown: each language's curve starts at step 0 with the
+    # untrained student's point, then the head's, before any step; the loss has its trend.
+    mean = next(t for t in curve.data if t.name == "mean")
+    table_mean = table[table["language"] == "mean"].set_index("model")["cross-model retrieval"]
+    assert list(mean.x[:2]) == [0, 0]
+    assert list(mean.y[:2]) == pytest.approx(
+        [table_mean["student, untrained"], table_mean["student, step 0 (head only)"]], abs=1e-3
+    )
+    assert curve.data[1].name.startswith("loss, smoothed")
+    assert "at step 0, with the linear head, fitted in closed form" in status
+    figures = [o[1] for o in outputs[:-1] if hasattr(o[1], "data")]
+    drawn = next(f for f in figures if any(t.name == "mean" for t in f.data))
+    assert len(drawn.data[0].x) == 0  # the step-0 points are drawn before the first step
 
     # The zip holds a delta (the app's runs save the tensors they changed) with a README on
     # loading it; `kd export` turns it into a folder SentenceTransformer loads.
@@ -741,6 +756,13 @@ def test_browser_end_to_end(served, tmp_path, tiny_teacher, tiny_student, isolat
         page.screenshot(path=str(shots / "distill-running.png"), full_page=True)
         page.get_by_text("Distillation finished").wait_for(timeout=180_000)
         assert page.locator("#results table").count() >= 1
+        # The jump at step 0 is on the curve: the mean's first two points, untrained then head.
+        first = page.evaluate(
+            "() => { const t = document.querySelector('#curve .js-plotly-plot')._fullData"
+            ".find(d => d.name === 'mean'); return Array.from(t.x).slice(0, 2); }"
+        )
+        assert first == [0, 0], first
+        assert "at step 0" in page.locator("#run-status").inner_text()
         # Watch it happen: the held-out translations' journey, one slider step per evaluation;
         # moving the slider to the last step moves the students' points.
         page.wait_for_function(

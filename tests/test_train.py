@@ -289,3 +289,37 @@ def test_a_run_keeps_its_watch_set(tmp_path, tiny_teacher, tiny_student):
     # The teacher's anchors are unit vectors; each translation points at one of them.
     assert np.allclose(np.linalg.norm(watch.teacher, axis=1), 1, atol=1e-5)
     assert sorted(set(watch.pair_ids.tolist())) == list(range(8))
+
+
+def test_step_zero_is_measured_and_a_plain_head_leaves_the_journey_to_training(
+    tmp_path, tiny_teacher, tiny_student
+):
+    """The held-out pairs are scored at step 0, after the head's start and before any step:
+    with the ridge head most of the way is already made there; with the plain head (identity)
+    step 0 is the untrained student, and only training moves it."""
+    seen: list[str] = []
+    (tmp_path / "r").mkdir()
+    (tmp_path / "p").mkdir()
+    ridge = distill(
+        _cfg(tmp_path / "r", tiny_teacher, tiny_student, eval_pairs=10, epochs=3),
+        on_eval=lambda stage, per_lang: seen.append(stage),
+    ).metrics
+    assert seen == ["student_untrained", "student_head"]
+
+    def cross(m: dict, stage: str) -> float:
+        return m[stage]["mean"]["cross_mean_accuracy"]
+
+    assert cross(ridge, "student_head") > cross(ridge, "student_untrained") + 0.1
+    plain = distill(
+        _cfg(tmp_path / "p", tiny_teacher, tiny_student, eval_pairs=10, epochs=3, head="plain")
+    ).metrics
+    for key in ("cross_mean_accuracy", "student_mean_accuracy", "english_fidelity"):
+        assert plain["student_head"]["mean"][key] == pytest.approx(
+            plain["student_untrained"]["mean"][key], abs=1e-4
+        )
+    assert plain["config"]["head"] == "plain"
+    # ... and training moves it toward the teacher (10 held-out pairs: accuracy moves in steps
+    # of 0.05, so the squared error is the finer measure)
+    mse = {k: plain[k]["mean"]["mse_x100"] for k in ("student_head", "student_distilled")}
+    assert mse["student_distilled"] < 0.9 * mse["student_head"], mse
+    assert cross(plain, "student_distilled") > cross(plain, "student_head")

@@ -931,3 +931,12 @@ def test_teacher_space_slider_without_frames_replays_each_frame():
         for got, want in zip(step.args[0]["x"], still.data, strict=True):
             np.testing.assert_allclose(np.asarray(got, float), np.asarray(want.x, float))
     json.loads(fig.to_json())  # valid JSON (no NaN literals) for the page
+
+
+def test_training_curves_smoothed_loss_is_the_trailing_mean():
+    history = pd.DataFrame({"step": [1, 2, 3, 4, 5], "loss": [1.0, 3.0, np.nan, 2.0, 4.0]})
+    fig = F.training_curves(history, None, None, smooth=2)
+    assert [t.name for t in fig.data] == ["loss", "loss, smoothed (2 steps)"]
+    np.testing.assert_allclose(fig.data[1].y, [1.0, 2.0, 2.5, 3.0])  # NaN rows skipped
+    assert fig.data[0].opacity < 1
+    assert len(F.training_curves(history).data) == 1  # off by default

@@ -378,6 +378,7 @@ def training_curves(
     *,
     title: str | None = None,
     log_loss: bool = False,
+    smooth: int = 0,
 ) -> go.Figure:
     """Training loss and per-language dev accuracy against step, with reference levels.
 
@@ -398,10 +399,14 @@ def training_curves(
         references: reference accuracy levels, or None.
         title: figure title.
         log_loss: draw the loss on a log axis.
+        smooth: > 1 adds the loss's trailing mean over that many logged steps as a second
+            trace ("loss, smoothed"), the raw loss drawn faint behind it: one batch's loss is
+            noisy, its trend is what training does.
 
     Returns:
         Two panels (loss | dev accuracy) with ``1 + n_langs + n_references`` traces in that
-        order (the loss trace is always there, possibly empty).
+        order (the loss trace is always there, possibly empty), one more after the loss with
+        ``smooth``.
 
     Raises:
         ValueError: on missing columns, non-numeric values, accuracy outside 0..1, or a
@@ -429,11 +434,30 @@ def training_curves(
             mode="lines",
             name="loss",
             line={"color": ANCHOR_COLOR, "width": 1.5},
+            opacity=0.35 if smooth > 1 else 1.0,
             hovertemplate="step %{x}<br>loss %{y:.4g}<extra></extra>",
         ),
         row=1,
         col=1,
     )
+    if smooth > 1:
+        kept = loss[keep]
+        sums = np.concatenate([[0.0], np.cumsum(kept)])
+        idx = np.arange(1, len(kept) + 1)
+        start = np.maximum(idx - smooth, 0)
+        trend = (sums[idx] - sums[start]) / (idx - start)  # mean of the last `smooth` (or fewer)
+        fig.add_trace(
+            go.Scatter(
+                x=steps[keep],
+                y=trend,
+                mode="lines",
+                name=f"loss, smoothed ({smooth} steps)",
+                line={"color": ANCHOR_COLOR, "width": 2.5},
+                hovertemplate="step %{x}<br>mean loss %{y:.4g}<extra></extra>",
+            ),
+            row=1,
+            col=1,
+        )
 
     if accuracy is not None:
         _require_columns(accuracy, ["step", "lang", "accuracy"], "accuracy")

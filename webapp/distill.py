@@ -102,6 +102,32 @@ def trained_on(metrics: dict, workdir: str | Path | None = None) -> str:
     )
 
 
+def the_jump(metrics: dict) -> str:
+    """One sentence on what the linear head did at step 0 and what the steps added, in the
+    run's own numbers (cross-model retrieval on its held-out pairs, mean over languages)."""
+
+    def mean(stage: str) -> float | None:
+        values = metrics.get(stage, {}).get("mean")
+        return values.get("cross_mean_accuracy") if values else None
+
+    before, head, after = (
+        mean(s) for s in ("student_untrained", "student_head", "student_distilled")
+    )
+    if before is None or head is None or after is None:
+        return ""
+    plain = metrics.get("config", {}).get("head") == "plain"
+    start = (
+        "the plain head (the student's own space)"
+        if plain
+        else "the linear head, fitted in closed form to the teacher's vectors"
+    )
+    return (
+        f"Cross-model retrieval went from {before:.2f} (untrained) to {head:.2f} at step 0, "
+        f"with {start} before any training step, and the {metrics['steps']} steps took it to "
+        f"{after:.2f} (the curve's vertical jump at step 0, then its slope)."
+    )
+
+
 def _download_note(result) -> str:
     """How to use the zip below: a delta needs ``kd export``; a full folder loads as it is."""
     size = Path(result.out).parent / f"kd-student-{Path(result.out).name}.zip"
@@ -142,6 +168,7 @@ def _train_worker(cfg, events: queue.Queue, visitor: Visitor) -> None:
             should_stop=lambda: visitor.stop_requested,
             status=lambda message: events.put(("status", without_server_paths(message))),
             progress=lambda phase, done, total: events.put(("progress", (phase, done, total))),
+            on_eval=lambda stage, per_lang: events.put(("eval0", (stage, per_lang))),
         )
         events.put(("done", result))
     except RunStopped as err:  # Stop or the time limit, before training began
@@ -260,6 +287,12 @@ def run_distillation(*args, progress=gr.Progress()) -> Iterator[tuple]:  # noqa:
                     skip,
                     skip,
                 )
+            elif kind == "eval0":  # before the first step: the curves' points at step 0
+                stage, per_lang = payload
+                for lang, values in per_lang.items():
+                    accuracy.append({"step": 0, "lang": lang, "accuracy": values[headline(values)]})
+                if stage == "student_head":
+                    yield skip, curve(history, accuracy), skip, skip, skip, skip, skip
             elif kind == "progress":
                 phase, done, total = payload
                 progress((done, total), desc=f"encoding: {phase}", unit="sentences")
@@ -313,7 +346,7 @@ def run_distillation(*args, progress=gr.Progress()) -> Iterator[tuple]:  # noqa:
     status = (
         f"**Distillation {how}**{why} after {result.steps} of {metrics['total_steps']} steps "
         f"({_duration(metrics['train_seconds'])} of training).{cut} "
-        f"{trained_on(metrics, visitor.workdir)} The student is yours for "
+        f"{trained_on(metrics, visitor.workdir)} {the_jump(metrics)} The student is yours for "
         "this session: the Compare and Aligned-spaces tabs now show it too. "
         + _download_note(result)
     )

@@ -43,6 +43,7 @@ CONFIG_FIELDS = (
     "eval_pairs",
     "evals",
     "freeze_layers",
+    "head",
 )
 """The ``TrainConfig`` fields the form sets directly, each by one control."""
 
@@ -60,7 +61,9 @@ def control(name: str, step: float | None = None, **layout) -> gr.components.Com
     elem_id = layout.pop("elem_id", f"distill-{name.replace('_', '-')}")
     info = layout.pop("info", None)
     if spec.choices:
-        return gr.Radio(list(spec.choices), value=default, label=spec.label, elem_id=elem_id)
+        return gr.Radio(
+            list(spec.choices), value=default, label=spec.label, info=info, elem_id=elem_id
+        )
     low, high = form_range(name)
     if KINDS[name] is float:
         return gr.Number(

@@ -16,7 +16,8 @@ def curve(history: list[dict], accuracy: list[dict], references: dict | None = N
 
     hist = pd.DataFrame(history, columns=["step", "loss"])
     acc = pd.DataFrame(accuracy, columns=["step", "lang", "accuracy"]) if accuracy else None
-    return training_curves(hist, acc, references, title="distillation")
+    smooth = max(5, len(hist) // 20)  # one batch's loss is noise; its trend is the story
+    return training_curves(hist, acc, references, title="distillation", smooth=smooth)
 
 
 def headline(metrics: dict) -> str:
@@ -27,6 +28,7 @@ def headline(metrics: dict) -> str:
 
 
 STAGES = {"teacher": "teacher", "student_untrained": "student, untrained"}
+STAGES["student_head"] = "student, step 0 (head only)"
 STAGES["student_distilled"] = "student, distilled"
 RESULT_COLUMNS = {
     "cross_mean_accuracy": "cross-model retrieval",

@@ -156,7 +156,8 @@ def save_run(
 
 def _headline(metrics: dict) -> dict:
     """The run's numbers a delta's manifest carries: held-out results, STS, time and memory."""
-    keys = ("teacher", "student_untrained", "student_distilled", "sts", "steps", "stopped")
+    keys = ("teacher", "student_untrained", "student_head", "student_distilled", "sts", "steps")
+    keys += ("stopped",)
     keys += ("train_seconds", "peak_rss_gb")
     return {k: metrics[k] for k in keys if k in metrics}
 

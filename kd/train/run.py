@@ -86,6 +86,7 @@ def distill(
     should_stop: Callable[[], bool] | None = None,
     status: Callable[[str], None] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    on_eval: Callable[[str, dict], None] | None = None,
 ) -> RunResult:
     """Run one distillation; save the student, its config and ``metrics.json`` in ``cfg.out``.
 
@@ -105,6 +106,9 @@ def distill(
             training begins, :class:`kd.train.stopping.RunStopped` is raised.
         status: receives one-line descriptions of the phases (loading, caching, ...).
         progress: ``(phase, done, total)`` during the encoding phases.
+        on_eval: ``(stage, per-language metrics)`` for the held-out evaluations outside the
+            steps: ``student_untrained`` before training and ``student_head`` at step 0, once
+            the linear head has its start (``cfg.head``) and before the first step.
 
     Example:
         >>> distill(TrainConfig(out="student", epochs=1))  # doctest: +SKIP
@@ -114,7 +118,9 @@ def distill(
         init(pick_device(cfg.device)) if streamed else (World(), pick_device(cfg.device))
     )
     try:
-        return _distill(cfg, world, device, streamed, on_step, should_stop, status, progress)
+        return _distill(
+            cfg, world, device, streamed, on_step, should_stop, status, progress, on_eval
+        )
     except (RuntimeError, OSError) as err:  # gloo raises both when a peer's socket closes
         if world.parallel and stream.is_peer_failure(err):
             raise stream.peer_lost(world, err) from None
@@ -124,7 +130,7 @@ def distill(
 
 
 def _distill(
-    cfg, world: World, device: str, streamed: bool, on_step, should_stop, status, progress
+    cfg, world: World, device: str, streamed: bool, on_step, should_stop, status, progress, on_eval
 ):
     main = world.main
     say = (status or (lambda msg: log.info(msg))) if main else (lambda msg: None)
@@ -170,7 +176,7 @@ def _distill(
     metrics: dict = {"config": config, "data": feed.summary(), "sources": feed.sources}
     if streamed:
         metrics |= {"stream": True, "world_size": world.size}
-    evals = _Evaluations(cfg, feed, teacher, student, halt) if main else None
+    evals = _Evaluations(cfg, feed, teacher, student, halt, on_eval) if main else None
     if evals is not None:
         evals.before(metrics, say)
     check_stop()
@@ -193,9 +199,9 @@ def _distill(
         )
     lengths = runner.lengths()
     check_stop()
-    _fit_head(student, runner, feed, cfg, world, device, device_type, precision, halt, say)
+    _start_head(student, runner, feed, cfg, world, device, device_type, precision, halt, say)
     if evals is not None and not cfg.resume:
-        evals.watch_snapshot("linear head (step 0)")
+        evals.step_zero(metrics, say)
 
     total = cfg.steps_per_epoch(feed.n_items) * cfg.epochs
     if cfg.max_steps:
@@ -277,11 +283,27 @@ def _distill(
     return RunResult(out=out, metrics=metrics, steps=end.step, stopped=stopped, saved=saved_kind)
 
 
-def _fit_head(student, runner, feed, cfg, world, device, device_type, precision, halt, say) -> None:
-    """The linear head in closed form (ridge regression from the untrained student's pooled
-    outputs to the teacher's vectors). A 384 x 384 map is well determined by far fewer items
-    than a long run has: it is fitted on a seeded sample (the whole set up to RIDGE_ITEMS, so
-    the default run uses every item); each process embeds its share, the sum gives all rows."""
+def _start_head(student, runner, feed, cfg, world, device, device_type, precision, halt, say):
+    """The linear head (student width -> teacher width) the training starts from.
+
+    ``cfg.head == "ridge"``: fitted in closed form (ridge regression from the untrained
+    student's pooled outputs to the teacher's vectors). A 384 x 384 map is well determined by
+    far fewer items than a long run has: it is fitted on a seeded sample (the whole set up to
+    RIDGE_ITEMS, so the default run uses every item); each process embeds its share, the sum
+    gives all rows. ``"plain"``: the identity where the widths match (the untrained student's
+    own space), else a seeded random map; gradient descent does the rest."""
+    if cfg.head == "plain":
+        width = feed.teacher(np.arange(1)).shape[1]
+        hidden = student.transformer.config.hidden_size
+        say(f"a plain linear head ({hidden} -> {width}): no closed-form fit, training does it all")
+        torch.manual_seed(cfg.seed)
+        head = torch.nn.Linear(hidden, width)
+        if hidden == width:
+            with torch.no_grad():
+                head.weight.copy_(torch.eye(width))
+                head.bias.zero_()
+        student.head, student.normalize, student.dim = head.to(device), True, width
+        return
     fit_on = np.arange(feed.n_items)
     if len(fit_on) > RIDGE_ITEMS:
         fit_on = np.sort(np.random.default_rng(cfg.seed).choice(fit_on, RIDGE_ITEMS, replace=False))
@@ -304,7 +326,10 @@ class _Evaluations:
     """What the first process measures around training: the held-out pairs before, during and
     after, the watch set (:mod:`kd.evaluate.watch`) and STS before and after (``cfg.sts``)."""
 
-    def __init__(self, cfg: TrainConfig, feed, teacher: Encoder, student: Encoder, halt) -> None:
+    def __init__(
+        self, cfg: TrainConfig, feed, teacher: Encoder, student: Encoder, halt, on_eval=None
+    ) -> None:
+        self.on_eval = on_eval or (lambda stage, per_lang: None)
         self.cfg, self.feed, self.teacher, self.student, self.halt = (
             cfg,
             feed,
@@ -333,6 +358,7 @@ class _Evaluations:
                 self.eval_sets, self.eval_teacher, guard(self.teacher.encode)
             )
             metrics["student_untrained"] = self._student()
+            self.on_eval("student_untrained", metrics["student_untrained"])
         # A few held-out translations watched through the run (kd.evaluate.watch): the untrained
         # student's vectors first, where its width is the teacher's.
         self.watch = watch_set(self.eval_sets, guard(self.teacher.encode))
@@ -343,9 +369,16 @@ class _Evaluations:
             self.untrained_sts = cached_encode(guard(self.student.encode))
             embed_sts(self.sts_sets, self.untrained_sts)  # remembered: training changes it
 
-    def watch_snapshot(self, label: str) -> None:
+    def step_zero(self, metrics: dict, say) -> None:
+        """The student with its starting head, before the first step: held-out pairs and the
+        watch set. With the ridge head this is where most of the journey happens."""
+        if self.eval_sets:
+            say(f"evaluating the student with its {self.cfg.head} head, before the first step")
+            metrics["student_head"] = self._student()
+            self.on_eval("student_head", metrics["student_head"])
         if self.watch is not None:
-            self.watch.snapshot(label, self.student.encode)
+            label = "linear head (step 0)" if self.cfg.head == "ridge" else "plain head (step 0)"
+            self.watch.snapshot(label, self.halt.guard(self.student.encode))
 
     def during(self, step: int) -> dict:
         if not self.eval_sets:
