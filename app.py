@@ -158,7 +158,9 @@ def build_demo() -> gr.Blocks:
                     )
                     curve = gr.Plot(label="loss and dev accuracy", elem_id="curve")
                     results = gr.Dataframe(
-                        label="before / after, on held-out pairs",
+                        label="before / after, on the held-out pairs (retrieval: each "
+                        "translation ranks all the held-out English sentences of its language, "
+                        "'held-out pairs per language' of them)",
                         headers=["language", "model", *RESULT_COLUMNS.values()],
                         interactive=False,
                         elem_id="results",

@@ -251,9 +251,11 @@ def test_aligned_space_builtin(tiny_teacher, tiny_student):
     assert len(fig.data) == 8
     # The teacher's space: the teacher's English points, the untrained student's translations
     # joined to them; one frame until there is a distilled student.
-    assert [st.label for st in space.layout.sliders[0].steps] == ["untrained"]
+    assert [st.label for st in space.layout.sliders[0].steps] == ["student, untrained"]
     assert space.data[0].name == "teacher(en)"
-    assert "In the teacher's space" in numbers and "*teacher reading x*" in numbers
+    assert "In the teacher's space" in numbers and "*teacher, reading the translations*" in numbers
+    assert "never learnt these languages" in numbers  # the baseline explained
+    assert "the 32 translations whose nearest of the 16 English sentences shown" in numbers
     assert "48 sentences per model" in numbers
     assert "Trustworthiness" in numbers and "No distilled student yet" in numbers
     assert list(table.columns) == ["lang", "teacher", "student, untrained"]
@@ -463,7 +465,9 @@ def test_distill_then_compare_with_per_visitor_students(
     assert bob.student_dir is None and alice.student_dir != bob.student_dir
     fig, numbers, _, space = _aligned(tiny_teacher, tiny_student, alice)
     assert len(fig.data) == 12 and "No distilled student" not in numbers
-    assert [st.label for st in space.layout.sliders[0].steps] == ["untrained", "distilled"]
+    steps = space.layout.sliders[0].steps
+    assert [st.label for st in steps] == ["student, untrained", "student, distilled"]
+    assert "student, distilled" in steps[-1].args[1]["annotations[0].text"]
     assert "*student, distilled* cos" in numbers
 
     # A second run replaces the first student on disk.
@@ -837,7 +841,23 @@ def test_browser_end_to_end(served, tmp_path, tiny_teacher, tiny_student, isolat
             " return {first: gd.data[0].name, steps: gd.layout.sliders[0].steps.map(s => s.label)};"
             " }"
         )
-        assert space == {"first": "teacher(en)", "steps": ["untrained", "distilled"]}, space
+        assert space == {
+            "first": "teacher(en)",
+            "steps": ["student, untrained", "student, distilled"],
+        }, space
+        # The caption follows the slider: the untrained frame's numbers, then the distilled's.
+        caption = (
+            "() => document.querySelector('#teacher-space .js-plotly-plot').layout.annotations"
+            ".find(a => a.name === 'caption').text"
+        )
+        first_caption = page.evaluate(caption)
+        assert "\u2192" not in first_caption and "English sentences" in first_caption
+        last_step = page.locator("#teacher-space .slider-label-group").last
+        last_step.scroll_into_view_if_needed()
+        box = last_step.bounding_box()
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.wait_for_function(f"() => ({caption})().includes('student, distilled')")
+        assert page.evaluate(caption) != first_caption
         page.screenshot(path=str(shots / "aligned.png"), full_page=True)
 
         # Search: the prefilled query, three ranked tables (the distilled student's included).

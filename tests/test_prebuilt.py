@@ -100,7 +100,7 @@ def test_search_and_aligned_show_the_prebuilt_student(prebuilt, tiny_teacher, ti
     )
     assert LABEL in {t.name for t in fig.data} | set(table.columns)
     steps = [s.label for s in space.layout.sliders[0].steps]
-    assert steps == ["untrained", "pre-built"]
+    assert steps == ["student, untrained", "student, pre-built"]
 
 
 def _zip_folder(folder: Path, path: Path) -> Path:

@@ -674,6 +674,7 @@ def test_teacher_space_distilled_frame_lands_on_the_anchors():
         "mean_distance": pytest.approx(0.0, abs=1e-12),
         "retrieval": 1.0,
         "n": len(pids),
+        "pool": len(t),
     }
     bad = M.teacher_space_numbers(t, frames["untrained"], pids)
     assert bad["mean_distance"] == pytest.approx(1.0, abs=0.1)
@@ -684,7 +685,7 @@ def test_teacher_space_distilled_frame_lands_on_the_anchors():
 def test_teacher_space_numbers_hand_checked():
     t = np.array([[1.0, 0.0], [0.0, 1.0]])
     same = M.teacher_space_numbers(t, t.copy(), [0, 1])
-    assert same == {"mean_cos": 1.0, "mean_distance": 0.0, "retrieval": 1.0, "n": 2}
+    assert same == {"mean_cos": 1.0, "mean_distance": 0.0, "retrieval": 1.0, "n": 2, "pool": 2}
     s = np.array([[3.0, 0.0], [0.0, 2.0], [1.0, 0.0], [1.0, 1.0]])
     got = M.teacher_space_numbers(t, s, np.array([0, 1, 1, 0]))
     assert got["mean_cos"] == pytest.approx((1 + 1 + 0 + math.sqrt(0.5)) / 4)
@@ -803,7 +804,7 @@ def test_teacher_space_figure_draws_translations_against_anchors(teacher_space_d
     caption = next(a for a in fig.layout.annotations if a.name == "caption")
     assert caption.text == (
         "cos(student(x), teacher(en)) 0.02 \u2192 0.71 \u00b7 retrieval into the teacher's "
-        "space 0.00 \u2192 0.86 (untrained \u2192 distilled, n = 200)"
+        "space 0.00 \u2192 0.86 (untrained \u2192 distilled, n = 200 translations)"
     )
     assert not F.teacher_space(df).layout.annotations  # no numbers passed: no caption
 
@@ -894,7 +895,7 @@ def test_teacher_space_bad_frame_and_numbers(teacher_space_df):
     one = F.teacher_space(df, caption_numbers={"distilled": NUMBERS["distilled"]})
     assert one.layout.annotations[0].text == (
         "cos(student(x), teacher(en)) 0.71 \u00b7 retrieval into the teacher's space 0.86 "
-        "(distilled, n = 200)"
+        "(distilled, n = 200 translations)"
     )
 
 
@@ -926,11 +927,41 @@ def test_teacher_space_slider_without_frames_replays_each_frame():
     steps = fig.layout.sliders[0].steps
     assert [s.label for s in steps] == ["untrained", "distilled"]
     for step in steps:
-        assert step.method == "restyle" and list(step.args[1]) == list(range(len(fig.data)))
+        assert step.method == "update" and list(step.args[2]) == list(range(len(fig.data)))
         still = F.teacher_space(df, step.label)
         for got, want in zip(step.args[0]["x"], still.data, strict=True):
             np.testing.assert_allclose(np.asarray(got, float), np.asarray(want.x, float))
     json.loads(fig.to_json())  # valid JSON (no NaN literals) for the page
+
+
+def test_the_slider_caption_follows_the_frame_with_its_pool():
+    """Each step of the slider rewrites the caption to baseline -> that frame's numbers, and
+    the caption says among how many English sentences the retrieval ranks."""
+    rng = np.random.default_rng(1)
+    teacher = rng.normal(size=(4, 8))
+    vectors = {
+        "untrained": rng.normal(size=(8, 8)),
+        "pre-built": np.repeat(teacher, 2, axis=0) + 0.3 * rng.normal(size=(8, 8)),
+        "distilled": np.repeat(teacher, 2, axis=0),
+    }
+    ids = np.repeat(np.arange(4), 2)
+    numbers = {k: M.teacher_space_numbers(teacher, v, ids) for k, v in vectors.items()}
+    df = P.teacher_space_frames(
+        teacher, vectors, ["de", "fr"] * 4, [f"x{i}" for i in ids], ids, "pca"
+    )
+    fig = F.teacher_space_animation(df, frames=False, caption_numbers=numbers)
+    names = [a.name for a in fig.layout.annotations]
+    at = names.index("caption")
+    shown = fig.layout.annotations[at].text
+    assert "among 4 English sentences" in shown and "\u2192" not in shown  # the first frame
+    for step in fig.layout.sliders[0].steps:
+        text = step.args[1][f"annotations[{at}].text"]
+        want = numbers[step.label]
+        assert f"{want['mean_cos']:.2f}" in text and f"{want['retrieval']:.2f}" in text
+        assert "among 4 English sentences" in text and "n = 8 translations" in text
+        assert step.label in text
+    captions = {s.label: s.args[1][f"annotations[{at}].text"] for s in fig.layout.sliders[0].steps}
+    assert captions["pre-built"] != captions["distilled"]
 
 
 def test_training_curves_smoothed_loss_is_the_trailing_mean():

@@ -740,8 +740,11 @@ def _fmt(value: float) -> str:
     return f"{value:.2f}"
 
 
-def _caption(caption_numbers: Mapping[str, Mapping[str, float]] | None) -> str | None:
-    """'cos(...) a → b · retrieval ... c → d' from the first (baseline) and last entries."""
+def _caption(
+    caption_numbers: Mapping[str, Mapping[str, float]] | None, upto: str | None = None
+) -> str | None:
+    """'cos(...) a → b · retrieval ... c → d' from the first (baseline) entry to the entry
+    ``upto`` (default: the last), with the pool retrieval ranks among where it is known."""
     if caption_numbers is None:
         return None
     if not isinstance(caption_numbers, Mapping) or not caption_numbers:
@@ -769,19 +772,25 @@ def _caption(caption_numbers: Mapping[str, Mapping[str, float]] | None) -> str |
                 )
             values.append(value)
         checked.append((html.escape(str(label)), values[0], values[1], numbers.get("n")))
-    first, last = checked[0], checked[-1]
-    if len(checked) == 1:
-        text = f"{COS_LABEL} {_fmt(first[1])} \u00b7 {RETRIEVAL_LABEL} {_fmt(first[2])}"
+    first = checked[0]
+    last = checked[list(caption_numbers).index(upto)] if upto in caption_numbers else checked[-1]
+    pool = caption_numbers[next(iter(caption_numbers))].get("pool")
+    retrieval = RETRIEVAL_LABEL + (f" among {pool} English sentences" if pool else "")
+    if len(checked) == 1 or last is first:
+        text = f"{COS_LABEL} {_fmt(first[1])} \u00b7 {retrieval} {_fmt(first[2])}"
         stages = first[0]
     else:
         text = (
             f"{COS_LABEL} {_fmt(first[1])} \u2192 {_fmt(last[1])} \u00b7 "
-            f"{RETRIEVAL_LABEL} {_fmt(first[2])} \u2192 {_fmt(last[2])}"
+            f"{retrieval} {_fmt(first[2])} \u2192 {_fmt(last[2])}"
         )
         stages = f"{first[0]} \u2192 {last[0]}"
     ns = [c[3] for c in (first, last)]
     if all(isinstance(v, (int, np.integer)) for v in ns):
-        stages += f", n = {ns[0]}" if ns[0] == ns[-1] else f", n = {ns[0]} \u2192 {ns[-1]}"
+        what = " translations"
+        stages += (
+            f", n = {ns[0]}{what}" if ns[0] == ns[-1] else f", n = {ns[0]} \u2192 {ns[-1]}{what}"
+        )
     return f"{text} ({stages})"
 
 
@@ -1022,7 +1031,11 @@ def _teacher_space_slider(data, labels, title, height, caption_numbers) -> go.Fi
     :func:`teacher_space_animation`'s ``frames=False``."""
     per_frame = {label: _teacher_space_traces(data, label) for label in labels}
     fig = go.Figure(data=per_frame[labels[0]])
-    _teacher_space_layout(fig, data, title=title, caption=_caption(caption_numbers), height=height)
+    _teacher_space_layout(
+        fig, data, title=title, caption=_caption(caption_numbers, labels[0]), height=height
+    )
+    names = [a.name for a in fig.layout.annotations]
+    at = names.index("caption") if "caption" in names else None
     steps = []
     for label in labels:
         traces = per_frame[label]
@@ -1033,8 +1046,16 @@ def _teacher_space_slider(data, labels, title, height, caption_numbers) -> go.Fi
             "y": [_plain_list(t.y) for t in traces],
             "customdata": [_plain_list(t.customdata) for t in traces],
         }
+        # The caption follows the slider: baseline -> this frame's numbers.
+        relayout = (
+            {} if at is None else {f"annotations[{at}].text": _caption(caption_numbers, label)}
+        )
         steps.append(
-            {"label": label, "method": "restyle", "args": [update, list(range(len(traces)))]}
+            {
+                "label": label,
+                "method": "update",
+                "args": [update, relayout, list(range(len(traces)))],
+            }
         )
     fig.update_layout(
         sliders=[

@@ -161,10 +161,12 @@ def teacher_space_numbers(
         pair_ids: n integers in 0..m-1: the row of ``teacher_en`` each translation belongs to.
 
     Returns:
-        ``{"mean_cos": .., "mean_distance": .., "retrieval": .., "n": ..}``: the mean
-        cos(student(x), teacher(en)), 1 minus that, the fraction of translations whose nearest
-        anchor by cosine is their own English sentence (retrieval into the teacher's space; a
-        tie goes to the lower row, as argmax does), and the number of translations.
+        ``{"mean_cos": .., "mean_distance": .., "retrieval": .., "n": .., "pool": ..}``: the
+        mean cos(student(x), teacher(en)), 1 minus that, the fraction of translations whose
+        nearest anchor by cosine is their own English sentence (retrieval into the teacher's
+        space; a tie goes to the lower row, as argmax does), the number of translations, and the
+        number of English sentences each one is retrieved among (m): a retrieval figure means
+        little without its pool.
 
     Raises:
         ValueError: on bad vectors, dimensions that differ, or pair ids outside 0..m-1.
@@ -173,7 +175,7 @@ def teacher_space_numbers(
         >>> t = np.array([[1.0, 0.0], [0.0, 1.0]])
         >>> s = np.array([[3.0, 0.0], [0.0, 2.0], [1.0, 0.0]])  # the last one lands on anchor 0
         >>> {k: round(v, 3) for k, v in teacher_space_numbers(t, s, [0, 1, 1]).items()}
-        {'mean_cos': 0.667, 'mean_distance': 0.333, 'retrieval': 0.667, 'n': 3}
+        {'mean_cos': 0.667, 'mean_distance': 0.333, 'retrieval': 0.667, 'n': 3, 'pool': 2}
     """
     teacher = _unit_rows(teacher_en, "teacher_en")  # (m, d)
     student = _unit_rows(student_x, "student_x")  # (n, d)
@@ -210,6 +212,7 @@ def teacher_space_numbers(
         "mean_distance": 1.0 - mean_cos,
         "retrieval": hits / n,
         "n": int(n),
+        "pool": int(m),
     }
 
 

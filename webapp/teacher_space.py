@@ -21,17 +21,35 @@ def _method() -> str:
     return "umap" if is_warm() else "pca"
 
 
+TEACHER_BASELINE = "teacher, reading the translations"
+"""The baseline row: the English teacher given the translations themselves, i.e. what a model
+that never learnt the other languages makes of them."""
+
+
 def numbers_line(numbers: dict[str, dict]) -> str:
     """Markdown: each model's mean cos(student(x), teacher(en)) and retrieval into the
-    teacher's space, the first entries being the baselines."""
+    teacher's space, with the pool the retrieval ranks among; the first entries are the
+    baselines."""
     parts = [
         f"*{name}* cos **{n['mean_cos']:.3f}**, retrieval **{n['retrieval']:.3f}**"
         for name, n in numbers.items()
     ]
+    first = next(iter(numbers.values()), {})
+    pool = (
+        f"retrieval: the share of the {first['n']} translations whose nearest of the "
+        f"{first['pool']} English sentences shown is their own"
+        if "n" in first and "pool" in first
+        else "retrieval among the English sentences shown"
+    )
+    why = (
+        f" *{TEACHER_BASELINE}* is the English teacher given the translations themselves: "
+        "what a model that never learnt these languages makes of them."
+        if TEACHER_BASELINE in numbers
+        else ""
+    )
     return (
         "In the teacher's space (each translation by the model named, against the teacher's "
-        "vector of its English sentence; retrieval among the English sentences shown): "
-        + " · ".join(parts)
+        f"vector of its English sentence; {pool}): " + " · ".join(parts) + "." + why
     )
 
 
@@ -60,17 +78,14 @@ def teacher_space_figure(
     english = [s for s, en in zip(sentences, is_en, strict=True) if en]
     anchors = teacher[is_en]
     ids = np.array(pair_ids)[rows]
-    frames, labels = {}, {}
-    frame_names = (
-        ("untrained", "untrained"),
-        ("prebuilt", "pre-built"),
-        ("distilled", "distilled"),
-    )
-    for key, frame in frame_names:
+    # One name per student everywhere: the slider, the caption (which follows the slider) and
+    # the numbers below say "student, distilled" as the page's other panels do.
+    frames = {}
+    for key in ("untrained", "prebuilt", "distilled"):
         v = vectors.get(MODEL_LABELS[key])
         if v is not None and v.shape[1] == teacher.shape[1]:
-            frames[frame], labels[frame] = v[rows], MODEL_LABELS[key]
-    baseline = {"teacher reading x": teacher_space_numbers(anchors, teacher[rows], ids)}
+            frames[MODEL_LABELS[key]] = v[rows]
+    baseline = {TEACHER_BASELINE: teacher_space_numbers(anchors, teacher[rows], ids)}
     if not frames:
         return None, baseline, "No student in the teacher's width to draw in its space."
     panel = teacher_space_panel(
@@ -81,11 +96,11 @@ def teacher_space_figure(
         ids,
         method or _method(),
         en_sentences=english,
-        title="the teacher's space: teacher(en) ◆, the student's translations joined to them",
-        labels=labels,
+        title=f"the teacher's space: {len(english)} English sentences, teacher(en) ◆, and "
+        f"{len(rows)} translations by the student joined to them",
         animated=False,  # gr.Plot drops a figure's frames: the slider carries each frame's data
     )
-    numbers = baseline | {labels[name]: n for name, n in panel.numbers.items()}
+    numbers = baseline | panel.numbers
     return panel.figure, numbers, None
 
 
@@ -108,7 +123,8 @@ def journey_figure(watch, method: str | None = None):
     )
     return teacher_space_animation(
         df,
-        title=f"{len(watch.english)} held-out sentences: the translations travel to teacher(en) ◆",
+        title=f"{len(watch.english)} held-out English sentences and {len(watch.texts)} "
+        "translations: the translations travel to teacher(en) ◆",
         caption_numbers=numbers if len(numbers) > 1 else None,
         frames=False,  # gr.Plot drops a figure's frames: the slider carries each frame's data
     )
