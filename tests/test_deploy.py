@@ -68,3 +68,15 @@ def test_every_large_or_binary_file_is_marked_for_lfs() -> None:
         if large_or_binary and not any(matches(name, p) for p in patterns):
             unmarked.append(name)
     assert not unmarked, f"add a pattern to .gitattributes for: {unmarked}"
+
+
+def test_the_space_and_ci_install_the_same_debian_packages_fonts_included():
+    """packages.txt (what a Space installs) and .ci/run name the same packages, and both carry
+    fonts for every script of the demo sentences: without them, PNGs and screenshots rendered
+    on the server show empty boxes for Chinese, Japanese, Hindi or Arabic."""
+    space = set(ROOT.joinpath("packages.txt").read_text(encoding="utf-8").split())
+    ci = ROOT.joinpath(".ci", "run").read_text(encoding="utf-8")
+    installed = set(ci.split("apt-get install -y -qq", 1)[1].split(">/dev/null", 1)[0].split())
+    installed -= {"\\"}
+    assert {"fonts-noto-core", "fonts-noto-cjk", "wordnet-base", "fortunes"} <= space
+    assert space <= installed and installed - space == {"chromium"}
