@@ -29,9 +29,9 @@ import os
 import gradio as gr
 
 from kd.langs import DEV_LANGS
-from webapp.aligned import aligned_space
+from webapp.aligned import aligned_space, tatoeba_box
 from webapp.aligned import limits_note as draw_limits
-from webapp.compare import compare, default_compare_text
+from webapp.compare import compare, default_compare_text, refresh_compare
 from webapp.distill import prepare_run, queued_message, request_stop, run_distillation
 from webapp.distill_form import (
     APP_DEFAULTS,
@@ -225,8 +225,15 @@ def build_demo() -> gr.Blocks:
                         tatoeba[0] if tatoeba else "",
                         label="Tatoeba folder (tatoeba.XXX-eng.XXX files)",
                         info=("on this server: " + ", ".join(tatoeba[:3])) if tatoeba else None,
-                        visible=bool(tatoeba),
+                        visible=False,  # shown while the Tatoeba source is picked (below)
                         elem_id="tatoeba-dir",
+                    )
+                    source.change(
+                        tatoeba_box,
+                        source,
+                        tatoeba_dir,
+                        show_progress="hidden",
+                        api_visibility="private",
                     )
                     upload = gr.File(
                         label="or upload a .tsv (en<TAB>xx header)",
@@ -350,6 +357,12 @@ def build_demo() -> gr.Blocks:
             show_progress_on=[run_status],
         ).then(  # the status line says "idle" at once, not at the next slow tick
             server_status, visitor, status, show_progress="hidden", api_visibility="private"
+        ).then(  # Compare shows the new student without being pressed again
+            refresh_compare,
+            [text, teacher, student, visitor],
+            [heatmaps, pairs],
+            concurrency_limit=4,
+            api_visibility="private",
         )
         stop.click(request_stop, visitor, run_status, concurrency_limit=None, api_name="stop")
         student_zip.upload(

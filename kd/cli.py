@@ -198,7 +198,17 @@ def build_parser(preset: str = "default") -> argparse.ArgumentParser:
     ix.add_argument("--device", choices=DEVICES, default="auto")
 
     se = sub.add_parser("search", help="the sentences of an index nearest to a query")
-    se.add_argument("query", help="the text to search for")
+    se.add_argument(
+        "query",
+        nargs="*",
+        help="the text to search for; several queries share one model load",
+    )
+    se.add_argument(
+        "--queries",
+        default=None,
+        metavar="FILE",
+        help="a UTF-8 file of queries, one a line (beside or instead of QUERY)",
+    )
     se.add_argument("--db", required=True, help="index file made by kd index")
     se.add_argument(
         "--model",
@@ -467,10 +477,24 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_search(args: argparse.Namespace) -> int:
-    query = args.query.strip()
-    if not query:
+def _queries(args: argparse.Namespace) -> list[str]:
+    """The queries of ``kd search``: the arguments, then the lines of ``--queries``."""
+    queries = [q.strip() for q in args.query]
+    if any(not q for q in queries):
         raise ValueError("empty query; give the text to search for")
+    if args.queries:
+        try:
+            text = Path(args.queries).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise ValueError(f"--queries {args.queries}: cannot read it ({err})") from None
+        queries += [line.strip() for line in text.splitlines() if line.strip()]
+    if not queries:
+        raise ValueError("no query; give the text to search for, or --queries FILE")
+    return queries
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    queries = _queries(args)
     if not 1 <= args.k <= 4096:
         raise ValueError(f"-k must be from 1 to 4096, got {args.k}")
     if not 1 <= args.candidates <= 4096:
@@ -490,14 +514,20 @@ def cmd_search(args: argparse.Namespace) -> int:
             print(
                 f"kd: note: {store.note} ({model.name} -> {store.model.model_id})", file=sys.stderr
             )
-        vectors = model.encode([query])
-        hits = store.search(vectors, args.k, lang, args.candidates, exact=args.exact)[0]
+        vectors = model.encode(queries)  # one load, one batch for every query
+        found = store.search(vectors, args.k, lang, args.candidates, exact=args.exact)
     if args.json:
-        print(json.dumps([h.__dict__ for h in hits], ensure_ascii=False, indent=2))
+        rows = [[h.__dict__ for h in hits] for hits in found]
+        if len(queries) > 1:
+            rows = [{"query": q, "hits": r} for q, r in zip(queries, rows, strict=True)]
+        print(json.dumps(rows if len(queries) > 1 else rows[0], ensure_ascii=False, indent=2))
         return 0
-    for rank, h in enumerate(hits, 1):
-        ident = f" [{h.id}]" if h.id is not None else ""
-        print(f"{rank:>3}  {h.score:.3f}  {h.lang}  {h.text}{ident}  ({h.source})")
+    for n, (query, hits) in enumerate(zip(queries, found, strict=True)):
+        if len(queries) > 1:
+            print(f"{'' if n == 0 else chr(10)}query: {query}")
+        for rank, h in enumerate(hits, 1):
+            ident = f" [{h.id}]" if h.id is not None else ""
+            print(f"{rank:>3}  {h.score:.3f}  {h.lang}  {h.text}{ident}  ({h.source})")
     return 0
 
 

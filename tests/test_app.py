@@ -125,7 +125,13 @@ def test_the_tatoeba_option_is_offered_only_where_a_folder_exists(tmp_path, monk
     monkeypatch.setenv(settings.DATA_DIRS_ENV, str(tmp_path / "data"))
     by_id = {getattr(b, "elem_id", None): b for b in app.build_demo().blocks.values()}
     assert settings.SOURCES[1] in [c[1] for c in by_id["aligned-source"].choices]
-    assert by_id["tatoeba-dir"].visible and by_id["tatoeba-dir"].value.endswith("tatoeba-mini")
+    assert by_id["tatoeba-dir"].value.endswith("tatoeba-mini")
+    # The box shows while the Tatoeba source is picked, not beside the built-in sentences.
+    from webapp.aligned import tatoeba_box
+
+    assert by_id["tatoeba-dir"].visible is False
+    assert tatoeba_box(settings.SOURCES[1])["visible"] is True
+    assert tatoeba_box(settings.SOURCES[0])["visible"] is False
 
 
 def test_kd_and_viz_never_import_gradio():
@@ -166,7 +172,14 @@ def test_compare_gives_one_heatmap_per_model(tiny_teacher, tiny_student):
     assert [t.name for t in fig.data] == ["teacher", "student, untrained"]
     z = np.asarray(fig.data[0].z)
     assert z.shape == (4, 4) and np.allclose(np.diag(z), 1.0, atol=1e-5)
-    assert list(table.columns[:3]) == ["rank", "sentence A", "sentence B"]
+    # the ranking model's cosine beside the rank, on screen however many models follow
+    assert list(table.columns) == [
+        "rank",
+        "cos (student, untrained)",
+        "sentence A",
+        "sentence B",
+        "cos (teacher)",
+    ]
     assert len(table) == 6  # 4 sentences: 6 pairs
     ranked = table["cos (student, untrained)"].to_numpy()
     assert (np.diff(ranked) <= 1e-9).all()
@@ -449,11 +462,19 @@ def test_distill_then_compare_with_per_visitor_students(
     unpacked = tmp_path / "unzipped"
     with zipfile.ZipFile(zip_path) as zf:
         zf.extractall(unpacked)
-    assert (unpacked / "kd_delta.json").is_file() and "kd export" in (
-        unpacked / "README.md"
-    ).read_text()
-    assert "a delta" in status and "kd export" in status
-    assert kd_main(["export", "--model", str(unpacked), "--out", str(tmp_path / "full")]) == 0
+    run = unpacked / Path(alice.student_dir).name  # one folder, named as its README says
+    assert [p.name for p in unpacked.iterdir()] == [run.name]
+    readme = (run / "README.md").read_text()
+    assert (run / "kd_delta.json").is_file() and f"kd export --model {run.name}" in readme
+    assert "a delta" in status and f"kd export --model {run.name}" in status
+    assert "Search tabs now show it" in status
+    # No server path in what goes home with the visitor: out is the run's name.
+    saved = json.loads((run / "kd_config.json").read_text())
+    assert saved["out"] == run.name and saved["data"]
+    for name in ("kd_config.json", "metrics.json", "kd_delta.json"):
+        text = (run / name).read_text()
+        assert str(Path(alice.workdir).parent) not in text, name
+    assert kd_main(["export", "--model", str(run), "--out", str(tmp_path / "full")]) == 0
     vecs = SentenceTransformer(str(tmp_path / "full"), device="cpu").encode(["le chat"])
     assert vecs.shape == (1, 32)
 

@@ -248,11 +248,19 @@ def test_eval_reads_the_dev_set(capsys, tiny_teacher):
     assert set(results["model"]) == {"de", "ja", "mean"}
 
 
-def test_models_lists_the_offline_defaults(capsys):
+def test_models_lists_the_offline_defaults(capsys, monkeypatch, tmp_path):
     rc, out, _ = _run(capsys, "models")
     assert rc == 0
     assert "sentence-transformers/all-MiniLM-L6-v2" in out
     assert "intfloat/multilingual-e5-small" in out
+    # ... and the pre-built student, wherever KD_PREBUILT puts it
+    monkeypatch.setenv("KD_PREBUILT", str(tmp_path))
+    (tmp_path / "kd_delta.json").write_text("{}")
+    rc, out, _ = _run(capsys, "models")
+    assert f"{tmp_path.resolve()}  [student, pre-built (distilled), available: yes]" in out
+    monkeypatch.setenv("KD_PREBUILT", str(tmp_path / "none"))
+    rc, out, _ = _run(capsys, "models")
+    assert "[student, pre-built (distilled), available: no]" in out
 
 
 def test_plot_writes_figures(

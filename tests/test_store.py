@@ -436,6 +436,19 @@ def test_cli_index_and_search(tmp_path, files, tiny_teacher, tiny_student, capsy
     assert main(["search", "--db", str(db), "--model", student, "hello world", "-k", "2"]) == 0
     captured = capsys.readouterr()
     assert STUDENT_NOTE in captured.err and len(captured.out.splitlines()) == 2
+    # Several queries, one model load: each block under its query, the same hits as alone.
+    queries = tmp_path / "queries.txt"
+    queries.write_text("the dog\n\n", encoding="utf-8")
+    assert (
+        main(["search", "--db", str(db), "good night", "--queries", str(queries), "-k", "3"]) == 0
+    )
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "query: good night" and out[1].split()[:3] == ["1", "1.000", "en"]
+    assert out[5] == "query: the dog" and len(out) == 9
+    assert main(["search", "--db", str(db), "good night", "the dog", "--json", "-k", "2"]) == 0
+    both = json.loads(capsys.readouterr().out)
+    assert [b["query"] for b in both] == ["good night", "the dog"]
+    assert both[0]["hits"][0]["score"] == pytest.approx(1.0, abs=1e-3)
 
 
 @pytest.mark.parametrize(
@@ -443,6 +456,8 @@ def test_cli_index_and_search(tmp_path, files, tiny_teacher, tiny_student, capsy
     [
         (["search", "--db", "{missing}", "hello"], "no such index"),
         (["search", "--db", "{db}", "   "], "empty query"),
+        (["search", "--db", "{db}"], "no query"),
+        (["search", "--db", "{db}", "--queries", "{missing}"], "cannot read it"),
         (["search", "--db", "{db}", "hello", "-k", "0"], "-k must be from 1"),
         (["search", "--db", "{db}", "hello", "--candidates", "0"], "--candidates must be"),
         (["search", "--db", "{db}", "hello", "--lang", "xx"], "unknown language code 'xx'"),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import gradio as gr
+
 from kd.langs import parse_langs
 from webapp import settings
 from webapp.guards import check_data_dir
@@ -109,6 +111,12 @@ def sentence_set(
         raise ValueError("fewer than 4 sentences; raise 'sentences per language'")
     lang_col = ["en"] * len(english) + [p.lang for p in pairs]
     return sentences, lang_col, [ids[en] for en in english] + [ids[p.en] for p in pairs]
+
+
+def tatoeba_box(source: str):
+    """The Tatoeba folder box: shown only while the Tatoeba source is picked, so no server path
+    stands beside the built-in sentences."""
+    return gr.update(visible=source == SOURCES[1])
 
 
 def aligned_space(

@@ -39,7 +39,8 @@ def read_sentences(text: str | None) -> list[str]:
 
 
 def closest_pairs(sentences: list[str], matrices: dict, top: int = 10):
-    """The ``top`` most similar pairs of different sentences, ranked by the last model."""
+    """The ``top`` most similar pairs of different sentences, ranked by the last model, whose
+    column comes first (beside the rank, on screen however many models follow)."""
     import numpy as np
     import pandas as pd
 
@@ -51,12 +52,19 @@ def closest_pairs(sentences: list[str], matrices: dict, top: int = 10):
     order = np.argsort(-rank_by[i, j], kind="stable")[:top]
     rows = {
         "rank": np.arange(1, len(order) + 1),
+        f"cos ({names[-1]})": np.round(rank_by[i[order], j[order]], 3),
         "sentence A": [sentences[k] for k in i[order]],
         "sentence B": [sentences[k] for k in j[order]],
     }
-    for name in names:
+    for name in names[:-1]:
         rows[f"cos ({name})"] = np.round(matrices[name][i[order], j[order]], 3)
     return pd.DataFrame(rows)
+
+
+def refresh_compare(text: str, teacher: str, student: str, visitor: Visitor | None):
+    """:func:`compare` again after a run, so the Compare tab shows the new student unasked (its
+    own event: the page's /compare endpoint stays the button's)."""
+    return compare(text, teacher, student, visitor)
 
 
 def _cut_note(sentences, teacher, student, visitor, vectors) -> str:

@@ -131,11 +131,13 @@ def the_jump(metrics: dict) -> str:
 def _download_note(result) -> str:
     """How to use the zip below: a delta needs ``kd export``; a full folder loads as it is."""
     size = Path(result.out).parent / f"kd-student-{Path(result.out).name}.zip"
-    mb = f" ({size.stat().st_size / 1e6:.1f} MB)" if size.is_file() else ""
+    # MB as the download box counts them (2**20 bytes), so the two sizes agree.
+    mb = f" ({size.stat().st_size / 2**20:.1f} MB)" if size.is_file() else ""
     if result.saved == "delta":
         return (
-            f"Download it below{mb}: a delta, the tensors this run changed. Unzip it, then "
-            "`kd export --model folder --out full` writes the folder `SentenceTransformer` "
+            f"Download it below{mb}: a delta, the tensors this run changed. Unzip it (a "
+            f"folder `{Path(result.out).name}`), then `kd export --model "
+            f"{Path(result.out).name} --out full` writes the folder `SentenceTransformer` "
             "loads (the README inside says more)."
         )
     return f"Download it below{mb}; unzip it and load it with `SentenceTransformer(folder)`."
@@ -347,7 +349,7 @@ def run_distillation(*args, progress=gr.Progress()) -> Iterator[tuple]:  # noqa:
         f"**Distillation {how}**{why} after {result.steps} of {metrics['total_steps']} steps "
         f"({_duration(metrics['train_seconds'])} of training).{cut} "
         f"{trained_on(metrics, visitor.workdir)} {the_jump(metrics)} The student is yours for "
-        "this session: the Compare and Aligned-spaces tabs now show it too. "
+        "this session: the Compare, Aligned-spaces and Search tabs now show it too. "
         + _download_note(result)
     )
     yield (

@@ -15,21 +15,9 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from pathlib import Path
 
-from webapp.settings import PREBUILT_DIR
-
-
-def prebuilt_dir() -> Path | None:
-    """The pre-built student's folder, or None where there is none (or it is turned off)."""
-    raw = os.environ.get("KD_PREBUILT")
-    if raw is not None and not raw.strip():
-        return None
-    path = Path(raw).expanduser() if raw else PREBUILT_DIR
-    if (path / "kd_delta.json").is_file() or (path / "modules.json").is_file():
-        return path.resolve()
-    return None
+from kd.models.registry import prebuilt_dir
 
 
 @functools.lru_cache(maxsize=4)

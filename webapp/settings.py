@@ -31,7 +31,6 @@ COMPARE_FILE = ASSETS / "compare_sentences.tsv"
 LEARN_FILE = ASSETS / "learn.md"
 SEARCH_COLLECTION = ASSETS / "search_collection.tsv"
 SEARCH_QUERIES = ASSETS / "search_queries.tsv"
-PREBUILT_DIR = ASSETS / "prebuilt-student"  # a delta (kd.models.delta); KD_PREBUILT names another
 WORK_ROOT = Path(tempfile.gettempdir()) / "kd-app"
 
 # The offline ids the dropdowns offer; kd.models.registry owns them (and imports no torch). An

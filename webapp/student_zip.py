@@ -11,22 +11,36 @@ deletes the previous one's files.
 
 from __future__ import annotations
 
+import json
 import shutil
 import zipfile
 from pathlib import Path
 
 from webapp import settings
-from webapp.session import Visitor, user_error
+from webapp.session import Visitor, user_error, without_server_paths
 from webapp.uploads import check_upload
 
 
 def zip_student(out: Path) -> str:
-    """The student folder as a zip (stored, not deflated: float weights barely compress)."""
+    """The student folder as a zip (stored, not deflated: float weights barely compress).
+
+    It unpacks into a folder of the run's name (``run-1/``), as the README inside says, and its
+    JSON files (config, metrics, manifest) carry no path of the server's: the run's ``out`` is
+    its folder name, and the visitors' work folder and the upload folder are dropped from any
+    other path (:func:`webapp.session.without_server_paths`)."""
     path = out.parent / f"kd-student-{out.name}.zip"
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
         for file in sorted(out.rglob("*")):
-            if file.is_file():
-                zf.write(file, file.relative_to(out).as_posix())
+            if not file.is_file():
+                continue
+            name = f"{out.name}/{file.relative_to(out).as_posix()}"
+            if file.suffix == ".json":
+                text = file.read_text(encoding="utf-8").replace(
+                    json.dumps(str(out)), json.dumps(out.name)
+                )
+                zf.writestr(name, without_server_paths(text))
+            else:
+                zf.write(file, name)
     return str(path)
 
 

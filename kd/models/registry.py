@@ -13,6 +13,7 @@ imports whatever its package needs, then.
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -178,6 +179,25 @@ def installed(model_id: str) -> bool:
     return package is not None and importlib.util.find_spec(package) is not None
 
 
+PREBUILT_ENV = "KD_PREBUILT"
+"""Names another pre-built student's folder; set and empty, there is none."""
+
+PREBUILT_DIR = Path(__file__).resolve().parents[2] / "assets" / "prebuilt-student"
+"""The pre-built student shipped with the project: a delta of the default student, distilled
+with ``--preset long`` on everyday pairs and news English (its README says how)."""
+
+
+def prebuilt_dir() -> Path | None:
+    """The pre-built student's folder, or None where there is none (or it is turned off)."""
+    raw = os.environ.get(PREBUILT_ENV)
+    if raw is not None and not raw.strip():
+        return None
+    path = Path(raw).expanduser() if raw else PREBUILT_DIR
+    if (path / "kd_delta.json").is_file() or (path / "modules.json").is_file():
+        return path.resolve()
+    return None
+
+
 def offline_models() -> list[dict[str, str]]:
     """What ``kd models`` prints: each known id, its role, its package, whether it is here.
 
@@ -201,6 +221,19 @@ def offline_models() -> list[dict[str, str]]:
                 "path": where,
             }
         )
+    prebuilt = prebuilt_dir()
+    rows.append(
+        {
+            "id": str(prebuilt or PREBUILT_DIR),
+            "role": "student, pre-built (distilled)",
+            "package": f"this repository (assets/prebuilt-student; {PREBUILT_ENV} names another)",
+            "available": "yes" if prebuilt else "no",
+            "note": "the default student distilled into the default teacher's space, shipped as a "
+            "delta (its README gives the command that built it and its scores); use its path "
+            "as --model",
+            "path": str(prebuilt or PREBUILT_DIR),
+        }
+    )
     return rows
 
 
