@@ -971,3 +971,12 @@ def test_training_curves_smoothed_loss_is_the_trailing_mean():
     np.testing.assert_allclose(fig.data[1].y, [1.0, 2.0, 2.5, 3.0])  # NaN rows skipped
     assert fig.data[0].opacity < 1
     assert len(F.training_curves(history).data) == 1  # off by default
+
+
+def test_heatmap_values_stay_written_up_to_twenty_sentences():
+    rng = np.random.default_rng(0)
+    for n, written, size in ((12, True, 12), (14, True, 9), (20, True, 9), (21, False, 9)):
+        m = np.corrcoef(rng.normal(size=(n, 5)))
+        fig = F.similarity_heatmaps({"teacher": m, "student": m}, [f"s{i}" for i in range(n)])
+        assert (fig.data[0].texttemplate is not None) is written, n
+        assert fig.data[0].textfont.size == size

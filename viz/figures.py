@@ -275,7 +275,8 @@ def similarity_heatmaps(
             sentences are in the hover.
         zmin: bottom of the shared colour scale; default ``min(-0.2, smallest value)``.
         zmax: top of the shared colour scale (1.0: cosine's maximum).
-        show_values: write each value in its cell; default: when n <= 12.
+        show_values: write each value in its cell; default: when n <= 20 (smaller type past
+            12 sentences, so the numbers stay in their cells); hovering shows them always.
         title: figure title.
         label_chars: longest axis label.
 
@@ -317,7 +318,8 @@ def similarity_heatmaps(
     if not zmin < zmax:
         raise ValueError(f"zmin ({zmin}) must be below zmax ({zmax})")
     if show_values is None:
-        show_values = n <= 12
+        show_values = n <= 20
+    cell_font = {"size": 12 if n <= 12 else 9}
 
     full = [str(s) for s in labels]
     short = [s if len(s) <= label_chars else s[: label_chars - 1] + "\u2026" for s in full]
@@ -348,6 +350,7 @@ def similarity_heatmaps(
                     f"<extra>{html.escape(name)}</extra>"
                 ),
                 texttemplate="%{z:.2f}" if show_values else None,
+                textfont=cell_font,
                 name=name,
             ),
             row=1,
