@@ -323,3 +323,27 @@ def test_step_zero_is_measured_and_a_plain_head_leaves_the_journey_to_training(
     mse = {k: plain[k]["mean"]["mse_x100"] for k in ("student_head", "student_distilled")}
     assert mse["student_distilled"] < 0.9 * mse["student_head"], mse
     assert cross(plain, "student_distilled") > cross(plain, "student_head")
+
+
+def test_every_phase_before_the_first_step_reports_its_progress(
+    tmp_path, tiny_teacher, tiny_student, isolated_cache
+):
+    """The encoding phases and the held-out evaluations each report (done, total) as they go,
+    so a page shows where a run is before its first step."""
+    seen: dict[str, list[tuple[int, int]]] = {}
+    distill(
+        _cfg(tmp_path, tiny_teacher, tiny_student, eval_pairs=10),
+        progress=lambda phase, done, total: seen.setdefault(phase, []).append((done, total)),
+    )
+    for phase in (
+        "teacher",
+        "student cache",
+        "evaluation: teacher",
+        "evaluation: untrained student",
+        "evaluation: step 0",
+        "evaluation: distilled student",
+    ):
+        assert phase in seen, (phase, sorted(seen))
+        done, total = seen[phase][-1]
+        assert done == total > 0, (phase, seen[phase])
+    assert seen["evaluation: teacher"][-1][1] == 20  # 10 held-out pairs: both sides

@@ -297,7 +297,8 @@ def run_distillation(*args, progress=gr.Progress()) -> Iterator[tuple]:  # noqa:
                     yield skip, curve(history, accuracy), skip, skip, skip, skip, skip
             elif kind == "progress":
                 phase, done, total = payload
-                progress((done, total), desc=f"encoding: {phase}", unit="sentences")
+                what = phase if phase.startswith("evaluation") else f"encoding: {phase}"
+                progress((done, total), desc=what, unit="sentences")
             elif kind == "step":
                 step, record = payload
                 total = int(record["total_steps"])

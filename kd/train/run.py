@@ -176,7 +176,7 @@ def _distill(
     metrics: dict = {"config": config, "data": feed.summary(), "sources": feed.sources}
     if streamed:
         metrics |= {"stream": True, "world_size": world.size}
-    evals = _Evaluations(cfg, feed, teacher, student, halt, on_eval) if main else None
+    evals = _Evaluations(cfg, feed, teacher, student, halt, on_eval, phase) if main else None
     if evals is not None:
         evals.before(metrics, say)
     check_stop()
@@ -327,9 +327,17 @@ class _Evaluations:
     after, the watch set (:mod:`kd.evaluate.watch`) and STS before and after (``cfg.sts``)."""
 
     def __init__(
-        self, cfg: TrainConfig, feed, teacher: Encoder, student: Encoder, halt, on_eval=None
+        self,
+        cfg: TrainConfig,
+        feed,
+        teacher: Encoder,
+        student: Encoder,
+        halt,
+        on_eval=None,
+        phase=None,
     ) -> None:
         self.on_eval = on_eval or (lambda stage, per_lang: None)
+        self.phase = phase or (lambda name: None)
         self.cfg, self.feed, self.teacher, self.student, self.halt = (
             cfg,
             feed,
@@ -346,18 +354,35 @@ class _Evaluations:
         self.sts_sets = _sts_sets(cfg)
         self.untrained_sts = None
 
-    def _student(self) -> dict:
+    def _student(self, name: str = "student") -> dict:
         # Encoder.encode runs in eval mode (no dropout) and restores training mode afterwards.
-        return evaluate(self.eval_sets, self.eval_teacher, self.halt.guard(self.student.encode))
+        return evaluate(self.eval_sets, self.eval_teacher, self._counted(self.student, name))
+
+    def _counted(self, model: Encoder, name: str):
+        """``model.encode`` guarded by Stop and reporting its progress over the held-out
+        sentences as the phase ``evaluation: NAME`` (each model encodes both sides)."""
+        total = sum(len(en) + len(x) for en, x in self.eval_sets.values())
+        report = self.phase(f"evaluation: {name}")
+        encode = self.halt.guard(model.encode)
+        done = [0]
+
+        def counted(texts, *args, **kwargs):
+            out = encode(texts, *args, **kwargs)
+            done[0] += len(texts)
+            if report:
+                report(min(done[0], total), total)
+            return out
+
+        return counted
 
     def before(self, metrics: dict, say) -> None:
         guard = self.halt.guard
         if self.eval_sets:
             say("evaluating the teacher and the untrained student on held-out pairs")
             metrics["teacher"] = evaluate(
-                self.eval_sets, self.eval_teacher, guard(self.teacher.encode)
+                self.eval_sets, self.eval_teacher, self._counted(self.teacher, "teacher")
             )
-            metrics["student_untrained"] = self._student()
+            metrics["student_untrained"] = self._student("untrained student")
             self.on_eval("student_untrained", metrics["student_untrained"])
         # A few held-out translations watched through the run (kd.evaluate.watch): the untrained
         # student's vectors first, where its width is the teacher's.
@@ -374,7 +399,7 @@ class _Evaluations:
         watch set. With the ridge head this is where most of the journey happens."""
         if self.eval_sets:
             say(f"evaluating the student with its {self.cfg.head} head, before the first step")
-            metrics["student_head"] = self._student()
+            metrics["student_head"] = self._student("step 0")
             self.on_eval("student_head", metrics["student_head"])
         if self.watch is not None:
             label = "linear head (step 0)" if self.cfg.head == "ridge" else "plain head (step 0)"
@@ -394,7 +419,7 @@ class _Evaluations:
         try:  # after a Stop or the time limit, for STOP_GRACE_S at most (kd.train.stopping)
             if self.eval_sets:
                 say("evaluating the distilled student")
-                metrics["student_distilled"] = self._student()
+                metrics["student_distilled"] = self._student("distilled student")
             if self.watch is not None:
                 label = "distilled" if not end.stopped else f"stopped (step {end.step})"
                 self.watch.snapshot(label, self.halt.guard(self.student.encode))
