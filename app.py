@@ -29,6 +29,7 @@ import os
 import gradio as gr
 
 from kd.langs import DEV_LANGS
+from viz.figures import empty_figure
 from webapp.aligned import aligned_space, tatoeba_box
 from webapp.aligned import limits_note as draw_limits
 from webapp.compare import compare, default_compare_text, refresh_compare
@@ -198,7 +199,14 @@ def build_demo() -> gr.Blocks:
                     elem_id="compare-text",
                 )
                 compare_btn = gr.Button("Compare", variant="primary", elem_id="compare-btn")
-                heatmaps = gr.Plot(label="cosine similarity", elem_id="heatmaps")
+                heatmaps = gr.Plot(
+                    empty_figure(
+                        "the heatmaps follow once the models are loaded (on a fresh server about "
+                        "20 s; the status line above says where it stands)"
+                    ),
+                    label="cosine similarity",
+                    elem_id="heatmaps",
+                )
                 pairs = gr.Dataframe(
                     label="closest pairs of different sentences",
                     headers=["rank", "sentence A", "sentence B", "cos (teacher)"],
