@@ -243,6 +243,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
     def progress(phase: str, done: int, total: int) -> None:
         bar = bars.get(phase)
         if bar is None:
+            for other in list(bars):  # one bar at a time: a new phase closes the last one
+                bars.pop(other).close()
             bar = bars[phase] = tqdm(total=total, desc=phase, unit="sent", leave=False)
         bar.update(done - bar.n)
 
@@ -276,9 +278,12 @@ def cmd_distill(args: argparse.Namespace) -> int:
             f"student acc {mean['student_mean_accuracy']:.3f}"
         )
 
-    result = distill(cfg, on_step=on_step, status=status, progress=progress, on_eval=on_eval)
-    for bar in [*bars.values(), *train_bar]:
-        bar.close()
+    try:
+        result = distill(cfg, on_step=on_step, status=status, progress=progress, on_eval=on_eval)
+    finally:  # an error's one line must not share a line with an open bar
+        for bar in [*bars.values(), *train_bar]:
+            bar.close()
+        bars.clear()
     from kd.train.distributed import from_env
 
     if not from_env().main:  # under torchrun, rank 0 alone reports

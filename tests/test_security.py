@@ -175,7 +175,8 @@ def test_model_refusal_reaches_the_visitor_from_every_tab(tmp_path, monkeypatch,
         aligned_space(
             settings.SOURCES[0], "", None, "de", 4, "pca", ["teacher"], "~/.ssh", "", None
         )
-    form = [tiny_teacher, "../../root", ["fr"], [], 10, 0, 1, 8, 1e-3, "mse", 0, 0, 1, None]
+    form = [tiny_teacher, "../../root", ["fr"], [], 10, 0, 1, 8, 1e-3, "mse", 0, 0, 1]
+    form += ["ridge", None]
     with pytest.raises(gr.Error, match="unknown model '../../root'"):
         prepare_run(*form, Visitor())
     # The model cache checks every name from the page too: a tab that forgets is still safe.
