@@ -31,7 +31,7 @@ PRESETS: dict[str, dict] = {
     # with --english default --english news-english/en.txt it made the pre-built student
     # (docs/results.md, "The long recipe"; docs/training.md, "The pre-built student").
     "long": {"max_pairs": 500, "english_rows": 90000, "freeze_layers": 8, "epochs": 2},
-    # The app's Distill form: a run a visitor watches in a minute or two on a shared 2-core
+    # The app's Distill form: a run a visitor watches in about a minute on a 2-core
     # server (the Learn tab says why these are smaller than the CLI's).
     "app": {
         "max_pairs": 100,

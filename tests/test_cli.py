@@ -174,11 +174,22 @@ def test_distill_runs_and_eval_reports_baselines(
     rc, out, err = _run(
         capsys,
         *_distill(
-            tmp_path, tiny_teacher, tiny_student, pairs_file, "--epochs", "1", "--batch-size", "2"
+            tmp_path,
+            tiny_teacher,
+            tiny_student,
+            pairs_file,
+            "--epochs",
+            "1",
+            "--batch-size",
+            "2",
+            "--eval-pairs",
+            "1",  # of the 3 pairs: one held out, so there are scores around step 0
         ),
     )
     assert rc == 0, err
     assert "student saved to" in out
+    # the scores around step 0: before training, and with the head's start before any step
+    assert "before training: cross-model acc" in out and "step 0 (ridge head): cross" in out
     tatoeba = _tiny_tatoeba(tmp_path)
     rc, out, err = _run(
         capsys,
