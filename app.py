@@ -272,7 +272,7 @@ def build_demo() -> gr.Blocks:
                 draw = gr.Button("Draw", variant="primary", elem_id="draw")
                 space = gr.Plot(
                     label="the teacher's space: does each translation land on its English "
-                    "sentence? (slider: untrained / pre-built / yours)",
+                    "sentence? (slider: the students, untrained / pre-built / distilled)",
                     elem_id="teacher-space",
                 )
                 numbers = gr.Markdown(elem_id="numbers")
@@ -307,18 +307,23 @@ def build_demo() -> gr.Blocks:
                 gr.Examples([[q] for q in example_queries()], inputs=[query], label="try")
                 search_btn = gr.Button("Search", variant="primary", elem_id="search-btn")
                 search_notes = gr.Markdown(elem_id="search-notes")
-                with gr.Row():
-                    hits = [
-                        gr.Dataframe(
-                            label=label,
-                            headers=SEARCH_COLUMNS,
-                            column_widths=["9%", "13%", "10%", "56%", "12%"],
-                            interactive=False,
-                            wrap=True,
-                            elem_id=f"hits-{key}",
-                        )
-                        for key, label in MODEL_LABELS.items()
-                    ]
+                # Two tables a row: four side by side cut their headers and wrap their scores.
+                hits = []
+                keys = list(MODEL_LABELS.items())
+                for first in range(0, len(keys), 2):
+                    with gr.Row():
+                        hits += [
+                            gr.Dataframe(
+                                label=label,
+                                headers=SEARCH_COLUMNS,
+                                column_widths=["8%", "11%", "9%", "60%", "12%"],
+                                interactive=False,
+                                wrap=True,
+                                max_height=800,  # every row of up to 20, none clipped
+                                elem_id=f"hits-{key}",
+                            )
+                            for key, label in keys[first : first + 2]
+                        ]
 
             with gr.Tab("Learn", id="learn"):
                 gr.Markdown(

@@ -171,7 +171,7 @@ def _show_frame(page, elem: str, index: int) -> None:
 def measure_distill(client, teacher: str, student: str) -> dict:
     """A short distillation on a tiny budget through the API: time to the first step, total."""
     form = [teacher, student, ["de", "fr"], [], 20, 100, 1, 32, 1e-4, "mse"]
-    form += [20, 1, 8, None]
+    form += [20, 1, 8, "ridge", None]
     started = time.perf_counter()
     job = client.submit(*form, api_name="/distill")
     first_step = None
@@ -217,6 +217,7 @@ def take_screenshots(
                 box = page.get_by_label(label).first
                 box.fill(value)
                 box.press("Enter")
+        page.get_by_role("tab", name="Distill").click()  # the page opens on Compare
         page.locator("#distill-langs label", has_text="(").first.wait_for()
         for code in ("es", "ru", "ar"):
             page.locator("#distill-langs label", has_text=f"{code} · ").first.click()
@@ -250,9 +251,11 @@ def take_screenshots(
         say("compare")
         page.get_by_role("tab", name="Compare").click()
         page.locator("#compare-btn").click()
-        page.wait_for_function(
-            "() => document.querySelector('#heatmaps .js-plotly-plot')?.data?.length === 3"
+        page.wait_for_function(  # the visitor's student beside the others (pre-built included)
+            "() => (document.querySelector('#heatmaps .js-plotly-plot')?.data || [])"
+            ".some(d => d.name === 'student, distilled')"
         )
+        page.wait_for_timeout(3000)  # the redraw a finished run queues settles first (no dimming)
         page.screenshot(path=str(folder / "compare.png"), full_page=True)
         say("aligned")
         page.get_by_role("tab", name="Aligned spaces").click()
@@ -263,7 +266,8 @@ def take_screenshots(
         page.locator("#draw").click()
         page.get_by_text("UMAP in").first.wait_for()
         page.screenshot(path=str(folder / "aligned-umap.png"), full_page=True)
-        for i, name in enumerate(("untrained", "distilled")):
+        frames = page.locator("#teacher-space .slider-label-group").count()
+        for i, name in ((0, "untrained"), (frames - 1, "distilled")):  # pre-built in between
             _show_frame(page, "#teacher-space", i)
             page.locator("#teacher-space").screenshot(
                 path=str(folder / f"teacher-space-{name}.png")

@@ -113,7 +113,7 @@ def _hits_frame(hits):
     import pandas as pd
 
     rows = [
-        {"rank": i, "score": round(h.score, 3), "lang": h.lang, "sentence": h.text, "id": h.id}
+        {"rank": i, "score": round(h.score, 2), "lang": h.lang, "sentence": h.text, "id": h.id}
         for i, h in enumerate(hits, start=1)
     ]
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
