@@ -360,6 +360,8 @@ def build_demo() -> gr.Blocks:
             api_name="prepare_run",
         ).success(
             queued_message, None, run_status, show_progress="hidden", api_visibility="private"
+        ).success(  # the status line says the run is coming at once, not at the next tick
+            server_status, visitor, status, show_progress="hidden", api_visibility="private"
         ).success(
             run_distillation,
             [*form, visitor],

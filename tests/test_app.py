@@ -998,3 +998,14 @@ def test_model_ids_match_the_core():
         DEFAULT_STUDENT,
     )
     assert set(settings.TEACHER_CHOICES + settings.STUDENT_CHOICES) <= set(OFFLINE_MODELS)
+
+
+def test_the_status_line_says_a_visitors_run_is_starting():
+    """Between Start and the run's first phase the status line no longer says only 'idle'."""
+    from webapp.model_cache import server_status
+
+    visitor = Visitor()
+    assert "yours starting" not in server_status(visitor)
+    visitor.queued = True
+    assert "training: idle · yours starting…" in server_status(visitor)
+    assert "yours starting" not in server_status(None)  # other visitors' runs are not named
