@@ -85,7 +85,7 @@ def test_the_prebuilt_note_gives_the_measured_numbers(prebuilt):
 def test_search_and_aligned_show_the_prebuilt_student(prebuilt, tiny_teacher, tiny_student):
     notes, _t, _u, pre, own = search("the cat", 3, None, tiny_teacher, tiny_student, None)
     assert len(pre) == 3 and len(own) == 0
-    assert f"*{LABEL}* searched the teacher's index" in notes
+    assert f"*{LABEL}* searched the teacher's own index" in notes
     fig, _md, table, space = aligned_space(
         settings.SOURCES[0],
         None,

@@ -104,7 +104,8 @@ def test_search_ranks_the_collection_under_each_model(
     visitor = Visitor(student_dir=tiny_distilled, teacher=tiny_teacher)
     notes, _, _, _, distilled = search(query, 3, "de", tiny_teacher, tiny_student, visitor)
     assert len(distilled) == 3 and set(distilled["lang"]) == {"de"}
-    assert "same space" in notes
+    assert "*student, distilled* searched the teacher's own index" in notes
+    assert notes.count("searched") == 1  # one sentence for every student in the teacher's index
     dbs = sorted(p.name for p in (isolated_cache / "search").glob("*.db"))
     assert len(dbs) == 2, dbs  # one per model that built an index: teacher, untrained student
 

@@ -155,6 +155,7 @@ def search(query: str, k, lang: str | None, teacher: str, student: str, visitor:
         # The page's one check, as in every tab: allowed, and no other visitor's folder.
         teacher, student = checked_model(teacher, visitor), checked_model(student, visitor)
         notes = []
+        in_teachers_index = []  # the students that searched the teacher's own index
         hits_t, _ = _search(teacher, teacher, text, k, code, True, visitor)
         hits_u, _ = _search(student, student, text, k, code, True, visitor)
         frames = [_hits_frame(hits_t), _hits_frame(hits_u)]
@@ -162,7 +163,7 @@ def search(query: str, k, lang: str | None, teacher: str, student: str, visitor:
         if prebuilt:  # shipped with the app: it searches the teacher's index, as yours does
             hits_p, _ = _search(teacher, prebuilt, text, k, code, False, visitor)
             frames.append(_hits_frame(hits_p))
-            notes.append(f"*{MODEL_LABELS['prebuilt']}* searched the teacher's index.")
+            in_teachers_index.append(f"*{MODEL_LABELS['prebuilt']}*")
         else:
             frames.append(_hits_frame([]))
         if visitor is not None and visitor.student_dir:
@@ -171,16 +172,23 @@ def search(query: str, k, lang: str | None, teacher: str, student: str, visitor:
             own_teacher = visitor.teacher or teacher
             hits_d, note = _search(own_teacher, visitor.student_dir, text, k, code, False, visitor)
             frames.append(_hits_frame(hits_d))
-            where = "" if own_teacher == teacher else f" (`{shown_model(own_teacher)}`)"
-            notes.append(
-                f"*{MODEL_LABELS['distilled']}* searched the index of its teacher{where}: "
-                f"{note or 'same model'}."
-            )
+            if own_teacher == teacher:
+                in_teachers_index.append(f"*{MODEL_LABELS['distilled']}*")
+            else:
+                notes.append(
+                    f"*{MODEL_LABELS['distilled']}* searched the index of its own teacher "
+                    f"(`{shown_model(own_teacher)}`): {note or 'same model'}."
+                )
         else:
             frames.append(_hits_frame([]))
             notes.append(
                 f"No *{MODEL_LABELS['distilled']}* yet: distil one in the Distill tab, and it "
                 "will search the teacher's own index in any language."
+            )
+        if in_teachers_index:
+            who = " and ".join(in_teachers_index)
+            notes.insert(
+                0, f"{who} searched the teacher's own index: distilling put them in its space."
             )
         scope = f"{code} sentences" if code else "all languages"
         lines = [f"Top {k} of the demo collection ({scope}) for **{text}**.", "", *notes]
