@@ -884,7 +884,7 @@ def test_browser_end_to_end(served, tmp_path, tiny_teacher, tiny_student, isolat
         # Search: the prefilled query, three ranked tables (the distilled student's included).
         page.get_by_role("tab", name="Search").click()
         page.locator("#search-btn").click()
-        page.get_by_text("searched the index of its teacher").first.wait_for()
+        page.get_by_text("searched the teacher's own index").first.wait_for()
         for key in ("teacher", "untrained", "distilled"):  # five ranked rows in each table
             assert _rows_shown(page, f"#hits-{key}") == 5, key
         page.screenshot(path=str(shots / "search.png"), full_page=True)
