@@ -1009,3 +1009,18 @@ def test_the_status_line_says_a_visitors_run_is_starting():
     visitor.queued = True
     assert "training: idle · yours starting…" in server_status(visitor)
     assert "yours starting" not in server_status(None)  # other visitors' runs are not named
+
+
+def test_a_server_whose_kd_data_names_no_folder_still_opens(monkeypatch, tmp_path):
+    """A mistyped KD_DATA fails a run with its one line, not the page at start-up."""
+    import webapp.distill_form
+
+    monkeypatch.setenv("KD_DATA", str(tmp_path / "missing"))
+    webapp.distill_form._source_counts.cache_clear()
+    try:
+        by_id = {getattr(b, "elem_id", None): b for b in app.build_demo().blocks.values()}
+        assert "none found on this server" in by_id["distill-langs"].label
+        dev, _ = webapp.distill_form.language_choices()
+        assert dev[0][0] == "de · German"  # no counts to give
+    finally:
+        webapp.distill_form._source_counts.cache_clear()

@@ -17,11 +17,10 @@ from pathlib import Path
 import gradio as gr
 
 from kd.config import TrainConfig
-from kd.data.sources import EVERYDAY_SPEC, GETTEXT_SPEC
 from kd.evaluate.watch import WatchSet
 from kd.train.stopping import STOP_GRACE_S, RunStopped
 from webapp import budget, settings
-from webapp.distill_form import form_values, make_config
+from webapp.distill_form import form_values, make_config, source_words
 from webapp.model_cache import training_finished, training_started
 from webapp.run_results import STAGES, curve, headline, per_language_bars, results_table
 from webapp.session import Visitor, user_error, without_server_paths
@@ -80,18 +79,7 @@ def request_stop(visitor: Visitor | None) -> str:
 def trained_on(metrics: dict, workdir: str | Path | None = None) -> str:
     """One sentence naming the data a finished run trained on, from its metrics."""
     specs = metrics.get("config", {}).get("data") or []
-    names = []
-    for spec in specs:
-        if spec == EVERYDAY_SPEC:
-            names.append("kd's own everyday set")
-        elif spec == GETTEXT_SPEC:
-            names.append("translated software messages (gettext catalogs)")
-        elif spec.startswith("hf:"):
-            names.append(f"{spec[3:]} from the Hugging Face Hub")
-        elif workdir is not None and Path(spec).resolve().is_relative_to(Path(workdir).resolve()):
-            names.append("your own pairs")
-        else:
-            names.append(f"the server's pairs ({Path(spec).name})")
+    names = [source_words(spec, workdir) for spec in specs]
     counts = metrics.get("data", {})
     langs = [lang for lang in counts if lang != "en"]
     pairs = sum(counts[lang] for lang in langs)

@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import gradio as gr
 
@@ -175,24 +176,44 @@ def limits_note() -> str:
 
 
 # ---- languages and the data they train on ---------------------------------------------------
+def source_words(spec: str, workdir: str | Path | None = None) -> str:
+    """A data source spec in a visitor's words (a file under ``workdir`` is their own)."""
+    if spec == EVERYDAY_SPEC:
+        return "kd's own everyday set"
+    if spec == GETTEXT_SPEC:
+        return "translated software messages (gettext catalogs)"
+    if spec.startswith("hf:"):
+        return f"{spec[3:]} from the Hugging Face Hub"
+    if workdir is not None and Path(spec).resolve().is_relative_to(Path(workdir).resolve()):
+        return "your own pairs"
+    return f"the server's pairs ({Path(spec).name})"
+
+
+def _default_specs() -> list[str]:
+    """The default source of the development languages (kd.data.sources.default_sources);
+    none where the server's KD_DATA names no folder, which the page must survive: a run then
+    says so in one line."""
+    try:
+        return run_specs([], list(DEV_LANGS), 1)[0]
+    except ValueError as err:
+        log.warning("no default training data: %s", err)
+        return []
+
+
 def default_source_name() -> str:
-    """What a run of the form trains on when the visitor brings no pairs, in words: the
-    default source of the development languages (kd.data.sources.default_sources)."""
-    specs, _note = run_specs([], list(DEV_LANGS), 1)
-    if specs == [EVERYDAY_SPEC]:
-        return "kd's own everyday set (400 sentences a language)"
-    if specs == [GETTEXT_SPEC]:
-        return "translated software messages"
-    if specs and specs[0].startswith("hf:"):
-        return f"everyday pairs from the Hugging Face Hub ({specs[0][3:]})"
-    return "the server's everyday pairs"
+    """What a run of the form trains on when the visitor brings no pairs, in words."""
+    specs = _default_specs()
+    if not specs:
+        return "none found on this server: upload your own pairs"
+    name = " and ".join(source_words(s) for s in specs)
+    return f"{name} (400 sentences a language)" if specs == [EVERYDAY_SPEC] else name
 
 
 @functools.lru_cache(maxsize=1)
 def _source_counts() -> dict[str, int]:
     """Pairs per language in the default source of the development languages (none known for
     a Hub set, which is streamed)."""
-    specs, _note = run_specs([], list(DEV_LANGS), 1)
+    specs = _default_specs()
     if not specs or specs[0].startswith("hf:"):
         return {}
     if specs == [GETTEXT_SPEC]:

@@ -37,8 +37,6 @@ Progress = Callable[[int, int], None]
 class MemoryFeed:
     """The in-memory data of a run (:class:`kd.data.dataset.Dataset`)."""
 
-    stream = False
-
     def __init__(self, data: Dataset) -> None:
         self.data = data
         self.n_items = len(data.texts)
@@ -88,8 +86,6 @@ class MemoryFeed:
 
 class CorpusFeed:
     """The corpus folder of a run (:class:`kd.data.corpus.Corpus`), shared by its processes."""
-
-    stream = True
 
     def __init__(self, corpus: Corpus, note: str | None = None) -> None:
         self.corpus = corpus
