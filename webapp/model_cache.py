@@ -246,7 +246,7 @@ def server_status(visitor: Visitor | None = None) -> str:
         umap = "compiles on first use (20-40 s)"
     running = _trainings["running"]
     training = f"{running} running" if running else "idle"
-    if visitor is not None and getattr(visitor, "queued", False):
+    if visitor is not None and visitor.queued:
         training += " · yours starting…"  # accepted, not yet at its first phase
     return f"**Status** · models: {models} · UMAP: {umap} · training: {training}"
 

@@ -338,13 +338,7 @@ class _Evaluations:
     ) -> None:
         self.on_eval = on_eval or (lambda stage, per_lang: None)
         self.phase = phase or (lambda name: None)
-        self.cfg, self.feed, self.teacher, self.student, self.halt = (
-            cfg,
-            feed,
-            teacher,
-            student,
-            halt,
-        )
+        self.cfg, self.teacher, self.student, self.halt = cfg, teacher, student, halt
         self.eval_sets = feed.eval_sets
         self.eval_teacher = {
             lang: teacher_vectors(teacher, en, progress=halt.progress())
