@@ -55,6 +55,7 @@ from kd.train.distributed import (
     barrier,
     init,
     launched,
+    peer_lost,
     shard_range,
     shutdown,
     sum_arrays,
@@ -123,7 +124,7 @@ def distill(
         )
     except (RuntimeError, OSError) as err:  # gloo raises both when a peer's socket closes
         if world.parallel and stream.is_peer_failure(err):
-            raise stream.peer_lost(world, err) from None
+            raise peer_lost(world, err) from None
         raise
     finally:
         shutdown(world)

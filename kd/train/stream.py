@@ -28,10 +28,10 @@ from torch.nn.parallel import DistributedDataParallel
 from kd.config import TrainConfig
 from kd.models.encoder import Encoder
 from kd.train.checkpoint import load_checkpoint, read_extra, save_checkpoint
-from kd.train.distributed import World, broadcast_object, gather_tensors, peer_lost  # noqa: F401
+from kd.train.distributed import World, broadcast_object, gather_tensors
 from kd.train.parts import check_resumable
 
-__all__ = ["is_peer_failure", "peer_lost", "resume", "save_checkpoint_all", "wrap"]
+__all__ = ["is_peer_failure", "resume", "save_checkpoint_all", "wrap"]
 
 
 class _Step(nn.Module):
