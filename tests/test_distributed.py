@@ -169,12 +169,15 @@ def test_two_gloo_ranks_train_the_same_weights_as_one_process(
     assert two_ranks["stdout"].count("student saved to") == 1
 
 
-# The run stalls on rank 0 right after the checkpoint of step STALL_AT is written; each rank says
-# its pid, so the test can kill one rank (rank 1) while rank 0 waits, as a machine going down.
+# The run stalls on rank 0 right after the checkpoint of step STALL_AT is written; each rank
+# writes its pid to a file beside the script (a file, not stdout: torchrun merges both ranks'
+# output into one pipe, where two lines can interleave), so the test can kill one rank (rank 1)
+# while rank 0 waits, as a machine going down.
 STALL_AT = 10
-STALL = (  # tests/test_faults.py's stalling run, each rank saying its pid first
-    "import os\n"
-    "print(f\"RANK {os.environ['RANK']} PID {os.getpid()}\", flush=True)\n" + STALL_AFTER_CHECKPOINT
+STALL = (  # tests/test_faults.py's stalling run, each rank writing its pid first
+    "import os, pathlib\n"
+    "pathlib.Path(__file__).with_name(f\"pid-{os.environ['RANK']}\").write_text(str(os.getpid()))\n"
+    + STALL_AFTER_CHECKPOINT
 )
 
 
@@ -196,17 +199,14 @@ def test_one_rank_killed_after_a_checkpoint_ends_the_job_and_resume_finishes_it(
         text=True,
         start_new_session=True,
     )
-    pids = {}
     try:
         for line in job.stdout:  # ends when the run stalls, finishes or fails
-            if line.startswith("RANK "):
-                _, rank, _, pid = line.split()
-                pids[int(rank)] = int(pid)
-            if line.strip() == "STALLED":
+            if "STALLED" in line:
                 break
         else:
             pytest.fail(f"the run ended before step {STALL_AT}'s checkpoint: {job.stderr.read()}")
-        os.kill(pids[1], signal.SIGKILL)  # one rank dies; torchrun must end the whole job
+        pid_1 = int((root / "pid-1").read_text())
+        os.kill(pid_1, signal.SIGKILL)  # one rank dies; torchrun must end the whole job
         _, err = job.communicate(timeout=120)
     finally:
         if job.poll() is None:
