@@ -39,6 +39,8 @@ from webapp.distill_form import (
     FORM_FIELDS,
     control,
     default_source_name,
+    frozen_layers_high,
+    frozen_layers_slider,
     lang_label,
     language_update,
 )
@@ -135,7 +137,9 @@ def build_demo() -> gr.Blocks:
                     with gr.Accordion("advanced", open=False):
                         eval_pairs = control("eval_pairs", step=10)
                         evals = control("evals")
-                        freeze_layers = control("freeze_layers")
+                        freeze_layers = control(
+                            "freeze_layers", high=frozen_layers_high(DEFAULT_STUDENT)
+                        )
                         head = control(
                             "head",
                             info="ridge: fitted to the teacher's vectors before step 0, where "
@@ -149,6 +153,13 @@ def build_demo() -> gr.Blocks:
                             type="filepath",
                             elem_id="own-pairs",
                         )
+                    student.change(
+                        frozen_layers_slider,
+                        [student, freeze_layers, visitor],
+                        freeze_layers,
+                        show_progress="hidden",
+                        api_visibility="private",
+                    )
                     with gr.Row():
                         start = gr.Button("Start distillation", variant="primary", elem_id="start")
                         stop = gr.Button("Stop", variant="stop", elem_id="stop")

@@ -389,12 +389,31 @@ def test_every_form_control_is_the_configs_setting():
             assert [c[1] for c in block.choices] == list(spec.choices), name
         else:
             low, high = form_range(name)
+            if name == "freeze_layers":  # bounded by the default student's layers instead
+                assert (block.minimum, block.maximum) == (low, 12), name
+                assert high > 12
+                continue
             assert (block.minimum, block.maximum) == (low, high), name
             if KINDS[name] is int:  # the core takes the form's whole range, ends included
                 TrainConfig.from_preset(PRESET, **{name: int(low)})
                 if high is not None and spec.high is not None:
                     assert high <= spec.high, name
     assert by_id["distill-langs"].value == defaults.langs
+
+
+def test_the_frozen_layers_slider_follows_the_students_layers(allow_tiny_models, tiny_student):
+    """The slider offers no more frozen layers than the chosen student has: 2 for the tiny
+    student (the value chosen before is cut to fit), 12 for the default, the config's bound for a
+    name whose layers this disk cannot tell."""
+    from kd.config import form_range
+    from webapp.distill_form import frozen_layers_slider
+
+    tiny = frozen_layers_slider(tiny_student, 10)
+    assert (tiny.maximum, tiny.value) == (2, 2)
+    default = frozen_layers_slider(app.DEFAULT_STUDENT, 4)
+    assert (default.maximum, default.value) == (12, 4)
+    for unknown in ("someone/not-on-this-disk", "/etc", ""):
+        assert frozen_layers_slider(unknown, 4).maximum == form_range("freeze_layers")[1]
 
 
 def test_one_bad_value_names_the_flag_in_the_cli_and_the_label_in_the_page(

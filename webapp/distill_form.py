@@ -22,6 +22,7 @@ from kd.config import KINDS, SETTINGS, TrainConfig, form_range
 from kd.data.pairs import pairs_summary
 from kd.data.sources import EVERYDAY_SPEC, GETTEXT_SPEC, read_sources, run_specs
 from kd.langs import DEV_LANGS, lang_name
+from kd.models.registry import layer_count
 from kd.train.stopping import STOP_GRACE_S
 from webapp import settings as server
 from webapp.model_cache import checked_model
@@ -55,9 +56,12 @@ optional file of the visitor's own pairs."""
 APP_DEFAULTS = TrainConfig.from_preset(PRESET)
 
 
-def control(name: str, step: float | None = None, **layout) -> gr.components.Component:
+def control(
+    name: str, step: float | None = None, high: float | None = None, **layout
+) -> gr.components.Component:
     """The form's control for ``TrainConfig`` field ``name``: a radio for a choice, a number box
-    for a rate, a slider for a count, labelled and bounded as the config says."""
+    for a rate, a slider for a count, labelled and bounded as the config says (``high``: a
+    tighter upper bound, as the student's layer count for the frozen layers)."""
     spec, default = SETTINGS[name], getattr(APP_DEFAULTS, name)
     elem_id = layout.pop("elem_id", f"distill-{name.replace('_', '-')}")
     info = layout.pop("info", None)
@@ -65,7 +69,8 @@ def control(name: str, step: float | None = None, **layout) -> gr.components.Com
         return gr.Radio(
             list(spec.choices), value=default, label=spec.label, info=info, elem_id=elem_id
         )
-    low, high = form_range(name)
+    low, config_high = form_range(name)
+    high = config_high if high is None else high
     if KINDS[name] is float:
         return gr.Number(
             default,
@@ -88,6 +93,28 @@ def control(name: str, step: float | None = None, **layout) -> gr.components.Com
         elem_id=elem_id,
         **layout,
     )
+
+
+def frozen_layers_high(student: str | None, visitor: Visitor | None = None) -> int:
+    """The frozen-layers slider's top for ``student``: its layer count where its config on this
+    disk says it (freezing every layer leaves only the head to train), the config's bound
+    otherwise (a Hub id, a name the page refuses: the run reports those)."""
+    try:
+        layers = layer_count(checked_model(student, visitor))
+    except (ValueError, gr.Error):
+        layers = None
+    return int(layers or form_range("freeze_layers")[1])
+
+
+def frozen_layers_slider(student: str | None, value, visitor: Visitor | None = None):
+    """The frozen-layers slider after the student changes: bounded by its layers, the chosen
+    value kept where it fits."""
+    high = frozen_layers_high(student, visitor)
+    try:
+        value = min(int(value), high)
+    except (TypeError, ValueError):
+        value = min(APP_DEFAULTS.freeze_layers, high)
+    return gr.Slider(maximum=high, value=value)
 
 
 def form_values(values: Sequence) -> dict:

@@ -13,6 +13,7 @@ imports whatever its package needs, then.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -291,3 +292,29 @@ def resolve_model(name: str) -> str:
             f"offline models: {', '.join(OFFLINE_MODELS)}"
         )
     return name  # a Hub id: transformers downloads it when there is internet
+
+
+def layer_count(name: str) -> int | None:
+    """The transformer layers model ``name`` declares in its ``config.json``, read without
+    loading it; ``None`` for a Hub id not on this disk or a config that does not say.
+
+    Example:
+        >>> layer_count("sentence-transformers/all-MiniLM-L6-v2")
+        6
+    """
+    try:
+        path = Path(resolve_model(name))
+    except ValueError:
+        return None
+    if not path.is_dir():
+        return None
+    # A sentence-transformers folder keeps the transformer's config at its root or in a module.
+    for config in (path / "config.json", *sorted(path.glob("*/config.json"))):
+        try:
+            data = json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        for key in ("num_hidden_layers", "n_layers", "num_layers"):
+            if isinstance(data, dict) and isinstance(data.get(key), int) and data[key] > 0:
+                return data[key]
+    return None
