@@ -49,7 +49,7 @@ from webapp.guards import launch_options, tatoeba_folders
 from webapp.model_cache import server_status, start_background_warm_up, status_tick
 from webapp.prebuilt import prebuilt_dir, prebuilt_note
 from webapp.run_results import RESULT_COLUMNS
-from webapp.search import ALL_LANGS, collection_langs, example_queries, search
+from webapp.search import ALL_LANGS, collection_langs, example_queries, search_tables
 from webapp.search import MAX_K as SEARCH_MAX_K
 from webapp.search import RESULT_COLUMNS as SEARCH_COLUMNS
 from webapp.session import Visitor, end_session, forget_visitor, register_session
@@ -331,6 +331,9 @@ def build_demo() -> gr.Blocks:
                                 interactive=False,
                                 wrap=True,
                                 max_height=800,  # every row of up to 20, none clipped
+                                # Shown once they have results (webapp.search.search_tables).
+                                visible=key != "distilled"
+                                and (key != "prebuilt" or prebuilt_dir() is not None),
                                 elem_id=f"hits-{key}",
                             )
                             for key, label in keys[first : first + 2]
@@ -428,7 +431,7 @@ def build_demo() -> gr.Blocks:
 
         gr.on(
             [search_btn.click, query.submit],
-            search,
+            search_tables,
             [query, top_k, search_lang, teacher, student, visitor],
             [search_notes, *hits],
             concurrency_limit=4,

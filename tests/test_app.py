@@ -906,6 +906,7 @@ def test_browser_end_to_end(served, tmp_path, tiny_teacher, tiny_student, isolat
         page.get_by_text("searched the teacher's own index").first.wait_for()
         for key in ("teacher", "untrained", "distilled"):  # five ranked rows in each table
             assert _rows_shown(page, f"#hits-{key}") == 5, key
+        assert not page.locator("#hits-prebuilt").is_visible()  # none for the tiny teacher
         page.screenshot(path=str(shots / "search.png"), full_page=True)
         page.get_by_role("tab", name="Learn").click()
         page.get_by_text("Cite").first.wait_for()

@@ -16,6 +16,7 @@ from webapp.search import (
     example_queries,
     read_collection,
     search,
+    search_tables,
 )
 from webapp.session import Visitor
 from webapp.settings import SEARCH_COLLECTION, SEARCH_QUERIES
@@ -108,6 +109,17 @@ def test_search_ranks_the_collection_under_each_model(
     assert notes.count("searched") == 1  # one sentence for every student in the teacher's index
     dbs = sorted(p.name for p in (isolated_cache / "search").glob("*.db"))
     assert len(dbs) == 2, dbs  # one per model that built an index: teacher, untrained student
+
+    # On the page, a table with no results is not drawn: before a run, the visitor's; with a
+    # teacher that has no pre-built student, that one's.
+    _, _, _, prebuilt_table, distilled_table = search_tables(
+        query, 3, ALL_LANGS, tiny_teacher, tiny_student, None
+    )
+    assert not prebuilt_table.visible and not distilled_table.visible
+    _, _, _, prebuilt_table, distilled_table = search_tables(
+        query, 3, ALL_LANGS, tiny_teacher, tiny_student, visitor
+    )
+    assert not prebuilt_table.visible and distilled_table.visible
 
 
 def test_the_index_is_built_once_and_reused(tiny_teacher, isolated_cache, allow_tiny_models):

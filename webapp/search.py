@@ -16,6 +16,8 @@ import threading
 import time
 from pathlib import Path
 
+import gradio as gr
+
 from webapp import settings
 from webapp.guards import shown_model
 from webapp.model_cache import checked_model, encode, get_encoder
@@ -133,6 +135,15 @@ def _search(
     vector = encode(query_model, [text], public=public)
     with VectorStore.open(db, stamp) as store:
         return store.search(vector, k=k, lang=lang)[0], store.note
+
+
+def search_tables(query: str, k, lang, teacher: str, student: str, visitor: Visitor | None):
+    """:func:`search` for the page: the pre-built student's and the visitor's tables shown only
+    when they hold results (no pre-built student for this teacher, no run yet: no empty table;
+    the note says why)."""
+    notes, teacher_hits, untrained_hits, *others = search(query, k, lang, teacher, student, visitor)
+    shown = [gr.Dataframe(frame, visible=not frame.empty) for frame in others]
+    return notes, teacher_hits, untrained_hits, *shown
 
 
 def search(query: str, k, lang: str | None, teacher: str, student: str, visitor: Visitor | None):
