@@ -418,6 +418,29 @@ def test_similarity_heatmaps():
     assert fig.layout.coloraxis.cmin == -0.2
 
 
+def test_similarity_heatmaps_wrap_past_two_a_row():
+    """Four models: a 2 x 2 grid, twice as tall as one row; sentence labels on the left column
+    and the bottom row only; three: the third alone on a second row, labelled below."""
+    labels = ["one", "two", "three"]
+    four = {name: np.eye(3) for name in ("teacher", "untrained", "pre-built", "distilled")}
+    one_row = F.similarity_heatmaps(dict(list(four.items())[:2]), labels)
+    fig = F.similarity_heatmaps(four, labels)
+    assert len(fig.data) == 4 and fig.layout.height == 2 * one_row.layout.height
+    domains = {tuple(fig.layout[f"yaxis{k}"].domain) for k in ("", 2, 3, 4)}
+    assert len(domains) == 2  # two rows
+    assert fig.layout.xaxis.domain == fig.layout.xaxis3.domain  # the same column
+    shown_x = [fig.layout[f"xaxis{k}"].showticklabels is not False for k in ("", 2, 3, 4)]
+    shown_y = [fig.layout[f"yaxis{k}"].showticklabels is not False for k in ("", 2, 3, 4)]
+    assert shown_x == [False, False, True, True] and shown_y == [True, False, True, False]
+    three = F.similarity_heatmaps(dict(list(four.items())[:3]), labels)
+    shown_x = [three.layout[f"xaxis{k}"].showticklabels is not False for k in ("", 2, 3)]
+    assert shown_x == [False, True, True]  # the second panel has none below it
+    wide = F.similarity_heatmaps(four, labels, per_row=4)
+    assert len({tuple(wide.layout[f"yaxis{k}"].domain) for k in ("", 2, 3, 4)}) == 1
+    with pytest.raises(ValueError, match="per_row"):
+        F.similarity_heatmaps(four, labels, per_row=0)
+
+
 def test_similarity_heatmaps_bad_input():
     with pytest.raises(ValueError, match="empty"):
         F.similarity_heatmaps({}, ["a"])

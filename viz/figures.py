@@ -265,6 +265,7 @@ def similarity_heatmaps(
     show_values: bool | None = None,
     title: str | None = None,
     label_chars: int = 28,
+    per_row: int = 2,
 ) -> go.Figure:
     """Cosine-similarity matrices side by side with one shared colour scale.
 
@@ -279,6 +280,8 @@ def similarity_heatmaps(
             12 sentences, so the numbers stay in their cells); hovering shows them always.
         title: figure title.
         label_chars: longest axis label.
+        per_row: panels a row; more matrices wrap onto further rows (four models: a 2 x 2
+            grid, each panel half the width instead of a quarter).
 
     Returns:
         One ``go.Heatmap`` per matrix (``z`` is the matrix, row i = ``labels[i]``, drawn top
@@ -329,15 +332,25 @@ def similarity_heatmaps(
     hover[:, :, 1] = np.asarray(escaped, dtype=object)[None, :]
     ticks = list(range(n))  # integer positions: two labels cut to the same text stay apart
 
+    if per_row < 1:
+        raise ValueError(f"per_row must be at least 1, got {per_row}")
     names = list(arrays)
+    cols = min(per_row, len(names))
+    rows = math.ceil(len(names) / cols)
+    # Each row of panels as tall as one row used to be, plus room for the next row's labels.
+    row_height = max(360, 28 * n + 200) if n <= 30 else 900
     fig = make_subplots(
-        rows=1,
-        cols=len(names),
+        rows=rows,
+        cols=cols,
         shared_yaxes="all",
         subplot_titles=names,
-        horizontal_spacing=0.03 if len(names) > 1 else 0.0,
+        horizontal_spacing=0.03 if cols > 1 else 0.0,
+        # Room for the next row's titles only: a panel with one below it leaves its sentence
+        # labels to that one (same sentences, same order).
+        vertical_spacing=60 / (row_height * rows) if rows > 1 else 0.0,
     )
-    for col, name in enumerate(names, start=1):
+    for i, name in enumerate(names):
+        row, col = i // cols + 1, i % cols + 1
         fig.add_trace(
             go.Heatmap(
                 z=arrays[name],
@@ -353,13 +366,17 @@ def similarity_heatmaps(
                 textfont=cell_font,
                 name=name,
             ),
-            row=1,
+            row=row,
             col=col,
         )
     fig.update_xaxes(tickvals=ticks, ticktext=short, tickangle=-45, showgrid=False)
     fig.update_yaxes(tickvals=ticks, ticktext=short, autorange="reversed", showgrid=False)
-    for col in range(2, len(names) + 1):
-        fig.update_yaxes(showticklabels=False, row=1, col=col)
+    for i in range(len(names)):
+        row, col = i // cols + 1, i % cols + 1
+        if col > 1:
+            fig.update_yaxes(showticklabels=False, row=row, col=col)
+        if i + cols < len(names):
+            fig.update_xaxes(showticklabels=False, row=row, col=col)
     fig.update_layout(
         title=title,
         coloraxis={
@@ -368,7 +385,7 @@ def similarity_heatmaps(
             "cmax": zmax,
             "colorbar": {"title": {"text": "cosine"}},
         },
-        height=max(360, 28 * n + 200) if n <= 30 else 900,
+        height=row_height * rows,
         plot_bgcolor="white",
     )
     return fig
