@@ -141,20 +141,29 @@ def build_parser(preset: str = "default") -> argparse.ArgumentParser:
 
     x = sub.add_parser(
         "export",
-        help="write a student as a full sentence-transformers folder, or as a small delta",
+        help="write a student as a full sentence-transformers folder, a small delta, or ONNX",
         description="A delta (kd distill --save delta) holds only the tensors training "
         "changed; --as full rebuilds the complete folder SentenceTransformer loads. --as delta "
-        "turns a full student folder into a delta over the model it was distilled from.",
+        "turns a full student folder into a delta over the model it was distilled from. --as "
+        "onnx writes the full folder with onnx/model.onnx for sentence-transformers' ONNX back "
+        "end (--int8 adds onnx/model_qint8.onnx), each checked against PyTorch.",
     )
     x.add_argument("--model", required=True, help="a delta folder or a full student folder")
     x.add_argument("--out", required=True, help="a new folder to write")
     x.add_argument(
         "--as",
         dest="form",
-        choices=SAVE_FORMS,
+        choices=(*SAVE_FORMS, "onnx"),
         default="full",
         help="full: a folder SentenceTransformer loads (default); delta, delta-fp16: only the "
-        "tensors that differ from --base, in float32 or float16",
+        "tensors that differ from --base, in float32 or float16; onnx: the full folder with "
+        "an ONNX graph of the transformer",
+    )
+    x.add_argument(
+        "--int8",
+        action="store_true",
+        help="with --as onnx: also a dynamically quantised int8 graph (about a quarter of the "
+        "size; its cosine to PyTorch is measured and printed)",
     )
     x.add_argument(
         "--base",
@@ -418,7 +427,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from kd.models.export import export
 
     started = time.perf_counter()
-    saved = export(args.model, args.out, args.form, args.base)
+    saved = export(args.model, args.out, args.form, args.base, int8=args.int8)
     print(f"kd: {saved.describe()} (in {time.perf_counter() - started:.1f} s)")
     return 0
 

@@ -218,6 +218,30 @@ class Encoder(nn.Module):
         ``precision`` is what the forward pass computes in (:func:`encode_precision`): by
         default bf16 on CUDA and exact fp32 on the CPU; a training run asks for bf16 where the
         hardware makes it fast.
+        """
+        was_training = self.training
+        self.eval()
+
+        def run(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            batch = {k: v.to(self.device_name) for k, v in batch.items()}
+            with autocast(self.device_name, precision):
+                return self(batch)
+
+        try:
+            return self.encode_batches(texts, run, batch_size, max_length, progress)
+        finally:
+            self.train(was_training)
+
+    def encode_batches(
+        self,
+        texts: list[str],
+        run: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+        batch_size: int = 64,
+        max_length: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
+        """:meth:`encode`'s batching with any forward pass ``run`` (tokenized batch -> (B, D)
+        vectors): another runtime (:mod:`kd.models.onnx_export`) reuses it as it is.
 
         All texts are tokenized in one call, then batched in order of token count, so little
         padding is computed even when scripts of very different density (Chinese, German) mix.
@@ -226,8 +250,6 @@ class Encoder(nn.Module):
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        was_training = self.training
-        self.eval()
         limit = min(max_length or self.max_seq_length, self.max_seq_length)
         ids = self.tokenizer([self.prefix + t for t in texts], truncation=True, max_length=limit)[
             "input_ids"
@@ -236,13 +258,10 @@ class Encoder(nn.Module):
         for start in range(0, len(texts), batch_size):
             idx = order[start : start + batch_size]
             padded = self.tokenizer.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt")
-            batch = {k: padded[k].to(self.device_name) for k in ("input_ids", "attention_mask")}
-            with autocast(self.device_name, precision):
-                emb = self(batch)
+            emb = run({k: padded[k] for k in ("input_ids", "attention_mask")})
             out[idx] = emb.float().cpu().numpy()
             if progress:
                 progress(min(start + batch_size, len(texts)), len(texts))
-        self.train(was_training)
         return out
 
     # ---- saving ------------------------------------------------------------------------------

@@ -22,21 +22,32 @@ from kd.models.delta import (
     weights_fingerprint,
 )
 from kd.models.encoder import Encoder
+from kd.models.onnx_export import Exported, export_onnx, require_onnx
 
 
-def export(model: str, out: str | Path, form: str = "full", base: str | None = None) -> Saved:
+def export(
+    model: str, out: str | Path, form: str = "full", base: str | None = None, int8: bool = False
+) -> Saved | Exported:
     """``kd export``: write ``model`` (a delta or a full folder) to ``out`` as ``form``.
 
     ``full`` writes a complete sentence-transformers folder; ``delta``/``delta-fp16`` store the
     tensors that differ from ``base`` (default: the base a delta names, or the ``student`` of
-    the run's ``kd_config.json``). The run's config, metrics and watch set travel along.
+    the run's ``kd_config.json``); ``onnx`` the full folder with its transformer as an ONNX
+    graph (``int8``: a quantised one too, :mod:`kd.models.onnx_export`). The run's config,
+    metrics and watch set travel along.
     """
     src, out = Path(model).expanduser(), Path(out).expanduser()
     if src.exists() and out.exists() and src.resolve() == out.resolve():
         raise DeltaError("--out must be a new folder, not the model being exported")
+    if int8 and form != "onnx":
+        raise DeltaError("--int8 goes with --as onnx (ONNX Runtime quantises the graph)")
+    if form == "onnx":
+        require_onnx()
     student = Encoder.load(model)
     config = _json(src / "kd_config.json")
-    if form == "full":
+    if form == "onnx":
+        saved = export_onnx(student, out, int8=int8)
+    elif form == "full":
         student.save(out)
         saved = Saved(
             "full",

@@ -31,6 +31,10 @@ PRECISIONS = ("auto", "fp32", "bf16")
 """What a forward pass may compute in; :func:`kd.models.encoder.resolve_precision` says what
 ``auto`` is."""
 
+FAST_PATHS = ("auto", "torch", "onnx", "int8")
+"""How a fixed model's no-grad passes run (:mod:`kd.models.fast`): ``auto`` measures on this CPU;
+``torch``: PyTorch; ``onnx``: ONNX Runtime fp32; ``int8``: ONNX Runtime with int8 weights."""
+
 
 @dataclass(frozen=True)
 class OfflineModel:

@@ -48,6 +48,7 @@ from kd.evaluate.sts import cached_encode, embed_sts, read_sts, sts_report
 from kd.evaluate.watch import watch_set
 from kd.models.delta import weights_fingerprint
 from kd.models.encoder import Encoder, autocast, pick_device, prepare_torch, resolve_precision
+from kd.models.fast import fast_encoder
 from kd.train import stream
 from kd.train.distributed import (
     World,
@@ -170,11 +171,16 @@ def _distill(
     # Training computes in bf16 where the hardware makes it fast (CUDA, a CPU with AMX); the
     # before/after evaluations encode in exact fp32, as `kd eval` does.
     precision = resolve_precision(cfg.precision, device_type)
-    say(f"teacher encodes the English side (once, cached; {precision})")
+    # The teacher is fixed: its passes take the fastest path this CPU was measured to have
+    # (processes of one job could measure differently: they take PyTorch unless told).
+    asked = "torch" if world.parallel and cfg.teacher_path == "auto" else cfg.teacher_path
+    teacher, fast = fast_encoder(teacher, asked)
+    say(f"teacher encodes the English side (once, cached; {precision}; {fast.describe()})")
     feed.encode_teacher(teacher, precision, world, halt.progress(phase("teacher")))
     # The config as run: `data` names the sources read, the default's included (`everyday`, say).
     config = cfg.to_dict() | {"data": feed.specs or cfg.data}
     metrics: dict = {"config": config, "data": feed.summary(), "sources": feed.sources}
+    metrics["teacher_path"] = fast.to_dict()
     if streamed:
         metrics |= {"stream": True, "world_size": world.size}
     evals = _Evaluations(cfg, feed, teacher, student, halt, on_eval, phase) if main else None
