@@ -25,7 +25,7 @@ from kd.evaluate.metrics import evaluate, format_table
 from kd.evaluate.sts import cached_encode, format_sts_table, read_sts, sts_report
 from kd.io import atomic_write_npy
 from kd.langs import DEV_LANGS, normalize_lang, parse_langs
-from kd.models.registry import offline_models
+from kd.models.registry import FAST_PATHS, offline_models
 from kd.search.index import index_rows, model_stamp, read_rows
 from kd.search.store import DEFAULT_CANDIDATES, VectorStore, index_info
 
@@ -131,6 +131,13 @@ def build_parser(preset: str = "default") -> argparse.ArgumentParser:
     )
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
     e.add_argument("--device", choices=DEVICES, default="auto")
+    e.add_argument(
+        "--path",
+        choices=FAST_PATHS,
+        default="torch",
+        help="how every model encodes: torch (default: the models as they are), onnx, int8 "
+        "(ONNX Runtime: measure what a fast path keeps), auto (the fastest measured here)",
+    )
 
     m = sub.add_parser("embed", help="embed one sentence per line into a .npy matrix")
     m.add_argument("--model", required=True)
@@ -138,6 +145,13 @@ def build_parser(preset: str = "default") -> argparse.ArgumentParser:
     m.add_argument("--out", required=True, help="output .npy file")
     m.add_argument("--batch-size", type=_ints, default=64)
     m.add_argument("--device", choices=DEVICES, default="auto")
+    m.add_argument(
+        "--path",
+        choices=FAST_PATHS,
+        default="auto",
+        help="auto: the fastest path measured on this CPU whose vectors keep cosine 0.99 "
+        "(once per model, cached); torch; onnx; int8",
+    )
 
     x = sub.add_parser(
         "export",
@@ -322,6 +336,17 @@ def _print_run_summary(metrics: dict) -> None:
         print(format_sts_table(metrics["sts"]))
 
 
+def _fast(model, path: str):
+    """``model`` on its no-grad path (:mod:`kd.models.fast`), said on stderr where it is not
+    plain PyTorch or was measured."""
+    from kd.models.fast import fast_encoder
+
+    encoder, choice = fast_encoder(model, path)
+    if path != "torch":
+        print(f"kd: {model.name} encodes with {choice.describe()}", file=sys.stderr)
+    return encoder
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from kd.models.encoder import (
         DEFAULT_TEACHER,
@@ -349,7 +374,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     teacher_id = args.teacher or run_cfg.get("teacher", DEFAULT_TEACHER)
     baseline_id = args.baseline or run_cfg.get("student")
 
-    teacher = Encoder.load(teacher_id, device)
+    teacher = _fast(Encoder.load(teacher_id, device), args.path)
     teacher_en = {lang: teacher.encode(en) for lang, (en, _x) in sets.items()}
     teacher_sts = cached_encode(teacher.encode)  # one teacher pass shared by every model
     results: dict = {}
@@ -364,13 +389,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     measure("teacher", teacher)
     if baseline_id:
-        base = Encoder.load(baseline_id, device)
+        base = _fast(Encoder.load(baseline_id, device), args.path)
         measure("student_untrained", base)
         del base
-    model = Encoder.load(args.model, device)
+    model = _fast(Encoder.load(args.model, device), args.path)
     measure("student_distilled" if baseline_id else "model", model)
     if args.json:
-        report = {"teacher_id": teacher_id, "baseline_id": baseline_id, "model": args.model}
+        report = {
+            "teacher_id": teacher_id,
+            "baseline_id": baseline_id,
+            "model": args.model,
+            "path": args.path,
+        }
         if sets:
             report["results"] = results
         if sts_sets:
@@ -410,7 +440,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
             raise ValueError(f"{path}:{i}: empty line (row i of the output is line i; remove it)")
     device = pick_device(args.device)
     prepare_torch(device)
-    model = Encoder.load(args.model, device)
+    model = _fast(Encoder.load(args.model, device), args.path)
 
     with tqdm(total=len(lines), desc="embed", unit="sent") as bar:
         vecs = model.encode(

@@ -159,3 +159,33 @@ def test_a_run_records_the_teachers_path(tmp_path, tiny_teacher, tiny_student, i
     metrics = distill(cfg).metrics
     assert metrics["teacher_path"]["path"] == "onnx-int8"
     assert metrics["config"]["teacher_path"] == "int8"
+
+
+def test_embed_and_eval_say_their_path(
+    tmp_path, tiny_student, tiny_teacher, capsys, isolated_cache
+):
+    """kd embed takes the fast path (int8 asked: close to PyTorch, said on stderr); kd eval
+    measures the models as they are unless told, and its JSON names the path."""
+    from kd.cli import main
+
+    lines = tmp_path / "in.txt"
+    lines.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    for path in ("torch", "int8"):
+        out = tmp_path / f"{path}.npy"
+        argv = ["embed", "--model", tiny_student, "--in", str(lines), "--out", str(out)]
+        assert main([*argv, "--path", path]) == 0
+    err = capsys.readouterr().err
+    assert "encodes with onnx-int8" in err
+    a, b = np.load(tmp_path / "torch.npy"), np.load(tmp_path / "int8.npy")
+    assert a.shape == b.shape and (_unit(a) * _unit(b)).sum(1).min() > 0.9
+
+    sts = tmp_path / "sts"
+    sts.mkdir()
+    for lang in ("en", "de"):
+        (sts / f"{lang}.dev.tsv").write_text(
+            "".join(f"{TEXTS[i]}\t{TEXTS[(i + 1) % 5]}\t{i}.0\n" for i in range(5)),
+            encoding="utf-8",
+        )
+    argv = ["eval", "--model", tiny_student, "--teacher", tiny_teacher, "--sts", str(sts)]
+    assert main([*argv, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["path"] == "torch"
