@@ -100,7 +100,7 @@ def _paths(encoder, static_dir: str | None, is_student: bool) -> dict:
         runner = encoder_for(encoder, form)
         spent = time.perf_counter() - started
         if spent > 1:
-            print(f"  ({encoder.name}: {form} graph exported in {spent:.0f} s, cached)")
+            print(f"  ({encoder.name}: {form} graph ready in {spent:.0f} s; exported once, cached)")
         paths[form] = runner.encode
     if static_dir and is_student:
         static = SentenceTransformer(static_dir, device="cpu")

@@ -42,6 +42,8 @@ SWITCH_MARGIN = 1.10
 
 PROBE_SENTENCES = 128
 CHOICE_VERSION = 1
+GRAPH_VERSION = 1
+"""Bumped when the export or the quantisation recipe changes: older cached graphs are not read."""
 
 
 @dataclass
@@ -83,7 +85,7 @@ def cpu_name() -> str:
 
 
 def _graphs_dir(encoder: Encoder) -> Path:
-    return cache_dir("onnx", encoder.fingerprint())
+    return cache_dir("onnx", f"{encoder.fingerprint()}-v{GRAPH_VERSION}")
 
 
 def onnx_graph(encoder: Encoder, int8: bool) -> Path:
