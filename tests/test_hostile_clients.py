@@ -1,0 +1,238 @@
+"""The public server under hostile clients (issue 27): five holes an outside visitor found, each
+reproduced here over HTTP on loopback (or, for the handlers, through the handler the route
+calls). Each test failed on the code before its fix.
+
+1. upload files gradio stores but the app never records (a field not named ``files``, a client
+   that hangs up mid-body, a restart) are deleted, never left to fill the disk budget;
+2. an upload's declared length is the most the server reads: a chunked body is refused and a
+   body longer than its ``Content-Length`` is cut off;
+3. a client's hourly quota counts the uploads still arriving, so parallel uploads cannot pass it;
+4. a student zip cannot make the server build a model bigger than its weights file, and the
+   model cache keeps to a memory budget, not only a count;
+5. Draw's cost is capped by the characters it encodes, not only by its sentence count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+gr = pytest.importorskip("gradio")
+
+from tests.test_app import serve_app  # noqa: E402
+from webapp import budget, settings, uploads  # noqa: E402
+
+KB = 1024
+
+
+@pytest.fixture(autouse=True)
+def _hermetic(tmp_path, monkeypatch, allow_tiny_models, isolated_cache):
+    """Visitors' folders and gradio's upload folder in the test's folder; small upload caps."""
+    monkeypatch.setattr(settings, "WORK_ROOT", tmp_path / "visitors")
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    monkeypatch.setattr(uploads, "_uploads", {})
+    monkeypatch.setattr(settings, "MAX_STUDENT_ZIP_BYTES", 200 * KB)
+    monkeypatch.setattr(settings, "MAX_UPLOAD_BYTES", 100 * KB)
+    monkeypatch.setattr(settings, "UPLOAD_QUOTA_BYTES", 350 * KB)
+
+
+def _files_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+
+
+def _multipart(field: str, filename: str, payload: bytes) -> tuple[str, bytes]:
+    """(Content-Type header, body) of a one-file multipart form."""
+    boundary = "kdboundary" + os.urandom(6).hex()
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
+        f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+    ).encode()
+    body = head + payload + f"\r\n--{boundary}--\r\n".encode()
+    return f"multipart/form-data; boundary={boundary}", body
+
+
+def _open(port: int, content_type: str, headers: dict[str, str]) -> socket.socket:
+    """A raw connection that has sent an upload request's head, not yet its body."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    lines = [
+        "POST /gradio_api/upload HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        f"Content-Type: {content_type}",
+        *(f"{k}: {v}" for k, v in headers.items()),
+        "",
+        "",
+    ]
+    sock.sendall("\r\n".join(lines).encode())
+    return sock
+
+
+def _send(sock: socket.socket, data: bytes) -> None:
+    """Send what the server still reads (it may have answered and stopped reading)."""
+    with contextlib.suppress(OSError):
+        sock.sendall(data)
+
+
+def _status(sock: socket.socket) -> int:
+    """The HTTP status the server answered on a raw connection."""
+    data = b""
+    while b"\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    sock.close()
+    return int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/") else 0
+
+
+def _wait_until(predicate, seconds: float = 20.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+# ---- 1. leftover upload files ------------------------------------------------------------------
+def test_a_file_under_another_field_name_is_refused_and_leaves_nothing(tmp_path):
+    """Finding 1: a file posted under a field not named ``files`` answered 200 ``[]`` and left a
+    ``tmpXXXX`` file in the upload folder that no quota counted and no sweep deleted."""
+    import httpx
+
+    folder = tmp_path / "gradio"
+    with serve_app() as (_, url, _port):
+        response = httpx.post(
+            f"{url}gradio_api/upload",
+            files=[("junk", ("x.zip", os.urandom(150 * KB), "application/zip"))],
+            timeout=60,
+        )
+        assert response.status_code == 400, (response.status_code, response.text)
+        assert "files" in response.text  # says which field the route takes
+        assert _wait_until(lambda: budget.in_flight_bytes() == 0)
+        assert _files_in(folder) == []
+        # A well-formed upload still works.
+        ok = httpx.post(
+            f"{url}gradio_api/upload",
+            files=[("files", ("y.tsv", os.urandom(50 * KB), "text/plain"))],
+            timeout=60,
+        )
+        assert ok.status_code == 200 and Path(ok.json()[0]).is_file()
+
+
+def test_an_upload_cut_off_midway_leaves_nothing(tmp_path):
+    """Finding 1: a client that sends half its declared body and hangs up left gradio's
+    temporary file behind (admitted, then never recorded)."""
+    folder = tmp_path / "gradio"
+    with serve_app() as (_, _url, port):
+        content_type, body = _multipart("files", "half.zip", os.urandom(150 * KB))
+        sock = _open(port, content_type, {"Content-Length": str(len(body))})
+        _send(sock, body[: len(body) // 2])
+        assert _wait_until(lambda: any(p.name.startswith("tmp") for p in _files_in(folder)))
+        sock.close()
+        assert _wait_until(lambda: budget.in_flight_bytes() == 0)
+        assert _wait_until(lambda: _files_in(folder) == []), _files_in(folder)
+
+
+def test_leftovers_of_an_earlier_process_are_deleted_at_start(tmp_path):
+    """Finding 1: 152 MB of such files were still there after a restart."""
+    import httpx
+
+    folder = tmp_path / "gradio"
+    folder.mkdir()
+    leftover = folder / "tmpab12cd34"
+    leftover.write_bytes(b"\0" * (64 * KB))
+    with serve_app() as (_, url, _port):
+        assert httpx.get(url, timeout=30).status_code == 200
+        assert _wait_until(lambda: not leftover.exists())
+
+
+# ---- 2. the declared length --------------------------------------------------------------------
+def test_a_chunked_upload_with_a_small_declared_length_is_refused(tmp_path):
+    """Finding 2: ``Content-Length: 100`` with ``Transfer-Encoding: chunked`` was admitted on
+    the 100 bytes, and the whole chunked body was read and stored."""
+    folder = tmp_path / "gradio"
+    with serve_app() as (_, _url, port):
+        content_type, body = _multipart("files", "big.zip", os.urandom(180 * KB))
+        sock = _open(port, content_type, {"Content-Length": "100", "Transfer-Encoding": "chunked"})
+        for start in range(0, len(body), 16 * KB):
+            piece = body[start : start + 16 * KB]
+            _send(sock, f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+        _send(sock, b"0\r\n\r\n")
+        status = _status(sock)
+        assert status in (400, 411, 413), status
+        assert _wait_until(lambda: budget.in_flight_bytes() == 0)
+        assert _files_in(folder) == []
+
+
+def test_the_server_reads_no_more_than_the_declared_length():
+    """Finding 2, the guard's own count: whatever the transport, a body that runs past the
+    length it declared is cut off there (the request fails, nothing is stored)."""
+    import anyio
+
+    from webapp.upload_guard import UploadGuard
+
+    content_type, body = _multipart("files", "big.zip", os.urandom(100 * KB))
+    read = {"bytes": 0}
+
+    async def app(scope, receive, send):  # reads the whole body, as gradio's route does
+        while True:
+            message = await receive()
+            read["bytes"] += len(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"[]"})
+
+    chunks = [body[i : i + 8 * KB] for i in range(0, len(body), 8 * KB)]
+
+    async def receive():
+        piece = chunks.pop(0)
+        return {"type": "http.request", "body": piece, "more_body": bool(chunks)}
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/gradio_api/upload",
+        "headers": [
+            (b"content-type", content_type.encode()),
+            (b"content-length", b"1000"),
+        ],
+        "client": ("10.9.9.9", 1),
+    }
+    with pytest.raises(Exception, match="(?i)length"):
+        anyio.run(UploadGuard(app), scope, receive, send)
+    assert read["bytes"] <= 1000 + 8 * KB  # at most the chunk that crossed the line
+    assert budget.in_flight_bytes() == 0
+
+
+# ---- 3. the quota counts uploads still arriving ------------------------------------------------
+def test_parallel_uploads_from_one_address_cannot_pass_the_quota(tmp_path):
+    """Finding 3: three 25 MB uploads at once passed a 30 MB hourly quota, because the quota
+    counted only finished uploads. Here: 350 KB an hour, three of 150 KB at once."""
+    with serve_app() as (_, _url, port):
+        requests = [_multipart("files", f"p{i}.zip", os.urandom(150 * KB)) for i in range(3)]
+        socks = []
+        for n, (content_type, body) in enumerate(requests):
+            sock = _open(port, content_type, {"Content-Length": str(len(body))})
+            _send(sock, body[: 4 * KB])
+            socks.append(sock)
+            if n < 2:  # the guard has admitted it (counted as arriving) before the next comes
+                want = sum(len(b) for _, b in requests[: n + 1])
+                assert _wait_until(lambda w=want: budget.in_flight_bytes() >= w)
+        socks[2].settimeout(15)  # today's code waited for a body that never comes
+        third = _status(socks[2])  # answered before its body: nothing more was sent
+        for sock, (_, body) in zip(socks[:2], requests[:2], strict=True):
+            _send(sock, body[4 * KB :])
+        firsts = [_status(s) for s in socks[:2]]
+        assert firsts == [200, 200], firsts
+        assert third == 429, third
