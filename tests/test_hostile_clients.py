@@ -25,7 +25,7 @@ import pytest
 gr = pytest.importorskip("gradio")
 
 from tests.test_app import serve_app  # noqa: E402
-from webapp import budget, settings, uploads  # noqa: E402
+from webapp import budget, model_cache, settings, uploads  # noqa: E402
 
 KB = 1024
 
@@ -236,3 +236,110 @@ def test_parallel_uploads_from_one_address_cannot_pass_the_quota(tmp_path):
         firsts = [_status(s) for s in socks[:2]]
         assert firsts == [200, 200], firsts
         assert third == 429, third
+
+
+# ---- 4. a student zip and the model cache ------------------------------------------------------
+def _inflated_student_zip(tmp_path: Path, tiny_student: str) -> Path:
+    """The attack's zip, scaled down: the tiny student's tokenizer and modules, a 2 x 2 weights
+    file, and a config.json declaring a 300,000-word vocabulary 64 wide (~20 M parameters)."""
+    import json
+    import shutil
+    import zipfile
+
+    import torch
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "inflated"
+    shutil.copytree(tiny_student, folder)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    config.update(vocab_size=300_000, hidden_size=64, intermediate_size=128)
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    save_file({"x": torch.zeros(2, 2)}, str(folder / "model.safetensors"))
+    archive = tmp_path / "inflated.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for file in sorted(folder.rglob("*")):
+            if file.is_file():
+                zf.write(file, f"run-1/{file.relative_to(folder).as_posix()}")
+    return archive
+
+
+def test_a_student_zip_cannot_declare_a_model_bigger_than_its_weights(tmp_path, tiny_student):
+    """Finding 4: a 3.8 MB zip whose config.json declared vocab_size 300000 and hidden_size 1024
+    over a 2 x 2 weights file loaded (randomly initialised) and raised the server's memory by
+    1.1 GB. Now the model a zip's config declares must be the one its weights hold, checked
+    before anything is built."""
+    from webapp.session import Visitor
+    from webapp.student_zip import load_student_zip
+
+    archive = _inflated_student_zip(tmp_path, tiny_student)
+    loads = model_cache._load_encoder.cache_info().misses
+    visitor = Visitor()
+    with pytest.raises(gr.Error) as err:
+        load_student_zip(str(archive), visitor)
+    message = str(getattr(err.value, "message", err.value))
+    assert "declares" in message and "weights" in message, message
+    assert "visitor-" not in message and str(settings.WORK_ROOT) not in message
+    assert model_cache._load_encoder.cache_info().misses == loads  # nothing was built
+    assert visitor.student_dir is None
+
+
+def _weight_bytes(encoder) -> int:
+    """A model's tensors in memory, each once (its state dict names shared modules twice)."""
+    tensors = {t.data_ptr(): t for t in encoder.state_dict().values()}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def test_the_model_cache_keeps_to_a_memory_budget(tmp_path, monkeypatch, tiny_student):
+    """Finding 4: valid students cost 650-700 MB each while cached, and the cache was bounded by
+    a count (6) only. Now the models it keeps take at most KD_MODEL_CACHE_MB together, the
+    least recently used going first."""
+    import shutil
+
+    models = tmp_path / "models"
+    folders = [shutil.copytree(tiny_student, models / f"m{i}") for i in range(3)]
+    monkeypatch.setenv(settings.MODEL_DIRS_ENV, str(models))
+    model_cache._load_encoder.cache_clear()
+    one = _weight_bytes(model_cache.get_encoder(str(folders[0])))
+    # Room for two of them, not three.
+    monkeypatch.setattr(settings, "MODEL_CACHE_BYTES", int(2.5 * one), raising=False)
+    model_cache._load_encoder.cache_clear()
+    for folder in folders:
+        model_cache.get_encoder(str(folder))
+    info = model_cache._load_encoder.cache_info()
+    assert info.currsize == 2, info
+    misses = info.misses
+    model_cache.get_encoder(str(folders[2]))  # the most recent one is still there
+    assert model_cache._load_encoder.cache_info().misses == misses
+    model_cache.get_encoder(str(folders[0]))  # the oldest went, and loads again
+    assert model_cache._load_encoder.cache_info().misses == misses + 1
+    model_cache._load_encoder.cache_clear()
+
+
+# ---- 5. Draw's cost by length ------------------------------------------------------------------
+def test_draw_is_capped_by_the_characters_it_encodes(tmp_path, monkeypatch, tiny_teacher):
+    """Finding 5: 500 sentences a language of ~90 words (de, fr, es, PCA) took 429 s of CPU for
+    one Draw: the cap counted sentences, not their length. Now a Draw encodes at most
+    KD_DRAW_MAX_CHARS characters, refused before any model is asked."""
+    import random
+
+    import webapp.aligned
+    from webapp.aligned import aligned_space
+
+    def no_encoding(*a, **k):
+        raise AssertionError("the cap must refuse before anything is encoded")
+
+    monkeypatch.setattr(webapp.aligned, "model_vectors", no_encoding)
+    monkeypatch.setattr(settings, "DRAW_MAX_CHARS", 20_000, raising=False)
+    rng = random.Random(0)
+    words = ["the", "cat", "sits", "on", "a", "big", "red", "mat", "and", "dog"]
+    rows = ["en\tde"]
+    for i in range(40):  # 80 sentences of ~90 words (~400 characters each): 32,000 characters
+        en = " ".join(rng.choice(words) for _ in range(90)) + f" {i}"
+        rows.append(f"{en}\t{en.upper()}")
+    upload = tmp_path / "long.tsv"
+    upload.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    args = (settings.SOURCES[2], "", str(upload), "de", 40, "pca", ["teacher"])
+    with pytest.raises(gr.Error) as err:
+        aligned_space(*args, tiny_teacher, tiny_teacher, None)
+    message = str(getattr(err.value, "message", err.value))
+    assert "characters" in message and "20,000" in message, message

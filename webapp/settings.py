@@ -79,6 +79,10 @@ BEHIND_PROXY = _env_flag("KD_BEHIND_PROXY", default=bool(os.environ.get("SPACE_I
 # saved), and the caches' sizes (oldest files deleted first).
 RUN_MINUTES = _env_number("KD_RUN_MINUTES", 10)
 SEARCH_CACHE_BYTES = int(_env_number("KD_SEARCH_CACHE_MB", 256) * MB)
+# The models kept loaded: their tensors together (a model's weights in memory: ~90 MB for the
+# default teacher, ~450 MB for the default student, the pre-built one and each visitor's), the
+# least recently used visitor's model dropped first (webapp.model_cache).
+MODEL_CACHE_BYTES = int(_env_number("KD_MODEL_CACHE_MB", 2048) * MB)
 TEACHER_CACHE_BYTES = int(_env_number("KD_TEACHER_CACHE_MB", 512) * MB)
 # Models from the Hugging Face Hub: off on a public server unless turned on, and then only
 # repositories up to HUB_MAX_BYTES.
@@ -88,6 +92,10 @@ HUB_PROBE_S = 1.0  # how long the Hub may take to answer before it counts as unr
 # Draw's cost: sentences a model under each projection (UMAP costs far more a point than PCA:
 # 2,000 points took 325 s of CPU).
 MAX_POINTS_BY_METHOD = {"pca": MAX_POINTS, "umap": int(_env_number("KD_MAX_UMAP_POINTS", 500))}
+# ... and the characters one Draw encodes, all its sentences together: encoding dominates a cold
+# Draw, and it grows with the text, not the count (500 sentences a language of ~90 words in three
+# languages took 429 s of CPU). 2,000 Tatoeba sentences are ~70,000 characters.
+DRAW_MAX_CHARS = int(_env_number("KD_DRAW_MAX_CHARS", 80_000))
 
 # Server folders a visitor may name: models (besides kd's cache and the visitor's own student)
 # and data (Tatoeba folders), each env var a list separated by os.pathsep (":" on Linux).
