@@ -343,3 +343,54 @@ def test_draw_is_capped_by_the_characters_it_encodes(tmp_path, monkeypatch, tiny
         aligned_space(*args, tiny_teacher, tiny_teacher, None)
     message = str(getattr(err.value, "message", err.value))
     assert "characters" in message and "20,000" in message, message
+
+
+# ---- the doubtful items ------------------------------------------------------------------------
+def test_other_routes_take_no_multipart_no_chunked_and_no_large_bodies(tmp_path, monkeypatch):
+    """``/gradio_api/component_server`` and ``/gradio_api/process_recording`` took multipart
+    bodies outside the upload guard (80 MB held on disk while the connection stayed open), and
+    the API took bodies of any size (a 116 MB JSON body cost 300 MB of memory before its
+    refusal). Every route but the upload takes at most KD_MAX_BODY_KB, stated up front."""
+    import httpx
+
+    monkeypatch.setattr(settings, "MAX_BODY_BYTES", 64 * KB, raising=False)
+    folder = tmp_path / "gradio"
+    with serve_app() as (_, url, port):
+        for route in ("component_server", "process_recording"):
+            response = httpx.post(
+                f"{url}gradio_api/{route}",
+                files=[("files", ("x.zip", os.urandom(40 * KB), "application/zip"))],
+                timeout=60,
+            )
+            assert response.status_code == 415, (route, response.status_code, response.text)
+        big = httpx.post(
+            f"{url}gradio_api/queue/join",
+            content=b'{"data": ["' + b"a" * (200 * KB) + b'"]}',
+            headers={"Content-Type": "application/json"},
+            timeout=60,
+        )
+        assert big.status_code == 413 and "limit" in big.text, (big.status_code, big.text)
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        sock.sendall(
+            b"POST /gradio_api/queue/join HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+            b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        assert _status(sock) == 411
+        assert httpx.get(url, timeout=30).status_code == 200
+    assert _files_in(folder) == []
+
+
+def test_a_file_reference_to_a_remote_url_is_refused(tiny_teacher, tiny_student):
+    """A file value whose path is a public URL made gradio download it, with no size cap."""
+    import httpx
+
+    with serve_app() as (_, url, _port):
+        remote = {"path": "https://example.com/huge.tsv", "meta": {"_type": "gradio.FileData"}}
+        data = [settings.SOURCES[2], "", remote, "fr", 4, "pca", ["teacher"]]
+        response = httpx.post(
+            f"{url}gradio_api/call/aligned",
+            json={"data": [*data, tiny_teacher, tiny_student]},
+            timeout=30,
+        )
+        assert response.status_code == 400, (response.status_code, response.text)
+        assert "URL" in response.text

@@ -73,6 +73,9 @@ UPLOAD_QUOTA_BYTES = int(_env_number("KD_UPLOAD_QUOTA_MB", 1024) * MB)
 UPLOAD_PENDING_BYTES = int(_env_number("KD_UPLOAD_PENDING_MB", 2 * 1024) * MB)
 UPLOAD_UNUSED_S = _env_number("KD_UPLOAD_UNUSED_S", 15 * 60)
 UPLOAD_FRAMING_BYTES = 64 * 1024
+# Every other request's body (the API's JSON: 40 lines of Compare text is ~40 KB) at most this,
+# stated up front in its Content-Length (webapp.upload_guard).
+MAX_BODY_BYTES = int(_env_number("KD_MAX_BODY_KB", 1024) * 1024)
 # Behind a proxy (Hugging Face Spaces), the visitor's address is the last X-Forwarded-For entry.
 BEHIND_PROXY = _env_flag("KD_BEHIND_PROXY", default=bool(os.environ.get("SPACE_ID")))
 # A distillation's wall-clock cap (from its start; the student so far is then evaluated and

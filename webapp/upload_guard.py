@@ -12,6 +12,11 @@ then ignore it and leave it on disk; 400). It records what the route stored, for
 (:func:`webapp.uploads.record_upload`); a request that ended otherwise stays in its client's
 quota at the bytes it sent (:func:`webapp.uploads.settle`).
 
+Every other request is held to less (:meth:`UploadGuard._other`): no chunked body (411), a
+``Content-Length`` of at most ``settings.MAX_BODY_BYTES`` (413), no multipart body (415: gradio's
+component and recording routes would write its files to disk outside this guard), and no file
+value naming a remote URL (400: gradio would download it, with no size cap).
+
 A background thread sweeps the uploads no event used (:func:`webapp.uploads.sweep`) and, while
 no upload is arriving, any temporary file an unfinished request left behind
 (:func:`webapp.gradio_files.remove_leftovers`), as the guard does when the server starts.
@@ -56,6 +61,26 @@ def _client(scope: dict, headers: dict[str, str]) -> str:
         return forwarded.split(",")[-1].strip()  # the address the proxy itself saw
     client = scope.get("client") or ("?", 0)
     return str(client[0])
+
+
+def _remote_file(body: bytes) -> str | None:
+    """The first remote URL a JSON body gives as a file value's path (gradio downloads such a
+    file to use it), or None."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return None  # gradio answers a malformed body itself
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            path = value.get("path")
+            if isinstance(path, str) and path.strip().lower().startswith(("http:", "https:")):
+                return path.strip()
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return None
 
 
 class _FileFields:
@@ -192,13 +217,71 @@ class UploadGuard:
         _start_sweeper()
 
     async def __call__(self, scope, receive, send) -> None:
-        path = scope.get("path", "") if scope.get("type") == "http" else ""
-        if scope.get("method") != "POST" or not path.rstrip("/").endswith("/upload"):
+        if scope.get("type") != "http":
             await self.app(scope, receive, send)
             return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if scope.get("method") != "POST" or not scope.get("path", "").rstrip("/").endswith(
+            "/upload"
+        ):
+            await self._other(scope, receive, send, headers)
+            return
+        await self._upload(scope, receive, send, headers)
+
+    async def _other(self, scope, receive, send, headers: dict[str, str]) -> None:
+        """Any request but an upload: a small body, stated up front, no files in it."""
+        length = headers.get("content-length")
+        if "transfer-encoding" in headers:
+            await _refuse(send, 411, "a request must state its Content-Length and not be chunked")
+            return
+        if length is None:  # no body (h11 and httptools read none without a length)
+            await self.app(scope, receive, send)
+            return
+        if not length.strip().isdigit() or int(length) > settings.MAX_BODY_BYTES:
+            await _refuse(
+                send,
+                413,
+                f"the request body is {length[:20]} bytes; the limit is "
+                f"{settings.MAX_BODY_BYTES // 1024:,} KB (uploads go to /gradio_api/upload)",
+            )
+            return
+        content_type = headers.get("content-type", "").lower()
+        if content_type.startswith("multipart/"):
+            await _refuse(send, 415, "files go to /gradio_api/upload; this route takes none")
+            return
+        if "json" not in content_type or not int(length):
+            await self.app(scope, receive, send)
+            return
+        body, more = b"", True
+        while more:  # at most MAX_BODY_BYTES, as stated
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        remote = _remote_file(body)
+        if remote is not None:
+            await _refuse(
+                send,
+                400,
+                f"a file value names the URL {remote[:100]}; this server does not fetch files "
+                "from URLs: upload the file to /gradio_api/upload and pass its path",
+            )
+            return
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _upload(self, scope, receive, send, headers: dict[str, str]) -> None:
         import anyio
 
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         client = _client(scope, headers)
         if "transfer-encoding" in headers:  # its length is known only once it has been read
             await _refuse(send, 411, "an upload must state its Content-Length and not be chunked")
