@@ -52,7 +52,13 @@ from webapp.run_results import RESULT_COLUMNS
 from webapp.search import ALL_LANGS, collection_langs, example_queries, search_tables
 from webapp.search import MAX_K as SEARCH_MAX_K
 from webapp.search import RESULT_COLUMNS as SEARCH_COLUMNS
-from webapp.session import Visitor, end_session, forget_visitor, register_session
+from webapp.session import (
+    Visitor,
+    end_session,
+    forget_visitor,
+    refuse_wrong_types,
+    register_session,
+)
 from webapp.settings import (
     DEFAULT_STUDENT,
     DEFAULT_TEACHER,
@@ -456,6 +462,7 @@ def build_demo() -> gr.Blocks:
         demo.load(  # the first page shows Compare's heatmaps (the pre-built student's too)
             compare, [text, teacher, student, visitor], [heatmaps, pairs], api_visibility="private"
         )
+    refuse_wrong_types(demo)  # an API value of the wrong type: one line, no traceback
     demo.queue(max_size=64)
     return demo
 

@@ -394,3 +394,41 @@ def test_a_file_reference_to_a_remote_url_is_refused(tiny_teacher, tiny_student)
         )
         assert response.status_code == 400, (response.status_code, response.text)
         assert "URL" in response.text
+
+
+def test_values_of_the_wrong_type_get_a_one_line_refusal(capfd, tiny_teacher, tiny_student):
+    """A model name sent as a number or a list, a string in a number field, NaN for sentences
+    per language: each gave gradio's generic error and a traceback in the log."""
+    import json
+
+    import httpx
+
+    def call(api: str, data: list) -> str:
+        body = json.dumps({"data": data})  # NaN written as JSON's NaN, as a client may
+        event = httpx.post(
+            f"{url}gradio_api/call/{api}",
+            content=body,
+            headers={"Content-Type": "application/json"},
+            timeout=30,
+        )
+        if event.status_code != 200:
+            return event.text
+        answer = f"{url}gradio_api/call/{api}/{event.json()['event_id']}"
+        return httpx.get(answer, timeout=60).text
+
+    aligned = [settings.SOURCES[0], "", None, "de", 4, "pca", ["teacher"], tiny_teacher]
+    with serve_app() as (_, url, _port):
+        capfd.readouterr()
+        cases = [
+            ("compare", ["the cat\nthe dog", 123, tiny_student], "teacher"),
+            ("compare", ["the cat\nthe dog", [tiny_teacher], tiny_student], "teacher"),
+            ("aligned", [*aligned[:4], "abc", *aligned[5:], tiny_student], "sentences per"),
+            ("aligned", [*aligned[:4], float("nan"), *aligned[5:], tiny_student], "sentences per"),
+        ]
+        for api, data, field in cases:
+            stream = call(api, data)
+            assert "event: error" in stream, stream
+            message = stream.split("event: error", 1)[1]
+            assert field in message and "null" not in message, (api, message)
+        log = capfd.readouterr()
+    assert "Traceback" not in log.err + log.out

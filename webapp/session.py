@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import math
 import os
 import re
 import shutil
@@ -29,6 +30,68 @@ def user_error(err: Exception | str) -> gr.Error:
 
     message = err.for_page() if isinstance(err, ConfigError) else str(err)
     return gr.Error(html.escape(without_server_paths(message), quote=False), print_exception=False)
+
+
+def _kind_of(value) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return {str: "text", bool: "true/false", list: "a list", dict: "an object"}.get(
+        type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__
+    )
+
+
+def _wrong_type(component, value) -> str | None:
+    """What is wrong with the type of a value sent for ``component`` (None: nothing)."""
+    if value is None:
+        return None
+    if isinstance(component, (gr.Number, gr.Slider)):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and math.isfinite(value):
+            return None
+        return "a number"
+    multiselect = isinstance(component, gr.CheckboxGroup) or (
+        isinstance(component, gr.Dropdown) and component.multiselect
+    )
+    if multiselect:
+        if isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
+            return None
+        return "a list of choices"
+    if isinstance(component, (gr.Textbox, gr.Dropdown, gr.Radio)):
+        return None if isinstance(value, str) else "text"
+    return None
+
+
+def refuse_wrong_types(demo: gr.Blocks) -> None:
+    """Give every text, choice and number input of ``demo`` a one-line refusal of a value of
+    the wrong type, before gradio or a handler reads it.
+
+    The page sends the right types; an API client may send anything: a model name as a number
+    or a list, a string or NaN for a number. Gradio's own preprocessing, or a handler's
+    ``.strip()``, then failed with its generic "upstream Gradio app has raised an exception"
+    and a traceback in the log; gradio passes a ``gr.Error`` raised in preprocessing to the
+    client as it is.
+    """
+    import functools
+
+    def checked(component, preprocess, payload):
+        name = component.label or component.elem_id or type(component).__name__.lower()
+        wanted = _wrong_type(component, payload)
+        if wanted is not None:
+            raise gr.Error(
+                html.escape(f"'{name}' takes {wanted}, not {_kind_of(payload)}", quote=False),
+                print_exception=False,
+            )
+        try:
+            return preprocess(payload)
+        except (TypeError, ValueError) as err:
+            first = (str(err).splitlines() or [type(err).__name__])[0][:200]
+            message = html.escape(f"'{name}': {first}", quote=False)
+            raise gr.Error(message, print_exception=False) from None
+
+    kinds = (gr.Number, gr.Slider, gr.Textbox, gr.Dropdown, gr.Radio, gr.CheckboxGroup)
+    for block in demo.blocks.values():
+        if isinstance(block, kinds):
+            block.preprocess = functools.partial(checked, block, block.preprocess)
 
 
 _PATH = re.compile(r"(?<![\w.~/-])/[^\s'\"`,;:()\[\]]+")
