@@ -432,3 +432,44 @@ def test_values_of_the_wrong_type_get_a_one_line_refusal(capfd, tiny_teacher, ti
             assert field in message and "null" not in message, (api, message)
         log = capfd.readouterr()
     assert "Traceback" not in log.err + log.out
+
+
+def test_the_search_query_is_shown_as_text_not_markdown(tiny_teacher, tiny_student):
+    """The Search query went into the notes as Markdown: an image (a remote one too) rendered."""
+    from webapp.search import ALL_LANGS, search
+
+    query = "![x](https://example.com/p.png) <img src=x> the *cat*"
+    notes = search(query, 3, ALL_LANGS, tiny_teacher, tiny_student, None)[0]
+    assert "![" not in notes and "<img" not in notes and "](" not in notes, notes
+    assert "the \\*cat\\*" in notes  # the words are all there, shown as typed
+
+
+def test_refusals_do_not_name_the_visitors_folder(tiny_student):
+    """A refusal listing the folders a model may lie in named the visitor's own folder
+    (``visitor-...``), against the README's claim."""
+    from webapp.compare import compare
+    from webapp.session import Visitor
+
+    visitor = Visitor()
+    visitor.new_run_dir()  # the visitor has a work folder (a run, a zip brought back)
+    with pytest.raises(gr.Error) as err:
+        compare("the cat\nthe dog", "/etc", tiny_student, visitor)
+    message = str(getattr(err.value, "message", err.value))
+    assert "unknown model '/etc'" in message
+    assert "visitor-" not in message and "your own" in message, message
+
+
+def test_a_refused_zip_leaves_no_empty_folder(tmp_path):
+    """Every failed zip load left an empty ``visitor-*`` folder until the session ended."""
+    import zipfile
+
+    from webapp.session import Visitor
+    from webapp.student_zip import load_student_zip
+
+    archive = tmp_path / "empty.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("README.md", "no student here")
+    for _ in range(3):
+        with pytest.raises(gr.Error, match="no kd_delta.json or modules.json"):
+            load_student_zip(str(archive), Visitor())
+    assert not settings.WORK_ROOT.is_dir() or list(settings.WORK_ROOT.iterdir()) == []

@@ -83,7 +83,11 @@ def inside(path: Path, roots: list[Path]) -> bool:
 
 
 def _shown(path: Path) -> str:
-    """A folder as the page names it: relative to the repository's parent, else ``~``-based."""
+    """A folder as the page names it: a visitor's own as "your own runs" (its name is the
+    server's business), else relative to the repository's parent, else ``~``-based."""
+    work = settings.WORK_ROOT.resolve()
+    if work in path.parents:
+        return "your own runs"
     for base, prefix in ((settings.ROOT.parent, ".."), (Path.home(), "~")):
         try:
             rest = path.relative_to(base.resolve())

@@ -32,6 +32,21 @@ def user_error(err: Exception | str) -> gr.Error:
     return gr.Error(html.escape(without_server_paths(message), quote=False), print_exception=False)
 
 
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+
+
+def markdown_literal(text: str) -> str:
+    """``text`` shown as typed inside Markdown: every character Markdown acts on escaped with a
+    backslash, and HTML's ``<`` and ``&`` as entities, so a visitor's text renders no image
+    (a remote one would be fetched by every browser that shows it), link, tag or emphasis.
+
+    Example:
+        >>> markdown_literal("![x](http://e.com/p.png) <b>")
+        '\\!\\[x\\]\\(http://e\\.com/p\\.png\\) &lt;b\\>'
+    """
+    return _MARKDOWN.sub(r"\\\1", html.escape(text, quote=False).replace("&gt;", ">"))
+
+
 def _kind_of(value) -> str:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
