@@ -473,3 +473,61 @@ def test_a_refused_zip_leaves_no_empty_folder(tmp_path):
         with pytest.raises(gr.Error, match="no kd_delta.json or modules.json"):
             load_student_zip(str(archive), Visitor())
     assert not settings.WORK_ROOT.is_dir() or list(settings.WORK_ROOT.iterdir()) == []
+
+
+def test_one_address_queues_one_run(tiny_teacher, tiny_student):
+    """One address with three sessions queued three runs, each holding the training slot up to
+    10 minutes. A page's second session from the same address is refused while the first's run
+    is queued or running; another address is not."""
+    from tests.test_app import _form
+    from webapp.distill import prepare_run
+    from webapp.session import Visitor, register_session
+
+    class Request:
+        def __init__(self, session: str, address: str) -> None:
+            self.session_hash = session
+            self.headers = {}
+            self.client = type("Client", (), {"host": address})()
+
+    form = _form(tiny_teacher, tiny_student, None, max_pairs=10)
+    first, second, elsewhere = Visitor(), Visitor(), Visitor()
+    register_session(first, Request("s1", "10.1.1.1"))
+    register_session(second, Request("s2", "10.1.1.1"))
+    register_session(elsewhere, Request("s3", "10.2.2.2"))
+    assert prepare_run(*form, first).queued
+    with pytest.raises(gr.Error, match="already queued or running") as err:
+        prepare_run(*form, second)
+    assert "\n" not in str(getattr(err.value, "message", err.value))
+    assert prepare_run(*form, elsewhere).queued
+    first.queued = False  # the first run has ended: the address may queue again
+    assert prepare_run(*form, second).queued
+
+
+def test_a_forwarded_header_from_loopback_changes_no_clients_address(monkeypatch):
+    """uvicorn took the client's address from ``X-Forwarded-For`` whenever the connection came
+    from 127.0.0.1, whatever KD_BEHIND_PROXY said: a local client could be any number of
+    clients, each with a fresh quota. ``main()`` now tells uvicorn to trust no such header
+    (unless the operator set FORWARDED_ALLOW_IPS)."""
+    import httpx
+
+    from webapp.guards import trust_no_forwarded_header
+
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "recorded")  # so that teardown restores it
+    monkeypatch.delenv("FORWARDED_ALLOW_IPS")
+    trust_no_forwarded_header()
+    assert os.environ["FORWARDED_ALLOW_IPS"] == ""
+    monkeypatch.setattr(settings, "BEHIND_PROXY", False)
+    with serve_app() as (_, url, _port):
+        codes = [
+            httpx.post(
+                f"{url}gradio_api/upload",
+                files=[("files", (f"f{i}.tsv", os.urandom(150 * KB), "text/plain"))],
+                headers={"X-Forwarded-For": f"10.0.0.{i}"},
+                timeout=60,
+            ).status_code
+            for i in range(3)
+        ]
+    assert codes == [200, 200, 429], codes  # one client: 450 KB over its 350 KB an hour
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.1.2.3")
+    trust_no_forwarded_header()
+    assert os.environ["FORWARDED_ALLOW_IPS"] == "10.1.2.3"  # the operator's choice stands

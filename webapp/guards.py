@@ -321,6 +321,18 @@ def blocked_paths() -> list[str]:
     return blocked
 
 
+def trust_no_forwarded_header() -> None:
+    """Tell uvicorn to leave a request's client address as the connection's, unless the
+    operator set ``FORWARDED_ALLOW_IPS`` (called by ``main()`` before launch).
+
+    uvicorn replaces the address with the ``X-Forwarded-For`` header's whenever the connection
+    comes from 127.0.0.1, whatever ``KD_BEHIND_PROXY`` says; the app decides instead
+    (:func:`webapp.session.client_address`), so each client's quota and turn is counted for
+    the address the connection, or behind a proxy the proxy, saw.
+    """
+    os.environ.setdefault("FORWARDED_ALLOW_IPS", "")
+
+
 def launch_options() -> dict:
     """The ``launch()`` arguments that limit uploads and what gradio serves, and the page's
     style (gradio 6 takes ``css`` in ``launch()``); ``main()`` and the tests use the same.

@@ -176,6 +176,7 @@ class Visitor:
     runs: int = 0
     models: list[str] = field(default_factory=list)  # the models this visitor used, latest last
     uploads: list[str] = field(default_factory=list)  # files they uploaded that events used
+    address: str | None = None  # the client's address, recorded when the page loads
     queued: bool = False  # Start pressed, waiting for the training slot
     training: bool = False
     stop_requested: bool = False
@@ -202,6 +203,7 @@ def forget_visitor(visitor: Visitor | None) -> None:
     if visitor is None:
         return
     visitor.stop_requested = True
+    visitor.queued = False  # a run still waiting for the slot no longer holds its address's turn
     if visitor.student_zip:
         served_copy(visitor.student_zip, delete=True)
     for upload in visitor.uploads:
@@ -219,10 +221,24 @@ _sessions: dict[str, Visitor] = {}
 _sessions_lock = threading.Lock()
 
 
+def client_address(peer: str, headers) -> str:
+    """The client's address: the connection's, or behind a proxy (``settings.BEHIND_PROXY``)
+    the last ``X-Forwarded-For`` entry, the address the proxy itself saw (earlier entries are
+    the client's to write). uvicorn is told not to rewrite the connection's address itself
+    (:func:`webapp.guards.trust_no_forwarded_header`)."""
+    forwarded = (headers.get("x-forwarded-for") or "") if headers is not None else ""
+    if settings.BEHIND_PROXY and forwarded.strip():
+        return forwarded.split(",")[-1].strip()
+    return str(peer)
+
+
 def register_session(visitor: Visitor | None, request: gr.Request | None = None) -> None:
-    """The page's load event: remember the session's Visitor, for :func:`end_session`."""
+    """The page's load event: remember the session's Visitor, for :func:`end_session`, and the
+    client's address, for the one run an address may queue (:func:`webapp.distill.prepare_run`)."""
     session = getattr(request, "session_hash", None)
     if visitor is not None and session:
+        client = getattr(request, "client", None)
+        visitor.address = client_address(getattr(client, "host", "?"), request.headers)
         with _sessions_lock:
             _sessions[session] = visitor
 

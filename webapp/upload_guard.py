@@ -56,11 +56,9 @@ def admit(client: str, length: str | None) -> int | tuple[int, str]:
 
 
 def _client(scope: dict, headers: dict[str, str]) -> str:
-    forwarded = headers.get("x-forwarded-for", "")
-    if settings.BEHIND_PROXY and forwarded.strip():
-        return forwarded.split(",")[-1].strip()  # the address the proxy itself saw
-    client = scope.get("client") or ("?", 0)
-    return str(client[0])
+    from webapp.session import client_address
+
+    return client_address(str((scope.get("client") or ("?", 0))[0]), headers)
 
 
 def _remote_file(body: bytes) -> str | None:
