@@ -47,6 +47,11 @@ class _ModelCache:
     dropdowns' defaults, the preloaded) go only when no visitor's model is left to go; a model
     larger than the whole budget is handed to its caller and not kept.
 
+    Room is made before a load, for a model as large as the largest loaded so far, not after
+    it: a student brought back loads its base model whole, so the server would otherwise hold
+    the budget and one more model at once. What an eviction frees goes back to the system
+    (:func:`_release_memory`); without that, the process kept ~300 MB more after each.
+
     Wraps the loader as ``functools.lru_cache`` would, with the same ``cache_info()`` and
     ``cache_clear()``, so the loader itself stays one plain function.
     """
@@ -56,6 +61,7 @@ class _ModelCache:
         self._entries: OrderedDict[str, tuple[object, int]] = OrderedDict()
         self._lock = threading.Lock()
         self._hits = self._misses = 0
+        self._largest = 0  # the largest model loaded so far: the room the next one needs
         functools.update_wrapper(self, load)
 
     def __call__(self, name: str):
@@ -64,10 +70,14 @@ class _ModelCache:
                 self._entries.move_to_end(name)
                 self._hits += 1
                 return self._entries[name][0]
+            dropped = self._evict(keep=name, room=self._largest)
+        if dropped:
+            _release_memory()
         encoder = self._load(name)  # outside the lock: get_encoder holds one lock per name
         size = model_bytes(encoder)
         with self._lock:
             self._misses += 1
+            self._largest = max(self._largest, size)
             if size > settings.MODEL_CACHE_BYTES:
                 log.info(
                     "model cache: %s (%.0f MB) exceeds the budget; not kept", name, size / 2**20
@@ -75,20 +85,28 @@ class _ModelCache:
                 return encoder
             self._entries[name] = (encoder, size)
             self._entries.move_to_end(name)
-            self._evict(keep=name)
+            dropped = self._evict(keep=name)
+        if dropped:
+            _release_memory()
         return encoder
 
-    def _evict(self, keep: str) -> None:
+    def _evict(self, keep: str, room: int = 0) -> int:
+        """Drop models, least recently used first (visitors' before shared ones), until the
+        count and the bytes (plus ``room`` for a model about to load) fit; how many went."""
         shared = set(_shared_models())
-        while len(self._entries) > max(1, settings.MODEL_CACHE_SIZE) or (
-            self.bytes() > settings.MODEL_CACHE_BYTES
+        dropped = 0
+        extra = 1 if room else 0  # the model about to load takes a place too
+        while len(self._entries) + extra > max(1, settings.MODEL_CACHE_SIZE) or (
+            self.bytes() + room > settings.MODEL_CACHE_BYTES
         ):
             names = [n for n in self._entries if n != keep]
             if not names:
-                return
+                break
             victim = next((n for n in names if n not in shared), names[0])
             _encoder, size = self._entries.pop(victim)
+            dropped += 1
             log.info("model cache: dropped %s (%.0f MB)", victim, size / 2**20)
+        return dropped
 
     def bytes(self) -> int:
         """The tensors of the models kept, together."""
@@ -104,6 +122,18 @@ class _ModelCache:
         with self._lock:
             self._entries.clear()
             self._hits = self._misses = 0
+
+
+def _release_memory() -> None:
+    """Hand what dropped models held back to the system: collect them, then ask glibc to
+    return its free pages (it keeps them otherwise; no-op where there is no glibc)."""
+    import contextlib
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def model_bytes(encoder) -> int:
