@@ -531,3 +531,10 @@ def test_a_forwarded_header_from_loopback_changes_no_clients_address(monkeypatch
     monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.1.2.3")
     trust_no_forwarded_header()
     assert os.environ["FORWARDED_ALLOW_IPS"] == "10.1.2.3"  # the operator's choice stands
+    # Behind a proxy: the last entry, across every X-Forwarded-For line (a proxy may add its
+    # own line after the client's rather than extend it).
+    from webapp.session import client_address
+
+    monkeypatch.setattr(settings, "BEHIND_PROXY", True)
+    assert client_address("10.0.0.9", ["6.6.6.6, 7.7.7.7", "203.0.113.5"]) == "203.0.113.5"
+    assert client_address("10.0.0.9", []) == "10.0.0.9"

@@ -221,14 +221,16 @@ _sessions: dict[str, Visitor] = {}
 _sessions_lock = threading.Lock()
 
 
-def client_address(peer: str, headers) -> str:
+def client_address(peer: str, forwarded: list[str]) -> str:
     """The client's address: the connection's, or behind a proxy (``settings.BEHIND_PROXY``)
     the last ``X-Forwarded-For`` entry, the address the proxy itself saw (earlier entries are
-    the client's to write). uvicorn is told not to rewrite the connection's address itself
-    (:func:`webapp.guards.trust_no_forwarded_header`)."""
-    forwarded = (headers.get("x-forwarded-for") or "") if headers is not None else ""
-    if settings.BEHIND_PROXY and forwarded.strip():
-        return forwarded.split(",")[-1].strip()
+    the client's to write). ``forwarded``: every ``X-Forwarded-For`` header of the request, in
+    order (a proxy may add its own line rather than extend the client's). uvicorn is told not
+    to rewrite the connection's address itself (:func:`webapp.guards.trust_no_forwarded_header`).
+    """
+    entries = [e.strip() for line in forwarded for e in line.split(",") if e.strip()]
+    if settings.BEHIND_PROXY and entries:
+        return entries[-1]
     return str(peer)
 
 
@@ -238,7 +240,10 @@ def register_session(visitor: Visitor | None, request: gr.Request | None = None)
     session = getattr(request, "session_hash", None)
     if visitor is not None and session:
         client = getattr(request, "client", None)
-        visitor.address = client_address(getattr(client, "host", "?"), request.headers)
+        headers = getattr(request, "headers", None)
+        getlist = getattr(headers, "getlist", None)
+        forwarded = getlist("x-forwarded-for") if getlist else []
+        visitor.address = client_address(getattr(client, "host", "?"), forwarded)
         with _sessions_lock:
             _sessions[session] = visitor
 

@@ -55,10 +55,13 @@ def admit(client: str, length: str | None) -> int | tuple[int, str]:
     return answer
 
 
-def _client(scope: dict, headers: dict[str, str]) -> str:
+def _client(scope: dict) -> str:
     from webapp.session import client_address
 
-    return client_address(str((scope.get("client") or ("?", 0))[0]), headers)
+    forwarded = [
+        v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"x-forwarded-for"
+    ]
+    return client_address(str((scope.get("client") or ("?", 0))[0]), forwarded)
 
 
 def _remote_file(body: bytes) -> str | None:
@@ -280,7 +283,7 @@ class UploadGuard:
     async def _upload(self, scope, receive, send, headers: dict[str, str]) -> None:
         import anyio
 
-        client = _client(scope, headers)
+        client = _client(scope)
         if "transfer-encoding" in headers:  # its length is known only once it has been read
             await _refuse(send, 411, "an upload must state its Content-Length and not be chunked")
             return
