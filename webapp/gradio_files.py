@@ -53,7 +53,9 @@ def remove_leftovers() -> int:
     Gradio writes each file of an upload request there (``tmpXXXXXXXX``) while the request
     arrives, then moves it into a folder named by its hash; a file still lying loose belongs to
     a request that never finished (a field gradio ignores, a client that hung up, a process that
-    stopped). Call only while no upload is arriving (:mod:`webapp.upload_guard` knows).
+    stopped). Gradio's File component also leaves an empty one there each time it hands a
+    handler a path (seen in ``bench/abuse.py``), never used again. Call only while no upload is
+    arriving (:mod:`webapp.upload_guard` knows).
     """
     folder = upload_folder()
     freed = 0

@@ -82,8 +82,8 @@ BEHIND_PROXY = _env_flag("KD_BEHIND_PROXY", default=bool(os.environ.get("SPACE_I
 # saved), and the caches' sizes (oldest files deleted first).
 RUN_MINUTES = _env_number("KD_RUN_MINUTES", 10)
 SEARCH_CACHE_BYTES = int(_env_number("KD_SEARCH_CACHE_MB", 256) * MB)
-# The models kept loaded: their tensors together (a model's weights in memory: ~90 MB for the
-# default teacher, ~450 MB for the default student, the pre-built one and each visitor's), the
+# The models kept loaded: their tensors together (measured: 87 MB for the default teacher, 449 MB
+# for the default student, as much for the pre-built one and each visitor's brought back), the
 # least recently used visitor's model dropped first (webapp.model_cache).
 MODEL_CACHE_BYTES = int(_env_number("KD_MODEL_CACHE_MB", 2048) * MB)
 TEACHER_CACHE_BYTES = int(_env_number("KD_TEACHER_CACHE_MB", 512) * MB)
@@ -97,7 +97,8 @@ HUB_PROBE_S = 1.0  # how long the Hub may take to answer before it counts as unr
 MAX_POINTS_BY_METHOD = {"pca": MAX_POINTS, "umap": int(_env_number("KD_MAX_UMAP_POINTS", 500))}
 # ... and the characters one Draw encodes, all its sentences together: encoding dominates a cold
 # Draw, and it grows with the text, not the count (500 sentences a language of ~90 words in three
-# languages took 429 s of CPU). 2,000 Tatoeba sentences are ~70,000 characters.
+# languages took 429 s of CPU). 2,000 Tatoeba sentences are ~65,000 characters (32 a sentence
+# in ../shared/data/tatoeba-dev); the built-in ones 35 a sentence.
 DRAW_MAX_CHARS = int(_env_number("KD_DRAW_MAX_CHARS", 80_000))
 
 # Server folders a visitor may name: models (besides kd's cache and the visitor's own student)
