@@ -538,3 +538,38 @@ def test_a_forwarded_header_from_loopback_changes_no_clients_address(monkeypatch
     monkeypatch.setattr(settings, "BEHIND_PROXY", True)
     assert client_address("10.0.0.9", ["6.6.6.6, 7.7.7.7", "203.0.113.5"]) == "203.0.113.5"
     assert client_address("10.0.0.9", []) == "10.0.0.9"
+
+
+def test_an_upload_never_deletes_another_visitors_folder(monkeypatch):
+    """Finding 1's aftermath: making room for an upload deleted other visitors' idle folders
+    first, so one client's uploads could delete everyone else's runs. Only a run makes room
+    that way (one at a time, behind the training slot); an upload that does not fit is 507."""
+    folder = settings.WORK_ROOT / "visitor-idle"
+    folder.mkdir(parents=True)
+    (folder / "weights.bin").write_bytes(b"\0" * (300 * KB))
+    old = time.time() - 3600
+    for path in (folder / "weights.bin", folder):
+        os.utime(path, (old, old))
+    # 300 KB held + a 200 KB upload + the run reserve of 100 KB: over a 500 KB budget.
+    monkeypatch.setattr(settings, "DISK_BUDGET_BYTES", 500 * KB)
+    monkeypatch.setattr(settings, "RUN_RESERVE_BYTES", 100 * KB)
+    refused = upload_guard_admit("10.3.3.3", str(200 * KB))
+    assert refused[0] == 507, refused
+    assert (folder / "weights.bin").exists()
+    # A run may still make room by deleting the oldest idle folder (the budget's design).
+    from webapp.session import Visitor
+
+    monkeypatch.setattr(settings, "RUN_RESERVE_BYTES", 300 * KB)  # 300 + 300 > 500
+    Visitor().new_run_dir()
+    assert not folder.exists()
+
+
+def upload_guard_admit(client: str, length: str):
+    from webapp.upload_guard import admit
+
+    answer = admit(client, length)
+    if isinstance(answer, int):  # admitted: let it go again, as the route would
+        budget.upload_written(int(length))
+        uploads.settle(answer, 0)
+        return 200, "admitted"
+    return answer
