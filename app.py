@@ -45,14 +45,20 @@ from webapp.distill_form import (
     language_update,
 )
 from webapp.distill_form import limits_note as run_limits
-from webapp.guards import launch_options, tatoeba_folders
+from webapp.guards import launch_options, tatoeba_folders, trust_no_forwarded_header
 from webapp.model_cache import server_status, start_background_warm_up, status_tick
 from webapp.prebuilt import prebuilt_dir, prebuilt_note
 from webapp.run_results import RESULT_COLUMNS
 from webapp.search import ALL_LANGS, collection_langs, example_queries, search_tables
 from webapp.search import MAX_K as SEARCH_MAX_K
 from webapp.search import RESULT_COLUMNS as SEARCH_COLUMNS
-from webapp.session import Visitor, end_session, forget_visitor, register_session
+from webapp.session import (
+    Visitor,
+    end_session,
+    forget_visitor,
+    refuse_wrong_types,
+    register_session,
+)
 from webapp.settings import (
     DEFAULT_STUDENT,
     DEFAULT_TEACHER,
@@ -456,6 +462,7 @@ def build_demo() -> gr.Blocks:
         demo.load(  # the first page shows Compare's heatmaps (the pre-built student's too)
             compare, [text, teacher, student, visitor], [heatmaps, pairs], api_visibility="private"
         )
+    refuse_wrong_types(demo)  # an API value of the wrong type: one line, no traceback
     demo.queue(max_size=64)
     return demo
 
@@ -465,6 +472,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     preload = os.environ.get("KD_PRELOAD")  # comma-separated model ids; "" loads none early
     start_background_warm_up(None if preload is None else [m for m in preload.split(",") if m])
+    trust_no_forwarded_header()  # client addresses: the connection's, or the app's proxy rule
     port = int(os.environ.get("GRADIO_SERVER_PORT") or os.environ.get("PORT") or 7860)
     demo.launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),

@@ -217,6 +217,7 @@ def test_twenty_visitors_upload_the_maximum_and_stop_frees_the_slot(
     monkeypatch.setattr(settings, "UPLOAD_QUOTA_BYTES", 5 * mb)  # two and a half an hour
     monkeypatch.setattr(settings, "DISK_BUDGET_BYTES", 60 * mb)  # 20 x 5 MB would be 100
     monkeypatch.setattr(settings, "RUN_RESERVE_BYTES", 4 * mb)
+    monkeypatch.setattr(settings, "BEHIND_PROXY", True)  # see the X-Forwarded-For below
     with serve_app() as (_, url, _port):
         used: list[int] = []
         sampling = threading.Event()
@@ -241,8 +242,8 @@ def test_twenty_visitors_upload_the_maximum_and_stop_frees_the_slot(
                 response = httpx.post(
                     f"{url}gradio_api/upload",
                     files=[("files", (f"v{i}.zip", body, "application/zip"))],
-                    # uvicorn takes the client's address from a loopback proxy's header:
-                    # twenty clients, as twenty visitors behind the Space's proxy would be.
+                    # Behind a proxy the app takes the client's address from the header's
+                    # last entry: twenty clients, as twenty visitors behind the Space's proxy.
                     headers={"X-Forwarded-For": f"10.0.0.{i}"},
                     timeout=120,
                 )

@@ -37,8 +37,10 @@ def points_limit(method: str) -> int:
 def limits_note() -> str:
     """Draw's cost cap in words, for the form."""
     caps = settings.MAX_POINTS_BY_METHOD
-    return "at most " + ", ".join(
-        f"{n:,} sentences a model with {m.upper()}" for m, n in caps.items()
+    return (
+        "at most "
+        + ", ".join(f"{n:,} sentences a model with {m.upper()}" for m, n in caps.items())
+        + f", {settings.DRAW_MAX_CHARS:,} characters in all"
     )
 
 
@@ -54,7 +56,8 @@ def sentence_set(
 
     Raises:
         ValueError: an unknown language, a missing or malformed source, more points than
-            ``method``'s cap (:func:`points_limit`).
+            ``method``'s cap (:func:`points_limit`), more characters than
+            ``settings.DRAW_MAX_CHARS``.
     """
     from kd.data.pairs import read_tatoeba, read_tsv, sample_per_lang
 
@@ -106,6 +109,13 @@ def sentence_set(
         raise ValueError(
             f"that is {len(sentences):,} sentences per model; the limit with {method.upper()} "
             f"is {limit:,}: lower 'sentences per language' or pick fewer languages{also}"
+        )
+    chars = sum(len(s) for s in sentences)
+    if chars > settings.DRAW_MAX_CHARS:
+        raise ValueError(
+            f"those {len(sentences):,} sentences hold {chars:,} characters; one Draw encodes at "
+            f"most {settings.DRAW_MAX_CHARS:,} characters: lower 'sentences per language', pick "
+            "fewer languages or shorter sentences"
         )
     if len(sentences) < 4:
         raise ValueError("fewer than 4 sentences; raise 'sentences per language'")

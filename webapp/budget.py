@@ -5,7 +5,8 @@ Everything the app writes for visitors lives in two folders: the visitors' work 
 folder (uploads, and gradio's copies of the zips it served). Together they stay under
 ``settings.DISK_BUDGET_BYTES``: before a new run folder is made (:func:`make_room`), the oldest
 visitor folders that no run is using are deleted, with gradio's copies of their zips, until
-the new run fits. The caches of search indexes and teacher vectors are kept under their own
+the new run fits; an upload that does not fit is refused instead (it never deletes another
+visitor's files). The caches of search indexes and teacher vectors are kept under their own
 caps by :func:`prune_cache`, oldest file first.
 """
 
@@ -117,13 +118,15 @@ def evict(folder: Path) -> int:
 
 
 def make_room(needed: int = 0, keep: tuple[str | Path, ...] = (), for_run: bool = False) -> None:
-    """Delete the oldest visitor folders until ``needed`` more bytes fit in the disk budget.
+    """Make ``needed`` more bytes fit in the disk budget.
 
-    Uploads that no event used in time go first (:func:`webapp.uploads.sweep`); for a run
-    (``for_run``), any upload no event has used goes before the run is refused.
+    Uploads that no event used in time go first (:func:`webapp.uploads.sweep`). Only for a run
+    (``for_run``: one at a time, behind the training slot) are the oldest idle visitor folders
+    deleted, then any upload no event has used; an upload never deletes another visitor's
+    files (anyone can upload, so that would let one client delete everyone's runs).
 
     Raises:
-        ValueError: even then it does not fit (runs in progress hold the rest): try later.
+        ValueError: it does not fit (for a run: runs in progress hold the rest): try later.
     """
     with _room_lock:
         sweep()
@@ -131,11 +134,11 @@ def make_room(needed: int = 0, keep: tuple[str | Path, ...] = (), for_run: bool 
         used = used_bytes() + in_flight_bytes()
         if used + needed <= budget:
             return
-        for folder in evictable(keep):
-            used -= evict(folder)
-            if used + needed <= budget:
-                return
         if for_run:
+            for folder in evictable(keep):
+                used -= evict(folder)
+                if used + needed <= budget:
+                    return
             used -= evict_unused(used + needed - budget)
             if used + needed <= budget:
                 return
@@ -151,9 +154,10 @@ def in_flight_bytes() -> int:
 
 
 def admit_upload(size: int) -> None:
-    """Make room for an upload of ``size`` bytes, the others still arriving, and always one run
-    besides (uploads alone never take the whole budget from the training slot), then count it
-    as arriving until :func:`upload_written`.
+    """Check that an upload of ``size`` bytes fits, with the others still arriving and always
+    one run besides (uploads alone never take the whole budget from the training slot), then
+    count it as arriving until :func:`upload_written`. Only uploads no event used in time are
+    deleted to make room; visitors' folders never are.
 
     Raises:
         ValueError: it does not fit (one line for the client).

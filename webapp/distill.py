@@ -11,6 +11,7 @@ import queue
 import shutil
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,12 +46,46 @@ def prepare_run(*args):
     visitor = visitor if visitor is not None else Visitor()
     try:
         cfg = make_config(form_values(values), visitor=visitor)
+        _take_turn(visitor)
     except ValueError as err:
         raise user_error(err) from None
     visitor.config = cfg.to_dict()
     visitor.stop_requested = False
-    visitor.queued = True
     return visitor
+
+
+# One run queued or running per address: three sessions of one client queued three runs, each
+# holding the training slot up to RUN_MINUTES. Visitors by id, weakly (a closed page's goes).
+_turns: dict[int, tuple[str, weakref.ref]] = {}
+_turns_lock = threading.Lock()
+
+
+def _take_turn(visitor: Visitor) -> None:
+    """Mark the visitor's run as queued, unless another session from its address has one
+    queued or running (the page records the address when it loads).
+
+    Raises:
+        ValueError: that address already has a run queued or running.
+    """
+    with _turns_lock:
+        for key, (_address, ref) in list(_turns.items()):
+            if ref() is None:
+                del _turns[key]
+        if visitor.address:
+            for address, ref in _turns.values():
+                other = ref()
+                if (
+                    address == visitor.address
+                    and other is not None
+                    and other is not visitor
+                    and (other.queued or other.training)
+                ):
+                    raise ValueError(
+                        "a distillation from your address is already queued or running (one at "
+                        "a time per address); wait for it to end, or press Stop in its page"
+                    )
+            _turns[id(visitor)] = (visitor.address, weakref.ref(visitor))
+        visitor.queued = True
 
 
 QUEUED = "Queued: waiting for the training slot (one distillation at a time)."

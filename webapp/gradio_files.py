@@ -45,3 +45,28 @@ def remove_upload(path: str | Path) -> None:
         shutil.rmtree(folder, ignore_errors=True)
     elif root in folder.parents:
         file.unlink(missing_ok=True)
+
+
+def remove_leftovers() -> int:
+    """Delete the loose temporary files at the top of gradio's upload folder; the bytes freed.
+
+    Gradio writes each file of an upload request there (``tmpXXXXXXXX``) while the request
+    arrives, then moves it into a folder named by its hash; a file still lying loose belongs to
+    a request that never finished (a field gradio ignores, a client that hung up, a process that
+    stopped). Gradio's File component also leaves an empty one there each time it hands a
+    handler a path (seen in ``bench/abuse.py``), never used again. Call only while no upload is
+    arriving (:mod:`webapp.upload_guard` knows).
+    """
+    folder = upload_folder()
+    freed = 0
+    if not folder.is_dir():
+        return 0
+    for entry in folder.iterdir():
+        try:
+            if entry.name.startswith("tmp") and entry.is_file() and not entry.is_symlink():
+                size = entry.stat().st_size
+                entry.unlink()
+                freed += size
+        except OSError:
+            continue
+    return freed

@@ -83,7 +83,11 @@ def inside(path: Path, roots: list[Path]) -> bool:
 
 
 def _shown(path: Path) -> str:
-    """A folder as the page names it: relative to the repository's parent, else ``~``-based."""
+    """A folder as the page names it: a visitor's own as "your own runs" (its name is the
+    server's business), else relative to the repository's parent, else ``~``-based."""
+    work = settings.WORK_ROOT.resolve()
+    if work in path.parents:
+        return "your own runs"
     for base, prefix in ((settings.ROOT.parent, ".."), (Path.home(), "~")):
         try:
             rest = path.relative_to(base.resolve())
@@ -315,6 +319,18 @@ def blocked_paths() -> list[str]:
         if str(folder) not in blocked:
             blocked.append(str(folder))
     return blocked
+
+
+def trust_no_forwarded_header() -> None:
+    """Tell uvicorn to leave a request's client address as the connection's, unless the
+    operator set ``FORWARDED_ALLOW_IPS`` (called by ``main()`` before launch).
+
+    uvicorn replaces the address with the ``X-Forwarded-For`` header's whenever the connection
+    comes from 127.0.0.1, whatever ``KD_BEHIND_PROXY`` says; the app decides instead
+    (:func:`webapp.session.client_address`), so each client's quota and turn is counted for
+    the address the connection, or behind a proxy the proxy, saw.
+    """
+    os.environ.setdefault("FORWARDED_ALLOW_IPS", "")
 
 
 def launch_options() -> dict:

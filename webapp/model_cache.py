@@ -13,6 +13,7 @@ import functools
 import logging
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 import gradio as gr
@@ -21,7 +22,7 @@ from webapp import settings
 from webapp.guards import canonical_model_name, check_model_name
 from webapp.prebuilt import prebuilt_for
 from webapp.session import Visitor
-from webapp.settings import DEFAULT_STUDENT, DEFAULT_TEACHER, MODEL_CACHE_SIZE, MODEL_LABELS
+from webapp.settings import DEFAULT_STUDENT, DEFAULT_TEACHER, MODEL_LABELS
 
 log = logging.getLogger("kd.app")
 
@@ -39,7 +40,116 @@ _trainings_lock = threading.Lock()
 _warm_up_started = threading.Event()
 
 
-@functools.lru_cache(maxsize=MODEL_CACHE_SIZE)
+class _ModelCache:
+    """The loaded models, least recently used first out, kept within two limits: at most
+    ``settings.MODEL_CACHE_SIZE`` models and ``settings.MODEL_CACHE_BYTES`` of their tensors
+    together (a count alone let six visitors' students hold ~4 GB). The shared models (the
+    dropdowns' defaults, the preloaded) go only when no visitor's model is left to go; a model
+    larger than the whole budget is handed to its caller and not kept.
+
+    Room is made before a load, for a model as large as the largest loaded so far, not after
+    it: a student brought back loads its base model whole, so the server would otherwise hold
+    the budget and one more model at once. What an eviction frees goes back to the system
+    (:func:`_release_memory`); without that, the process kept ~300 MB more after each.
+
+    Wraps the loader as ``functools.lru_cache`` would, with the same ``cache_info()`` and
+    ``cache_clear()``, so the loader itself stays one plain function.
+    """
+
+    def __init__(self, load) -> None:
+        self._load = load
+        self._entries: OrderedDict[str, tuple[object, int]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._hits = self._misses = 0
+        self._largest = 0  # the largest model loaded so far: the room the next one needs
+        functools.update_wrapper(self, load)
+
+    def __call__(self, name: str):
+        with self._lock:
+            if name in self._entries:
+                self._entries.move_to_end(name)
+                self._hits += 1
+                return self._entries[name][0]
+            dropped = self._evict(keep=name, room=self._largest)
+        if dropped:
+            _release_memory()
+        encoder = self._load(name)  # outside the lock: get_encoder holds one lock per name
+        size = model_bytes(encoder)
+        with self._lock:
+            self._misses += 1
+            self._largest = max(self._largest, size)
+            if size > settings.MODEL_CACHE_BYTES:
+                log.info(
+                    "model cache: %s (%.0f MB) exceeds the budget; not kept", name, size / 2**20
+                )
+                return encoder
+            self._entries[name] = (encoder, size)
+            self._entries.move_to_end(name)
+            dropped = self._evict(keep=name)
+        if dropped:
+            _release_memory()
+        return encoder
+
+    def _evict(self, keep: str, room: int = 0) -> int:
+        """Drop models, least recently used first (visitors' before shared ones), until the
+        count and the bytes (plus ``room`` for a model about to load) fit; how many went."""
+        shared = set(_shared_models())
+        dropped = 0
+        extra = 1 if room else 0  # the model about to load takes a place too
+        while len(self._entries) + extra > max(1, settings.MODEL_CACHE_SIZE) or (
+            self.bytes() + room > settings.MODEL_CACHE_BYTES
+        ):
+            names = [n for n in self._entries if n != keep]
+            if not names:
+                break
+            victim = next((n for n in names if n not in shared), names[0])
+            _encoder, size = self._entries.pop(victim)
+            dropped += 1
+            log.info("model cache: dropped %s (%.0f MB)", victim, size / 2**20)
+        return dropped
+
+    def bytes(self) -> int:
+        """The tensors of the models kept, together."""
+        return sum(size for _encoder, size in self._entries.values())
+
+    def cache_info(self) -> functools._CacheInfo:
+        with self._lock:
+            return functools._CacheInfo(
+                self._hits, self._misses, settings.MODEL_CACHE_SIZE, len(self._entries)
+            )
+
+    def cache_clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._hits = self._misses = 0
+
+
+def _release_memory() -> None:
+    """Hand what dropped models held back to the system: collect them, then ask glibc to
+    return its free pages (it keeps them otherwise; no-op where there is no glibc)."""
+    import contextlib
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def model_bytes(encoder) -> int:
+    """Bytes of a loaded model's tensors (parameters and buffers, each counted once): what it
+    holds in memory while cached, give or take the tokenizer."""
+    import itertools
+
+    seen, total = set(), 0
+    for tensor in itertools.chain(encoder.parameters(), encoder.buffers()):
+        if id(tensor) not in seen:
+            seen.add(id(tensor))
+            total += tensor.numel() * tensor.element_size()
+    return total
+
+
+@_ModelCache
 def _load_encoder(name: str):
     from kd.models.encoder import Encoder, pick_device, quiet_transformers
 

@@ -22,7 +22,7 @@ from webapp import settings
 from webapp.guards import shown_model
 from webapp.model_cache import checked_model, encode, get_encoder
 from webapp.prebuilt import prebuilt_for
-from webapp.session import Visitor, user_error
+from webapp.session import Visitor, markdown_literal, user_error
 from webapp.settings import MAX_LINE_CHARS, MODEL_LABELS, SEARCH_COLLECTION, SEARCH_QUERIES
 
 MAX_K = 20
@@ -202,7 +202,8 @@ def search(query: str, k, lang: str | None, teacher: str, student: str, visitor:
                 0, f"{who} searched the teacher's own index: distilling put them in its space."
             )
         scope = f"{code} sentences" if code else "all languages"
-        lines = [f"Top {k} of the demo collection ({scope}) for **{text}**.", "", *notes]
+        shown = markdown_literal(text)  # the query as typed: no image, link or tag renders
+        lines = [f"Top {k} of the demo collection ({scope}) for **{shown}**.", "", *notes]
         return "\n".join(lines), *frames
     except ValueError as err:
         raise user_error(str(err)) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import math
 import os
 import re
 import shutil
@@ -29,6 +30,83 @@ def user_error(err: Exception | str) -> gr.Error:
 
     message = err.for_page() if isinstance(err, ConfigError) else str(err)
     return gr.Error(html.escape(without_server_paths(message), quote=False), print_exception=False)
+
+
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+
+
+def markdown_literal(text: str) -> str:
+    """``text`` shown as typed inside Markdown: every character Markdown acts on escaped with a
+    backslash, and HTML's ``<`` and ``&`` as entities, so a visitor's text renders no image
+    (a remote one would be fetched by every browser that shows it), link, tag or emphasis.
+
+    Example:
+        >>> markdown_literal("![x](http://e.com/p.png) <b>")
+        '\\!\\[x\\]\\(http://e\\.com/p\\.png\\) &lt;b\\>'
+    """
+    return _MARKDOWN.sub(r"\\\1", html.escape(text, quote=False).replace("&gt;", ">"))
+
+
+def _kind_of(value) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return {str: "text", bool: "true/false", list: "a list", dict: "an object"}.get(
+        type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__
+    )
+
+
+def _wrong_type(component, value) -> str | None:
+    """What is wrong with the type of a value sent for ``component`` (None: nothing)."""
+    if value is None:
+        return None
+    if isinstance(component, (gr.Number, gr.Slider)):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and math.isfinite(value):
+            return None
+        return "a number"
+    multiselect = isinstance(component, gr.CheckboxGroup) or (
+        isinstance(component, gr.Dropdown) and component.multiselect
+    )
+    if multiselect:
+        if isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
+            return None
+        return "a list of choices"
+    if isinstance(component, (gr.Textbox, gr.Dropdown, gr.Radio)):
+        return None if isinstance(value, str) else "text"
+    return None
+
+
+def refuse_wrong_types(demo: gr.Blocks) -> None:
+    """Give every text, choice and number input of ``demo`` a one-line refusal of a value of
+    the wrong type, before gradio or a handler reads it.
+
+    The page sends the right types; an API client may send anything: a model name as a number
+    or a list, a string or NaN for a number. Gradio's own preprocessing, or a handler's
+    ``.strip()``, then failed with its generic "upstream Gradio app has raised an exception"
+    and a traceback in the log; gradio passes a ``gr.Error`` raised in preprocessing to the
+    client as it is.
+    """
+    import functools
+
+    def checked(component, preprocess, payload):
+        name = component.label or component.elem_id or type(component).__name__.lower()
+        wanted = _wrong_type(component, payload)
+        if wanted is not None:
+            raise gr.Error(
+                html.escape(f"'{name}' takes {wanted}, not {_kind_of(payload)}", quote=False),
+                print_exception=False,
+            )
+        try:
+            return preprocess(payload)
+        except (TypeError, ValueError) as err:
+            first = (str(err).splitlines() or [type(err).__name__])[0][:200]
+            message = html.escape(f"'{name}': {first}", quote=False)
+            raise gr.Error(message, print_exception=False) from None
+
+    kinds = (gr.Number, gr.Slider, gr.Textbox, gr.Dropdown, gr.Radio, gr.CheckboxGroup)
+    for block in demo.blocks.values():
+        if isinstance(block, kinds):
+            block.preprocess = functools.partial(checked, block, block.preprocess)
 
 
 _PATH = re.compile(r"(?<![\w.~/-])/[^\s'\"`,;:()\[\]]+")
@@ -98,6 +176,7 @@ class Visitor:
     runs: int = 0
     models: list[str] = field(default_factory=list)  # the models this visitor used, latest last
     uploads: list[str] = field(default_factory=list)  # files they uploaded that events used
+    address: str | None = None  # the client's address, recorded when the page loads
     queued: bool = False  # Start pressed, waiting for the training slot
     training: bool = False
     stop_requested: bool = False
@@ -124,6 +203,7 @@ def forget_visitor(visitor: Visitor | None) -> None:
     if visitor is None:
         return
     visitor.stop_requested = True
+    visitor.queued = False  # a run still waiting for the slot no longer holds its address's turn
     if visitor.student_zip:
         served_copy(visitor.student_zip, delete=True)
     for upload in visitor.uploads:
@@ -141,10 +221,29 @@ _sessions: dict[str, Visitor] = {}
 _sessions_lock = threading.Lock()
 
 
+def client_address(peer: str, forwarded: list[str]) -> str:
+    """The client's address: the connection's, or behind a proxy (``settings.BEHIND_PROXY``)
+    the last ``X-Forwarded-For`` entry, the address the proxy itself saw (earlier entries are
+    the client's to write). ``forwarded``: every ``X-Forwarded-For`` header of the request, in
+    order (a proxy may add its own line rather than extend the client's). uvicorn is told not
+    to rewrite the connection's address itself (:func:`webapp.guards.trust_no_forwarded_header`).
+    """
+    entries = [e.strip() for line in forwarded for e in line.split(",") if e.strip()]
+    if settings.BEHIND_PROXY and entries:
+        return entries[-1]
+    return str(peer)
+
+
 def register_session(visitor: Visitor | None, request: gr.Request | None = None) -> None:
-    """The page's load event: remember the session's Visitor, for :func:`end_session`."""
+    """The page's load event: remember the session's Visitor, for :func:`end_session`, and the
+    client's address, for the one run an address may queue (:func:`webapp.distill.prepare_run`)."""
     session = getattr(request, "session_hash", None)
     if visitor is not None and session:
+        client = getattr(request, "client", None)
+        headers = getattr(request, "headers", None)
+        getlist = getattr(headers, "getlist", None)
+        forwarded = getlist("x-forwarded-for") if getlist else []
+        visitor.address = client_address(getattr(client, "host", "?"), forwarded)
         with _sessions_lock:
             _sessions[session] = visitor
 

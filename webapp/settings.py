@@ -73,12 +73,19 @@ UPLOAD_QUOTA_BYTES = int(_env_number("KD_UPLOAD_QUOTA_MB", 1024) * MB)
 UPLOAD_PENDING_BYTES = int(_env_number("KD_UPLOAD_PENDING_MB", 2 * 1024) * MB)
 UPLOAD_UNUSED_S = _env_number("KD_UPLOAD_UNUSED_S", 15 * 60)
 UPLOAD_FRAMING_BYTES = 64 * 1024
+# Every other request's body (the API's JSON: 40 lines of Compare text is ~40 KB) at most this,
+# stated up front in its Content-Length (webapp.upload_guard).
+MAX_BODY_BYTES = int(_env_number("KD_MAX_BODY_KB", 1024) * 1024)
 # Behind a proxy (Hugging Face Spaces), the visitor's address is the last X-Forwarded-For entry.
 BEHIND_PROXY = _env_flag("KD_BEHIND_PROXY", default=bool(os.environ.get("SPACE_ID")))
 # A distillation's wall-clock cap (from its start; the student so far is then evaluated and
 # saved), and the caches' sizes (oldest files deleted first).
 RUN_MINUTES = _env_number("KD_RUN_MINUTES", 10)
 SEARCH_CACHE_BYTES = int(_env_number("KD_SEARCH_CACHE_MB", 256) * MB)
+# The models kept loaded: their tensors together (measured: 87 MB for the default teacher, 449 MB
+# for the default student, as much for the pre-built one and each visitor's brought back), the
+# least recently used visitor's model dropped first (webapp.model_cache).
+MODEL_CACHE_BYTES = int(_env_number("KD_MODEL_CACHE_MB", 2048) * MB)
 TEACHER_CACHE_BYTES = int(_env_number("KD_TEACHER_CACHE_MB", 512) * MB)
 # Models from the Hugging Face Hub: off on a public server unless turned on, and then only
 # repositories up to HUB_MAX_BYTES.
@@ -88,6 +95,11 @@ HUB_PROBE_S = 1.0  # how long the Hub may take to answer before it counts as unr
 # Draw's cost: sentences a model under each projection (UMAP costs far more a point than PCA:
 # 2,000 points took 325 s of CPU).
 MAX_POINTS_BY_METHOD = {"pca": MAX_POINTS, "umap": int(_env_number("KD_MAX_UMAP_POINTS", 500))}
+# ... and the characters one Draw encodes, all its sentences together: encoding dominates a cold
+# Draw, and it grows with the text, not the count (500 sentences a language of ~90 words in three
+# languages took 429 s of CPU). 2,000 Tatoeba sentences are ~65,000 characters (32 a sentence
+# in ../shared/data/tatoeba-dev); the built-in ones 35 a sentence.
+DRAW_MAX_CHARS = int(_env_number("KD_DRAW_MAX_CHARS", 80_000))
 
 # Server folders a visitor may name: models (besides kd's cache and the visitor's own student)
 # and data (Tatoeba folders), each env var a list separated by os.pathsep (":" on Linux).

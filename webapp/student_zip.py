@@ -95,6 +95,113 @@ def check_delta_base(folder: Path, visitor: Visitor | None) -> None:
         ) from None
 
 
+SLACK_ELEMENTS = 2**20
+"""Parameters a zip's config may declare beyond what its weights hold (a pooler a checkpoint
+leaves out, as the converted multilingual-e5 does): more is a model the weights do not make."""
+MODULES = {"Transformer", "Pooling", "Dense", "Normalize"}
+"""The sentence-transformers modules kd's encoder is built of (kd.models.encoder.Encoder)."""
+
+
+def _stored_elements(folder: Path) -> int | None:
+    """Numbers held by the safetensors files in ``folder`` (read from their headers), or None
+    when it holds none (the loader then says the weights are missing)."""
+    import math
+
+    from safetensors import SafetensorError, safe_open
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        return None
+    total = 0
+    for file in files:
+        try:
+            with safe_open(str(file), "pt") as handle:
+                for key in handle.keys():  # noqa: SIM118 - a safetensors handle, not a dict
+                    total += math.prod(handle.get_slice(key).get_shape())
+        except (SafetensorError, OSError, ValueError):
+            raise ValueError(f"{file.name} is not a readable safetensors file") from None
+    return total
+
+
+def _declared_elements(kind: str, folder: Path) -> int:
+    """Parameters the config of one module declares, counted without building it (a
+    transformer on PyTorch's ``meta`` device, a dense layer from its two sizes)."""
+    config_file = folder / "config.json"
+    if kind == "Dense":
+        try:
+            config = json.loads(config_file.read_text(encoding="utf-8"))
+            n_in, n_out = int(config["in_features"]), int(config["out_features"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ValueError("its Dense module has no readable config.json") from None
+        return n_in * n_out + n_out
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    try:
+        config = AutoConfig.from_pretrained(str(folder), trust_remote_code=False)
+        with torch.device("meta"):
+            model = AutoModel.from_config(config, trust_remote_code=False)
+    except Exception as err:  # an unknown model type, a config that does not add up
+        raise ValueError(
+            f"its config.json does not describe a model kd loads ({type(err).__name__})"
+        ) from None
+    return sum(p.numel() for p in model.parameters())
+
+
+def check_declared_size(folder: Path) -> None:
+    """A full sentence-transformers folder from a zip declares, in its config files, no bigger
+    model than its weights hold; checked before anything is built.
+
+    The zip's caps bound its files, not the model its ``config.json`` declares: a 2 x 2 weights
+    file under a config of a 300,000-word vocabulary made the server build (and cache) a
+    randomly initialised model of 1.1 GB. A delta is not checked here: its model is its base,
+    an offline model (:func:`check_delta_base`).
+
+    Raises:
+        ValueError: a module kd does not load, an unreadable config or weights file, or a
+            declared model larger than its weights.
+    """
+    from kd.models.delta import is_delta
+
+    if is_delta(folder):
+        return
+    try:
+        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+        parts = [(str(m["type"]).rsplit(".", 1)[-1], str(m.get("path", ""))) for m in modules]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ValueError("the zip's modules.json is unreadable") from None
+    declared = stored = 0
+    for kind, sub in parts:
+        if kind not in MODULES:
+            raise ValueError(
+                f"the zip's modules.json names a module kd does not load ({kind[:60]}); a "
+                f"student is made of {', '.join(sorted(MODULES))}"
+            )
+        if kind not in ("Transformer", "Dense"):
+            continue
+        where = (folder / sub).resolve()
+        if folder.resolve() not in (where, *where.parents):
+            raise ValueError("the zip's modules.json points outside the zip")
+        held = _stored_elements(where)
+        if held is None:
+            continue  # no weights: the loader's own message says so
+        declared += _declared_elements(kind, where)
+        stored += held
+    if declared > stored + SLACK_ELEMENTS:
+        raise ValueError(
+            f"the zip's config declares a model of {declared / 1e6:,.1f} M parameters, but its "
+            f"weights hold {stored / 1e6:,.1f} M; upload the zip the Distill tab offered"
+        )
+
+
+def _drop_empty_workdir(visitor: Visitor) -> None:
+    """A refused zip leaves no empty work folder behind (the visitor has no run yet)."""
+    workdir = Path(visitor.workdir) if visitor.workdir else None
+    if workdir is not None and workdir.is_dir() and not any(workdir.iterdir()):
+        workdir.rmdir()
+        visitor.workdir = None
+
+
 def load_student_zip(path: str | None, visitor: Visitor | None):
     """The Distill tab's "bring back a student" upload: unpack, check and load a student zip.
 
@@ -139,6 +246,7 @@ def load_student_zip(path: str | None, visitor: Visitor | None):
         )
         folder = student_root(out)
         check_delta_base(folder, visitor)
+        check_declared_size(folder)
         try:
             encoder = get_encoder(str(folder), public=False)
         except ValueError:
@@ -148,6 +256,7 @@ def load_student_zip(path: str | None, visitor: Visitor | None):
     except ValueError as err:
         if out is not None:
             shutil.rmtree(out, ignore_errors=True)
+        _drop_empty_workdir(visitor)
         message = str(err)
         if out is not None:  # the server's folder names mean nothing to the visitor
             message = message.replace(str(out.resolve()), "the zip").replace(str(out), "the zip")

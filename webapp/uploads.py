@@ -3,18 +3,21 @@ gradio's upload route stored.
 
 Gradio's ``/gradio_api/upload`` route stores any file before an event asks for it; its guard
 (:mod:`webapp.upload_guard`) records each stored file here, for whom and when, and asks
-:func:`quota_refusal` first:
+:func:`reserve` first:
 
-- a request must say its length (``Content-Length``) and be at most the largest file the page
-  takes (:func:`max_request_bytes`) plus the form's framing: 413 otherwise;
+- a request must say its length (``Content-Length``, not chunked) and be at most the largest
+  file the page takes (:func:`max_request_bytes`) plus the form's framing: 413 otherwise;
 - one client (address) uploads at most ``settings.UPLOAD_QUOTA_BYTES`` an hour (429), and the
-  uploads no event has used yet take at most ``settings.UPLOAD_PENDING_BYTES`` together (507);
+  uploads no event has used yet take at most ``settings.UPLOAD_PENDING_BYTES`` together (507).
+  Both count the requests still arriving at their declared length (:func:`reserve`), so uploads
+  sent in parallel cannot pass either limit;
 - an upload no event has used (:func:`check_upload` marks it used) within
   ``settings.UPLOAD_UNUSED_S`` seconds is deleted (:func:`sweep`).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -106,6 +109,8 @@ class _Upload:
 
 
 _uploads: dict[str, _Upload] = {}  # resolved path -> what the upload route stored
+_arriving: dict[int, _Upload] = {}  # ticket -> an admitted request still arriving (its length)
+_tickets = itertools.count(1)
 _uploads_lock = threading.Lock()
 _clock = time.time
 QUOTA_WINDOW_S = 3600.0
@@ -133,16 +138,31 @@ def claim(path: str | Path) -> None:
             record.used = True
 
 
-def record_upload(client: str, paths: list[str]) -> None:
-    """Remember what the upload route stored, for whom and when."""
+def record_upload(client: str, paths: list[str], ticket: int | None = None) -> None:
+    """Remember what the upload route stored, for whom and when; ``ticket``: the reservation
+    (:func:`reserve`) the stored files replace."""
     now = _clock()
     with _uploads_lock:
+        if ticket is not None:
+            _arriving.pop(ticket, None)
         for path in paths:
             try:
                 size = Path(path).stat().st_size
             except OSError:
                 continue
             _uploads[_key(path)] = _Upload(client, size, now)
+
+
+def settle(ticket: int, received: int) -> None:
+    """An admitted request has ended without :func:`record_upload` (refused midway, cut off):
+    its reservation becomes a record of the ``received`` bytes, kept for the client's quota
+    only (its file is gone), so failing uploads on purpose is no way round the quota."""
+    with _uploads_lock:
+        record = _arriving.pop(ticket, None)
+        if record is not None and received > 0:
+            _uploads[f"received:{ticket}"] = _Upload(
+                record.client, received, record.at, used=True, gone=True
+            )
 
 
 def sweep(now: float | None = None) -> int:
@@ -186,10 +206,13 @@ def evict_unused(needed: int) -> int:
     return freed
 
 
-def quota_refusal(client: str, length: str | None) -> tuple[int, str] | None:
-    """Whether an upload request of ``length`` bytes from ``client`` breaks a limit on uploads
-    themselves: None, or (HTTP status, one line saying why). The disk budget is checked after
-    this, by :func:`webapp.upload_guard.admit`."""
+def reserve(client: str, length: str | None) -> tuple[int, str] | int:
+    """Admit an upload request of ``length`` bytes from ``client`` against the limits on uploads
+    themselves, or refuse it: a ticket (the request is counted at its declared length in the
+    client's quota and in the pending uploads until :func:`record_upload` or :func:`settle`),
+    or (HTTP status, one line saying why not). Checked and counted under one lock: parallel
+    requests see each other. The disk budget is checked after this, by
+    :func:`webapp.upload_guard.admit`."""
     if length is None or not length.strip().isdigit():
         return 411, "an upload must state its Content-Length"
     size, cap = int(length), max_request_bytes()
@@ -198,15 +221,16 @@ def quota_refusal(client: str, length: str | None) -> tuple[int, str] | None:
     sweep()
     now = _clock()
     with _uploads_lock:
-        recent = sum(
-            r.size for r in _uploads.values() if r.client == client and now - r.at < QUOTA_WINDOW_S
-        )
-        pending = sum(r.size for r in _uploads.values() if r.waiting)
-    if recent + size > settings.UPLOAD_QUOTA_BYTES:
-        return 429, (
-            f"you uploaded {recent / 2**20:.0f} MB in the last hour; the limit is "
-            f"{settings.UPLOAD_QUOTA_BYTES // 2**20} MB an hour"
-        )
-    if pending + size > settings.UPLOAD_PENDING_BYTES:
-        return 507, "the server holds too many uploads not yet used; try again in a few minutes"
-    return None
+        records = [*_uploads.values(), *_arriving.values()]
+        recent = sum(r.size for r in records if r.client == client and now - r.at < QUOTA_WINDOW_S)
+        pending = sum(r.size for r in records if r.waiting)
+        if recent + size > settings.UPLOAD_QUOTA_BYTES:
+            return 429, (
+                f"you uploaded {recent / 2**20:.0f} MB in the last hour (uploads still arriving "
+                f"included); the limit is {settings.UPLOAD_QUOTA_BYTES // 2**20} MB an hour"
+            )
+        if pending + size > settings.UPLOAD_PENDING_BYTES:
+            return 507, "the server holds too many uploads not yet used; try again in a few minutes"
+        ticket = next(_tickets)
+        _arriving[ticket] = _Upload(client, size, now)
+    return ticket
