@@ -15,6 +15,10 @@ EVERYDAY = SHARED / "data" / "everyday-parallel"
 # user's clone has none, and runs without it fall back to the software-message catalogs).
 if EVERYDAY.is_dir():
     os.environ.setdefault("KD_DATA", str(EVERYDAY))
+# The app measures its shared models' fast paths after loading them (kd.models.fast): a minute
+# of CPU for the default models in every fresh cache, which the app tests' isolated caches would
+# pay each time. tests/test_fast.py checks that swap with its own setting.
+os.environ.setdefault("KD_FAST_PATH", "torch")
 
 WORDS = [
     "the",

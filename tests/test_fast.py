@@ -189,3 +189,42 @@ def test_embed_and_eval_say_their_path(
     argv = ["eval", "--model", tiny_student, "--teacher", tiny_teacher, "--sts", str(sts)]
     assert main([*argv, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["path"] == "torch"
+
+
+def test_the_app_swaps_shared_models_for_their_fast_path(
+    monkeypatch, tiny_teacher, tiny_student, isolated_cache, allow_tiny_models
+):
+    """After the warm-up the shared models encode on their fast path (int8 asked here), the
+    graph counted in the model budget; with KD_FAST_PATH=torch they stay PyTorch."""
+    from webapp import model_cache, settings
+
+    monkeypatch.setattr(settings, "FAST_PATH", "int8")
+    model_cache._load_encoder.cache_clear()
+    before = model_cache._load_encoder.bytes()
+    model_cache._warm_models([tiny_teacher, tiny_student])
+    teacher = model_cache.get_encoder(tiny_teacher)
+    assert isinstance(teacher, OnnxEncoder) and teacher.form == "onnx-int8"
+    assert model_cache.fast_paths[model_cache.canonical_model_name(tiny_teacher)] == "onnx-int8"
+    graphs = teacher.path.stat().st_size + model_cache.get_encoder(tiny_student).path.stat().st_size
+    assert model_cache._load_encoder.bytes() - before >= graphs
+    vectors = model_cache.encode(tiny_teacher, TEXTS)
+    np.testing.assert_allclose(vectors, teacher.encode(TEXTS), atol=1e-6)
+
+    monkeypatch.setattr(settings, "FAST_PATH", "torch")
+    model_cache._load_encoder.cache_clear()
+    model_cache._warm_models([tiny_teacher])
+    assert isinstance(model_cache.get_encoder(tiny_teacher), Encoder)
+    model_cache._load_encoder.cache_clear()
+
+
+def test_a_student_queries_its_teachers_index_built_on_a_fast_path():
+    """The teacher's index in the app is built on its fast path (its fingerprint carries the
+    form); a student distilled from the same weights still searches it."""
+    from kd.search.store import STUDENT_NOTE, ModelStamp, check_query_model
+
+    index = ModelStamp("teacher", "0123456789abcdef-onnx-int8", 32)
+    student = ModelStamp("run/student", "fedcba9876543210", 32, "teacher", "0123456789abcdef")
+    assert check_query_model(index, student) == STUDENT_NOTE
+    other = ModelStamp("run/student", "fedcba9876543210", 32, "teacher", "aaaaaaaaaaaaaaaa")
+    with pytest.raises(ValueError, match="another copy"):
+        check_query_model(index, other)

@@ -108,6 +108,23 @@ class _ModelCache:
             log.info("model cache: dropped %s (%.0f MB)", victim, size / 2**20)
         return dropped
 
+    def peek(self, name: str):
+        """The model kept under ``name``, or None; loads nothing."""
+        with self._lock:
+            entry = self._entries.get(name)
+            return entry[0] if entry else None
+
+    def upgrade(self, name: str, faster, extra: int) -> bool:
+        """Keep ``faster`` (the same model on its fast path, :func:`_take_fast_path`) in place
+        of ``name``'s encoder, its ``extra`` bytes (the graph) counted; False when the model
+        went meanwhile or the budget has no room for the graph."""
+        with self._lock:
+            if name not in self._entries or self.bytes() + extra > settings.MODEL_CACHE_BYTES:
+                return False
+            _encoder, size = self._entries[name]
+            self._entries[name] = (faster, size + extra)
+            return True
+
     def bytes(self) -> int:
         """The tensors of the models kept, together."""
         return sum(size for _encoder, size in self._entries.values())
@@ -295,6 +312,39 @@ def _warm_models(names: list[str]) -> None:
             get_encoder(prebuilt, public=False)
         except Exception as err:
             log.warning("could not preload the pre-built student: %s", err)
+    # Then, the page already served on PyTorch, each shared model's fast path.
+    for name in [*names, *([prebuilt] if prebuilt else [])]:
+        _take_fast_path(canonical_model_name(name))
+
+
+fast_paths: dict[str, str] = {}
+"""Shared model -> the path it encodes with (``kd.models.fast``): for the status and tests."""
+
+
+def _take_fast_path(name: str) -> None:
+    """Swap a loaded shared model for its fast path (``settings.FAST_PATH``: measured once per
+    model and CPU, cached on disk), where that is not PyTorch and its graph fits the budget."""
+    from kd.models.encoder import Encoder
+
+    encoder = _load_encoder.peek(name)
+    if settings.FAST_PATH == "torch" or not isinstance(encoder, Encoder):
+        return
+    try:
+        from kd.models.fast import fast_encoder
+
+        faster, choice = fast_encoder(encoder, settings.FAST_PATH)
+    except Exception as err:  # the page keeps PyTorch; said in the log
+        log.warning("no fast path for %s: %s", name, err)
+        return
+    fast_paths[name] = choice.path
+    if faster is encoder:
+        log.info("fast path for %s: %s", name, choice.describe())
+        return
+    if _load_encoder.upgrade(name, faster, faster.path.stat().st_size):
+        log.info("fast path for %s: %s", name, choice.describe())
+    else:
+        fast_paths[name] = "torch-fp32"
+        log.info("fast path for %s: no room for its graph in the model budget", name)
 
 
 def start_background_warm_up(models: list[str] | None = None) -> None:

@@ -86,6 +86,12 @@ SEARCH_CACHE_BYTES = int(_env_number("KD_SEARCH_CACHE_MB", 256) * MB)
 # for the default student, as much for the pre-built one and each visitor's brought back), the
 # least recently used visitor's model dropped first (webapp.model_cache).
 MODEL_CACHE_BYTES = int(_env_number("KD_MODEL_CACHE_MB", 2048) * MB)
+# How the shared models (the default teacher and student, the pre-built student) encode once
+# loaded (kd.models.fast): auto measures on this CPU, once per model (cached on disk), and swaps
+# in the fastest path that keeps the vectors; its ONNX graph counts in MODEL_CACHE_BYTES.
+FAST_PATH = os.environ.get("KD_FAST_PATH", "").strip().lower() or "auto"
+if FAST_PATH not in ("auto", "torch", "onnx", "int8"):
+    FAST_PATH = "auto"
 TEACHER_CACHE_BYTES = int(_env_number("KD_TEACHER_CACHE_MB", 512) * MB)
 # Models from the Hugging Face Hub: off on a public server unless turned on, and then only
 # repositories up to HUB_MAX_BYTES.

@@ -150,11 +150,17 @@ def check_query_model(index: ModelStamp, query: ModelStamp) -> str | None:
     raise ValueError(f"{built}; {why}; query with --model {index.model_id} (or leave it out)")
 
 
+def weights_of(fingerprint: str) -> str:
+    """The weights' part of a fingerprint: a fast path (``kd.models.fast``) appends its form
+    (``...-onnx-int8``), which keeps cached vectors apart but is the same teacher to learn from."""
+    return fingerprint.split("-", 1)[0]
+
+
 def _learnt_from(student: ModelStamp, teacher: ModelStamp) -> bool:
     if student.teacher_id is None:
         return False
     if student.teacher_fingerprint is not None:
-        return student.teacher_fingerprint == teacher.fingerprint
+        return weights_of(student.teacher_fingerprint) == weights_of(teacher.fingerprint)
     return student.teacher_id == teacher.model_id  # older runs recorded the id only
 
 

@@ -174,16 +174,16 @@ def _distill(
     # The teacher is fixed: its passes take the fastest path this CPU was measured to have
     # (processes of one job could measure differently: they take PyTorch unless told).
     asked = "torch" if world.parallel and cfg.teacher_path == "auto" else cfg.teacher_path
-    teacher, fast = fast_encoder(teacher, asked)
+    fast_teacher, fast = fast_encoder(teacher, asked)
     say(f"teacher encodes the English side (once, cached; {precision}; {fast.describe()})")
-    feed.encode_teacher(teacher, precision, world, halt.progress(phase("teacher")))
+    feed.encode_teacher(fast_teacher, precision, world, halt.progress(phase("teacher")))
     # The config as run: `data` names the sources read, the default's included (`everyday`, say).
     config = cfg.to_dict() | {"data": feed.specs or cfg.data}
     metrics: dict = {"config": config, "data": feed.summary(), "sources": feed.sources}
     metrics["teacher_path"] = fast.to_dict()
     if streamed:
         metrics |= {"stream": True, "world_size": world.size}
-    evals = _Evaluations(cfg, feed, teacher, student, halt, on_eval, phase) if main else None
+    evals = _Evaluations(cfg, feed, fast_teacher, student, halt, on_eval, phase) if main else None
     if evals is not None:
         evals.before(metrics, say)
     check_stop()
