@@ -10,6 +10,12 @@ calls). Each test failed on the code before its fix.
 4. a student zip cannot make the server build a model bigger than its weights file, and the
    model cache keeps to a memory budget, not only a count;
 5. Draw's cost is capped by the characters it encodes, not only by its sentence count.
+
+Then the doubtful points the issue left to decide (docs/public-server.md, *Hostile clients*):
+other routes take small bodies without files or remote URLs, values of the wrong type get one
+line, the Search query renders as text, refusals name no visitor folder, a refused zip leaves
+no folder, an upload never deletes another visitor's folder, one address queues one run, and a
+forwarded header from loopback changes no client's address.
 """
 
 from __future__ import annotations

@@ -250,9 +250,10 @@ class UploadGuard:
         if content_type.startswith("multipart/"):
             await _refuse(send, 415, "files go to /gradio_api/upload; this route takes none")
             return
-        if "json" not in content_type or not int(length):
+        if not int(length):
             await self.app(scope, receive, send)
             return
+        # Read whatever its stated type (FastAPI may parse JSON sent as another type).
         body, more = b"", True
         while more:  # at most MAX_BODY_BYTES, as stated
             message = await receive()
