@@ -139,6 +139,7 @@ class _ModelCache:
         with self._lock:
             self._entries.clear()
             self._hits = self._misses = 0
+            self._largest = 0  # a cleared cache makes room for what it loads from now on
 
 
 def _release_memory() -> None:
