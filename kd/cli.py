@@ -19,7 +19,18 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from kd.config import DEVICES, KINDS, PRESETS, SAVE_FORMS, SETTINGS, TrainConfig, flag
+from kd.config import (
+    DEVICES,
+    KINDS,
+    PRESETS,
+    SAVE_FORMS,
+    SETTINGS,
+    STATIC_DTYPES,
+    STATIC_VOCABS,
+    StaticSettings,
+    TrainConfig,
+    flag,
+)
 from kd.data.dataset import tatoeba_sets
 from kd.evaluate.metrics import evaluate, format_table
 from kd.evaluate.sts import cached_encode, format_sts_table, read_sts, sts_report
@@ -186,6 +197,66 @@ def build_parser(preset: str = "default") -> argparse.ArgumentParser:
         "(default: the student of its kd_config.json)",
     )
 
+    st = StaticSettings()
+    x.add_argument(
+        "--static",
+        action="store_true",
+        help="write a static student instead: token vectors in the teacher's space, the mean of "
+        "a sentence's tokens its vector, no transformer at query time (hundreds of times "
+        "faster, less accurate: docs/static.md); made from --model and the data it was "
+        "distilled on (its kd_config.json)",
+    )
+    x.add_argument(
+        "--teacher", default=None, help="with --static: the teacher (default: the run's)"
+    )
+    x.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        help="with --static: parallel data to fit on, as kd distill's --data (default: the run's)",
+    )
+    x.add_argument(
+        "--english",
+        action="append",
+        default=[],
+        help="with --static: English-only text, as kd distill's --english (default: the run's)",
+    )
+    x.add_argument(
+        "--static-rows",
+        type=_ints,
+        default=st.rows,
+        help=f"with --static: training items to fit on (default: {st.rows})",
+    )
+    x.add_argument(
+        "--static-vocab",
+        choices=STATIC_VOCABS,
+        default=st.vocab,
+        help="with --static: seen keeps the tokens of the training items and every "
+        "one-character token (a far smaller folder); all keeps the whole vocabulary "
+        f"(default: {st.vocab})",
+    )
+    x.add_argument(
+        "--static-ridge",
+        type=_floats,
+        default=st.ridge,
+        help="with --static: how strongly token vectors stay at their start (the source "
+        f"model's vector of the token alone) (default: {st.ridge})",
+    )
+    x.add_argument(
+        "--static-iterations",
+        type=_ints,
+        default=st.iterations,
+        help="with --static: conjugate-gradient steps fitting the table to the teacher's "
+        f"vectors of the training items; 0: the start alone (default: {st.iterations})",
+    )
+    x.add_argument(
+        "--static-dtype",
+        choices=STATIC_DTYPES,
+        default=st.dtype,
+        help=f"with --static: how the table is stored (default: {st.dtype})",
+    )
+    x.add_argument("--device", choices=DEVICES, default="auto")
+
     sub.add_parser("models", help="list the models available offline and where they come from")
 
     pl = sub.add_parser("plot", help="write aligned-space and accuracy figures as HTML (and PNG)")
@@ -338,9 +409,12 @@ def _print_run_summary(metrics: dict) -> None:
 
 def _fast(model, path: str):
     """``model`` on its no-grad path (:mod:`kd.models.fast`), said on stderr where it is not
-    plain PyTorch or was measured."""
+    plain PyTorch or was measured. A static model has no transformer to speed up: as it is."""
+    from kd.models.encoder import Encoder
     from kd.models.fast import fast_encoder
 
+    if not isinstance(model, Encoder):
+        return model
     encoder, choice = fast_encoder(model, path)
     if path != "torch":
         print(f"kd: {model.name} encodes with {choice.describe()}", file=sys.stderr)
@@ -348,13 +422,8 @@ def _fast(model, path: str):
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from kd.models.encoder import (
-        DEFAULT_TEACHER,
-        Encoder,
-        pick_device,
-        prepare_torch,
-        resolve_model,
-    )
+    from kd.models.encoder import DEFAULT_TEACHER, pick_device, prepare_torch, resolve_model
+    from kd.models.static import load_encoder
 
     if not args.tatoeba and not args.sts:
         raise ValueError("nothing to evaluate on; give --tatoeba DIR, --sts DIR or both")
@@ -374,13 +443,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     teacher_id = args.teacher or run_cfg.get("teacher", DEFAULT_TEACHER)
     baseline_id = args.baseline or run_cfg.get("student")
 
-    teacher = _fast(Encoder.load(teacher_id, device), args.path)
+    teacher = _fast(load_encoder(teacher_id, device), args.path)
     teacher_en = {lang: teacher.encode(en) for lang, (en, _x) in sets.items()}
     teacher_sts = cached_encode(teacher.encode)  # one teacher pass shared by every model
     results: dict = {}
     sts = sts_report(sts_sets, teacher_sts, {}) if sts_sets else {}
 
-    def measure(name: str, model: Encoder) -> None:
+    def measure(name: str, model) -> None:
         """Every evaluation of one model while it is loaded (models load one at a time)."""
         if sets:
             results[name] = evaluate(sets, teacher_en, model.encode)
@@ -389,10 +458,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     measure("teacher", teacher)
     if baseline_id:
-        base = _fast(Encoder.load(baseline_id, device), args.path)
+        base = _fast(load_encoder(baseline_id, device), args.path)
         measure("student_untrained", base)
         del base
-    model = _fast(Encoder.load(args.model, device), args.path)
+    model = _fast(load_encoder(args.model, device), args.path)
     measure("student_distilled" if baseline_id else "model", model)
     if args.json:
         report = {
@@ -423,7 +492,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from kd.models.encoder import Encoder, pick_device, prepare_torch
+    from kd.models.encoder import pick_device, prepare_torch
+    from kd.models.static import load_encoder
 
     path = Path(args.inp)
     if not path.is_file():
@@ -440,7 +510,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
             raise ValueError(f"{path}:{i}: empty line (row i of the output is line i; remove it)")
     device = pick_device(args.device)
     prepare_torch(device)
-    model = _fast(Encoder.load(args.model, device), args.path)
+    model = _fast(load_encoder(args.model, device), args.path)
 
     with tqdm(total=len(lines), desc="embed", unit="sent") as bar:
         vecs = model.encode(
@@ -454,11 +524,40 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    if args.static:
+        return _export_static(args, started)
     from kd.models.export import export
 
-    started = time.perf_counter()
     saved = export(args.model, args.out, args.form, args.base, int8=args.int8)
     print(f"kd: {saved.describe()} (in {time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+def _export_static(args: argparse.Namespace, started: float) -> int:
+    from kd.config import StaticSettings
+    from kd.models.static import build_static
+
+    if args.form != "full" or args.int8 or args.base:
+        raise ValueError("--static makes its own folder; it goes without --as, --int8 and --base")
+    settings = StaticSettings(
+        rows=args.static_rows,
+        vocab=args.static_vocab,
+        ridge=args.static_ridge,
+        iterations=args.static_iterations,
+        dtype=args.static_dtype,
+    )
+    built = build_static(
+        args.model,
+        args.out,
+        teacher=args.teacher,
+        data=args.data or None,
+        english=args.english or None,
+        settings=settings,
+        device=args.device,
+        status=lambda message: print(f"kd: {message}", file=sys.stderr),
+    )
+    print(f"kd: {built.describe()} (in {time.perf_counter() - started:.1f} s)")
     return 0
 
 
@@ -494,14 +593,15 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from kd.models.encoder import Encoder, pick_device, prepare_torch
+    from kd.models.encoder import pick_device, prepare_torch
+    from kd.models.static import load_encoder
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     rows = [row for name in args.files for row in read_rows(name, args.lang)]
     device = pick_device(args.device)
     prepare_torch(device)
-    model = Encoder.load(args.model, device)
+    model = load_encoder(args.model, device)
     bars: list[tqdm] = []  # opened once the index is open and checked
 
     def progress(done: int, total: int) -> None:
@@ -548,11 +648,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     if lang is not None and lang not in info["langs"]:
         held = ", ".join(info["langs"]) or "nothing yet"
         raise ValueError(f"{args.db} has no sentences in {lang!r}; it holds: {held}")
-    from kd.models.encoder import Encoder, pick_device, prepare_torch
+    from kd.models.encoder import pick_device, prepare_torch
+    from kd.models.static import load_encoder
 
     device = pick_device(args.device)
     prepare_torch(device)
-    model = Encoder.load(args.model or info["model"].model_id, device)
+    model = load_encoder(args.model or info["model"].model_id, device)
     with VectorStore.open(args.db, model_stamp(model)) as store:
         if store.note:
             print(

@@ -472,3 +472,40 @@ def form_range(name: str) -> tuple[float, float | None]:
     spec = SETTINGS[name]
     high = spec.server_high if spec.server_high is not None else spec.high
     return (spec.low if spec.low is not None else 0), high
+
+
+STATIC_VOCABS = ("seen", "all")
+STATIC_DTYPES = ("fp32", "fp16")
+
+
+@dataclass(frozen=True)
+class StaticSettings:
+    """How ``kd export --static`` makes a static student (:mod:`kd.models.static`).
+
+    ``rows``: training items (English sentences and translations) the token table is fitted on;
+    ``vocab``: ``seen`` keeps the tokens of those items plus every one-character token (the
+    tokenizer still splits any text), ``all`` keeps the whole vocabulary (e5: 250,002 rows);
+    ``ridge``: how strongly a token's vector stays at its start (the source model's vector of
+    the token alone) rather than fitting the sentences; ``iterations``: conjugate-gradient
+    steps of that fit (0: no fit, the start alone); ``dtype``: how the table is stored.
+    """
+
+    rows: int = 30000
+    vocab: str = "seen"
+    ridge: float = 0.01
+    iterations: int = 60
+    dtype: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.rows, int) or self.rows < 1:
+            raise ValueError(f"--static-rows must be a whole number of at least 1, got {self.rows}")
+        if self.vocab not in STATIC_VOCABS:
+            raise ValueError(f"--static-vocab must be one of {', '.join(STATIC_VOCABS)}")
+        if not (isinstance(self.ridge, int | float) and math.isfinite(self.ridge)) or not (
+            self.ridge > 0
+        ):
+            raise ValueError(f"--static-ridge must be a number above 0, got {self.ridge}")
+        if not isinstance(self.iterations, int) or not 0 <= self.iterations <= 10000:
+            raise ValueError(f"--static-iterations must be from 0 to 10000, got {self.iterations}")
+        if self.dtype not in STATIC_DTYPES:
+            raise ValueError(f"--static-dtype must be one of {', '.join(STATIC_DTYPES)}")

@@ -47,10 +47,12 @@ def _env_dirs(var: str) -> list[Path]:
 
 
 def model_roots(visitor: Visitor | None = None) -> list[Path]:
-    """Folders a typed model path may lie in: kd's cache, ``$KD_MODEL_DIRS``, the visitor's own."""
+    """Folders a typed model path may lie in: kd's cache, ``$KD_MODEL_DIRS``, the static
+    students ``$KD_STATIC`` offers, the visitor's own."""
     from kd.io import cache_dir
 
     roots = [cache_dir().resolve(), *_env_dirs(settings.MODEL_DIRS_ENV)]
+    roots += [Path(p) for p in settings.static_choices()]
     if visitor is not None and visitor.workdir and Path(visitor.workdir).is_dir():
         roots.append(Path(visitor.workdir).resolve())
     return roots

@@ -169,10 +169,11 @@ def model_bytes(encoder) -> int:
 
 @_ModelCache
 def _load_encoder(name: str):
-    from kd.models.encoder import Encoder, pick_device, quiet_transformers
+    from kd.models.encoder import pick_device, quiet_transformers
+    from kd.models.static import load_encoder
 
     quiet_transformers()
-    return Encoder.load(name, pick_device("auto"))
+    return load_encoder(name, pick_device("auto"))  # a static folder too (kd.models.static)
 
 
 def checked_model(name: str | None, visitor: Visitor | None) -> str:

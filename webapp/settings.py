@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from kd.models.registry import DEFAULT_STUDENT, DEFAULT_TEACHER, MPNET, installed
+from kd.models.registry import DEFAULT_STUDENT, DEFAULT_TEACHER, MPNET, installed, is_static
 
 
 def _env_number(name: str, default: float) -> float:
@@ -36,7 +36,24 @@ WORK_ROOT = Path(tempfile.gettempdir()) / "kd-app"
 # The offline ids the dropdowns offer; kd.models.registry owns them (and imports no torch). An
 # optional teacher is offered only where its package is installed: a visitor cannot pip install it.
 TEACHER_CHOICES = [DEFAULT_TEACHER] + [m for m in (MPNET,) if installed(m)]
-STUDENT_CHOICES = [DEFAULT_STUDENT]
+
+STATIC_ENV = "KD_STATIC"
+"""Static students (``kd export --static``) the student list offers, to compare and search with
+(``os.pathsep``-separated folders); each folder is also one a typed model may lie in."""
+
+
+def static_choices() -> list[str]:
+    """The static folders ``$KD_STATIC`` names, those that are static models (read without
+    loading them), as absolute paths."""
+    found = []
+    for item in os.environ.get(STATIC_ENV, "").split(os.pathsep):
+        path = Path(item.strip()).expanduser()
+        if item.strip() and is_static(path):
+            found.append(str(path.resolve()))
+    return found
+
+
+STUDENT_CHOICES = [DEFAULT_STUDENT, *static_choices()]
 
 # Limits that keep one visitor from taking a 2-core server for long.
 MAX_TEXT_CHARS = 20_000

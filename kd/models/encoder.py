@@ -40,6 +40,7 @@ from kd.models.registry import (  # noqa: F401
     OFFLINE_MODELS,
     PRECISIONS,
     OfflineModel,
+    is_static,
     offline_models,
     resolve_model,
 )
@@ -148,6 +149,11 @@ class Encoder(nn.Module):
     def load(cls, name: str, device: str = "cpu") -> Encoder:
         """Load a teacher or student by id or directory (see :func:`resolve_model`); a delta
         folder (:mod:`kd.models.delta`) is rebuilt from its base model."""
+        if is_static(name):
+            raise ValueError(
+                f"{name}: a static model (token vectors, no transformer); "
+                "kd.models.static.load_encoder loads it"
+            )
         if is_delta(name):
             resolve_model(name)  # the same folder checks as any model (no pickle file)
             return load_delta(name, cls.load, device, name=name)

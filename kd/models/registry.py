@@ -298,6 +298,27 @@ def resolve_model(name: str) -> str:
     return name  # a Hub id: transformers downloads it when there is internet
 
 
+def is_static(name: str | Path) -> bool:
+    """Whether ``name`` is a local static-model folder: a sentence-transformers folder whose
+    first module is a ``StaticEmbedding`` (token vectors, no transformer), such as
+    ``kd export --static`` writes. Read from ``modules.json`` without loading anything.
+
+    Example:
+        >>> is_static("sentence-transformers/all-MiniLM-L6-v2")
+        False
+    """
+    try:
+        path = Path(name).expanduser()
+        if not path.is_dir():
+            return False
+        modules = json.loads((path / "modules.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return False
+    if not isinstance(modules, list) or not modules or not isinstance(modules[0], dict):
+        return False
+    return str(modules[0].get("type", "")).endswith("StaticEmbedding")
+
+
 def layer_count(name: str) -> int | None:
     """The transformer layers model ``name`` declares in its ``config.json``, read without
     loading it; ``None`` for a Hub id not on this disk or a config that does not say.
