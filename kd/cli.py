@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from kd.config import DEVICES, KINDS, PRESETS, SAVE_FORMS, SETTINGS, TrainConfig, flag
 from kd.data.dataset import tatoeba_sets
+from kd.evaluate.collapse import collapse_warning, format_verdicts
 from kd.evaluate.metrics import evaluate, format_table
 from kd.evaluate.sts import cached_encode, format_sts_table, read_sts, sts_report
 from kd.io import atomic_write_npy
@@ -284,9 +285,15 @@ def cmd_distill(args: argparse.Namespace) -> int:
         if "eval" in m:
             mean = m["eval"]["mean"]
             tqdm.write(
-                f"step {step}: cross-model acc {mean.get('cross_mean_accuracy', 0):.3f}, "
-                f"student acc {mean['student_mean_accuracy']:.3f}"
+                f"step {step}: loss {m['loss']:.4f}, cross-model acc "
+                f"{mean.get('cross_mean_accuracy', 0):.3f}, student acc "
+                f"{mean['student_mean_accuracy']:.3f}, unrelated cosine "
+                f"{mean.get('unrelated_cosine', float('nan')):.3f}"
             )
+            if m.get("collapse_alarm"):
+                check = {"unrelated_cosine": m["unrelated_cosine"], "alarm": True}
+                check["threshold"] = m["collapse_threshold"]
+                tqdm.write(f"kd: {collapse_warning(check, f'at step {step}')}", file=sys.stderr)
 
     def status(message: str) -> None:
         for phase in list(bars):  # a new phase: finished progress bars go away
@@ -312,6 +319,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     if not from_env().main:  # under torchrun, rank 0 alone reports
         return 0
     _print_run_summary(result.metrics)
+    _print_alarms(result.metrics)
     if result.saved == "delta":
         print(
             f"kd: student saved to {result.out} as a delta (kd loads it as a model; `kd export "
@@ -320,6 +328,35 @@ def cmd_distill(args: argparse.Namespace) -> int:
     else:
         print(f"kd: student saved to {result.out} (SentenceTransformer('{result.out}') loads it)")
     return 0
+
+
+def _print_alarms(metrics: dict) -> None:
+    """After a run: each measure's verdict against the untrained student (stdout), and a
+    warning line on stderr when the student collapsed or got worse on any measure."""
+    found = metrics.get("verdicts") or {}
+    if found:
+        lines = format_verdicts(found).splitlines()
+        for line in lines:
+            if line.startswith("WARNING"):
+                print(f"kd: {line}", file=sys.stderr)
+            else:
+                print(line)
+    collapse = metrics.get("collapse") or {}
+    final = collapse.get("final") or {}
+    if final.get("alarm"):
+        print(f"kd: {collapse_warning(final, 'after training')}", file=sys.stderr)
+    elif collapse.get("alarm"):
+        steps = [
+            r["step"]
+            for r in collapse.get("by_step", [])
+            if r["unrelated_cosine"] > (collapse.get("threshold") or 1.0)
+        ]
+        value = final.get("unrelated_cosine")
+        now = f"; the final student's unrelated cosine is {value:.3f}" if value is not None else ""
+        print(
+            f"kd: WARNING: the collapse alarm rang during training (steps {steps}){now}",
+            file=sys.stderr,
+        )
 
 
 def _print_run_summary(metrics: dict) -> None:
