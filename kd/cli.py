@@ -1,4 +1,4 @@
-"""The ``kd`` command line: distill, eval, embed, export, models, plot, index, search.
+"""The ``kd`` command line: distill, eval, report, embed, export, models, plot, index, search.
 
 Every user mistake ends in one line on stderr (``kd: error: ...``) and exit status 2; never a
 traceback. Long jobs show tqdm progress bars.
@@ -186,6 +186,37 @@ def build_parser(preset: str = "default") -> argparse.ArgumentParser:
         help="for --as delta: the model the student was distilled from "
         "(default: the student of its kd_config.json)",
     )
+
+    r = sub.add_parser(
+        "report",
+        help="one self-contained HTML page (and its JSON) on a student, with its baselines",
+        description="Retrieval into the teacher's space and within the student, STS within and "
+        "across languages, English fidelity and the collapse measure, per language, beside the "
+        "teacher and the untrained student (and --against another student), with each "
+        "measure's verdict against the untrained student. The page opens offline.",
+    )
+    r.add_argument("model", metavar="MODEL", help="distilled student directory or model id")
+    r.add_argument("--against", default=None, metavar="OTHER", help="a second student to compare")
+    r.add_argument("--tatoeba", required=True, help="directory in the LASER Tatoeba format")
+    r.add_argument(
+        "--sts", default=None, metavar="DIR", help="directory of <lang>.dev.tsv STS files"
+    )
+    r.add_argument("--out", required=True, metavar="FILE.html", help="the page (FILE.json beside)")
+    r.add_argument(
+        "--langs", default=None, help="comma-separated languages (default: the 12 dev languages)"
+    )
+    r.add_argument(
+        "--teacher", default=None, help="teacher (default: the one the student learnt from)"
+    )
+    r.add_argument(
+        "--baseline",
+        default=None,
+        help="untrained student (default: the one the run started from)",
+    )
+    r.add_argument(
+        "--max-pairs", type=_ints, default=0, help="first N pairs per language, Tatoeba and STS"
+    )
+    r.add_argument("--device", choices=DEVICES, default="auto")
 
     sub.add_parser("models", help="list the models available offline and where they come from")
 
@@ -459,6 +490,64 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from kd.evaluate.report import build_results, write_report
+    from kd.models.encoder import (
+        DEFAULT_TEACHER,
+        Encoder,
+        pick_device,
+        prepare_torch,
+        resolve_model,
+    )
+
+    if args.max_pairs < 0:
+        raise ValueError(f"--max-pairs must be 0 (all) or positive, got {args.max_pairs}")
+    out = Path(args.out)
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise ValueError(f"--out {out}: name an .html file (its JSON goes beside it)")
+    if not out.parent.is_dir():
+        raise ValueError(f"--out {out}: the folder {out.parent} does not exist")
+    langs = parse_langs(args.langs or ",".join(DEV_LANGS))
+    sets = tatoeba_sets(args.tatoeba, langs, args.max_pairs)
+    if not sets:
+        raise ValueError(f"{args.tatoeba}: no Tatoeba pairs for {', '.join(langs)}")
+    sts_sets = read_sts(args.sts, args.langs, max_rows=args.max_pairs) if args.sts else {}
+    run_cfg = {}
+    cfg_path = Path(resolve_model(args.model)) / "kd_config.json"
+    if cfg_path.exists():
+        run_cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    teacher_id = args.teacher or run_cfg.get("teacher", DEFAULT_TEACHER)
+    baseline_id = args.baseline or run_cfg.get("student")
+    if not baseline_id:
+        raise ValueError(
+            f"{args.model}: no kd_config.json names the student it started from; give --baseline"
+        )
+    device = pick_device(args.device)
+    prepare_torch(device)
+    started = time.perf_counter()
+    teacher = Encoder.load(teacher_id, device)
+    ids = {"teacher": teacher_id, "student_untrained": baseline_id, "model": args.model}
+    if args.against:
+        ids["against"] = args.against
+
+    def loader(name: str):
+        def load():
+            print(f"kd: measuring {name}", file=sys.stderr)
+            return cached_encode(Encoder.load(name, device).encode)
+
+        return load
+
+    models = {key: loader(name) for key, name in ids.items() if key != "teacher"}
+    pairs = sorted({len(en) for en, _x in sets.values()})
+    many = f"{pairs[0]}" if len(pairs) == 1 else f"{pairs[0]}-{pairs[-1]}"
+    source = f"{args.tatoeba} ({many} pairs a language)"
+    results = build_results(sets, sts_sets, cached_encode(teacher.encode), models, ids, source)
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    page, data = write_report(results, out)
+    print(f"kd: wrote {page} and {data} in {results['seconds']:.0f} s")
+    return 0
+
+
 def cmd_embed(args: argparse.Namespace) -> int:
     from kd.models.encoder import Encoder, pick_device, prepare_torch
 
@@ -615,6 +704,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 COMMANDS = {
     "distill": cmd_distill,
     "eval": cmd_eval,
+    "report": cmd_report,
     "embed": cmd_embed,
     "export": cmd_export,
     "models": cmd_models,
