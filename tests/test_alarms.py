@@ -85,7 +85,11 @@ def _alarm_cfg(tmp_path, tiny_teacher, tiny_student, **kw):
 
 
 def test_a_healthy_tiny_run_raises_no_alarm(tmp_path, tiny_teacher, tiny_student, isolated_cache):
-    result = distill(_alarm_cfg(tmp_path, tiny_teacher, tiny_student))
+    # The plain head: the tiny random models are so anisotropic (unrelated cosine 0.93 for the
+    # teacher, 0.87 for the student) that the ridge head's shrinkage toward the mean teacher
+    # vector alone passes the alarm (0.987 at step 0 against 0.964; docs/training.md).
+    cfg = _alarm_cfg(tmp_path, tiny_teacher, tiny_student, head="plain", epochs=5)
+    result = distill(cfg)
     collapse = result.metrics["collapse"]
     assert set(collapse["references"]) == {"teacher", "student_untrained"}
     assert len(collapse["by_step"]) >= 3  # step 0 and the evaluations during the run
