@@ -112,8 +112,8 @@ DRAW_MAX_CHARS = int(_env_number("KD_DRAW_MAX_CHARS", 80_000))
 # a language, each encoded by the teacher, the untrained student and the visitor's student
 # (docs/report.md has the measured time). Where the server has no dev folder the page is built
 # from the run's own held-out measurements, which costs no model pass.
-REPORT_PAIRS = int(_env_number("KD_REPORT_PAIRS", 200))
-REPORT_STS_PAIRS = int(_env_number("KD_REPORT_STS_PAIRS", 300))
+REPORT_PAIRS = int(_env_number("KD_REPORT_PAIRS", 100))
+REPORT_STS_PAIRS = int(_env_number("KD_REPORT_STS_PAIRS", 100))
 REPORT_TATOEBA = Path(
     os.environ.get("KD_REPORT_TATOEBA", "") or ROOT.parent / "shared" / "data" / "tatoeba-dev"
 )
