@@ -48,6 +48,7 @@ from webapp.distill_form import limits_note as run_limits
 from webapp.guards import launch_options, tatoeba_folders, trust_no_forwarded_header
 from webapp.model_cache import server_status, start_background_warm_up, status_tick
 from webapp.prebuilt import prebuilt_dir, prebuilt_note
+from webapp.report import student_report
 from webapp.run_results import RESULT_COLUMNS
 from webapp.search import ALL_LANGS, collection_langs, example_queries, search_tables
 from webapp.search import MAX_K as SEARCH_MAX_K
@@ -194,6 +195,15 @@ def build_demo() -> gr.Blocks:
                         interactive=False,
                         elem_id="download",
                     )
+                    with gr.Row():
+                        report_btn = gr.Button(
+                            "Report on your student (one HTML page)", elem_id="report-btn"
+                        )
+                        report_file = gr.File(
+                            label="the report: retrieval, STS, fidelity, collapse, verdicts",
+                            interactive=False,
+                            elem_id="report",
+                        )
                     student_zip = gr.File(
                         label="or bring back a student you downloaded earlier (its zip)",
                         file_types=[".zip"],
@@ -400,6 +410,14 @@ def build_demo() -> gr.Blocks:
             api_visibility="private",
         )
         stop.click(request_stop, visitor, run_status, concurrency_limit=None, api_name="stop")
+        report_btn.click(
+            student_report,
+            visitor,
+            report_file,
+            concurrency_limit=1,
+            concurrency_id="report",
+            api_name="report",
+        )
         student_zip.upload(
             load_student_zip,
             [student_zip, visitor],

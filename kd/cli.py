@@ -1,4 +1,4 @@
-"""The ``kd`` command line: distill, eval, embed, export, models, plot, index, search.
+"""The ``kd`` command line: distill, eval, report, embed, export, models, plot, index, search.
 
 Every user mistake ends in one line on stderr (``kd: error: ...``) and exit status 2; never a
 traceback. Long jobs show tqdm progress bars.
@@ -32,6 +32,7 @@ from kd.config import (
     flag,
 )
 from kd.data.dataset import tatoeba_sets
+from kd.evaluate.collapse import collapse_warning, format_verdicts
 from kd.evaluate.metrics import evaluate, format_table
 from kd.evaluate.sts import cached_encode, format_sts_table, read_sts, sts_report
 from kd.io import atomic_write_npy
@@ -257,6 +258,37 @@ def build_parser(preset: str = "default") -> argparse.ArgumentParser:
     )
     x.add_argument("--device", choices=DEVICES, default="auto")
 
+    r = sub.add_parser(
+        "report",
+        help="one self-contained HTML page (and its JSON) on a student, with its baselines",
+        description="Retrieval into the teacher's space and within the student, STS within and "
+        "across languages, English fidelity and the collapse measure, per language, beside the "
+        "teacher and the untrained student (and --against another student), with each "
+        "measure's verdict against the untrained student. The page opens offline.",
+    )
+    r.add_argument("model", metavar="MODEL", help="distilled student directory or model id")
+    r.add_argument("--against", default=None, metavar="OTHER", help="a second student to compare")
+    r.add_argument("--tatoeba", required=True, help="directory in the LASER Tatoeba format")
+    r.add_argument(
+        "--sts", default=None, metavar="DIR", help="directory of <lang>.dev.tsv STS files"
+    )
+    r.add_argument("--out", required=True, metavar="FILE.html", help="the page (FILE.json beside)")
+    r.add_argument(
+        "--langs", default=None, help="comma-separated languages (default: the 12 dev languages)"
+    )
+    r.add_argument(
+        "--teacher", default=None, help="teacher (default: the one the student learnt from)"
+    )
+    r.add_argument(
+        "--baseline",
+        default=None,
+        help="untrained student (default: the one the run started from)",
+    )
+    r.add_argument(
+        "--max-pairs", type=_ints, default=0, help="first N pairs per language, Tatoeba and STS"
+    )
+    r.add_argument("--device", choices=DEVICES, default="auto")
+
     sub.add_parser("models", help="list the models available offline and where they come from")
 
     pl = sub.add_parser("plot", help="write aligned-space and accuracy figures as HTML (and PNG)")
@@ -355,9 +387,15 @@ def cmd_distill(args: argparse.Namespace) -> int:
         if "eval" in m:
             mean = m["eval"]["mean"]
             tqdm.write(
-                f"step {step}: cross-model acc {mean.get('cross_mean_accuracy', 0):.3f}, "
-                f"student acc {mean['student_mean_accuracy']:.3f}"
+                f"step {step}: loss {m['loss']:.4f}, cross-model acc "
+                f"{mean.get('cross_mean_accuracy', 0):.3f}, student acc "
+                f"{mean['student_mean_accuracy']:.3f}, unrelated cosine "
+                f"{mean.get('unrelated_cosine', float('nan')):.3f}"
             )
+            if m.get("collapse_alarm"):
+                check = {"unrelated_cosine": m["unrelated_cosine"], "alarm": True}
+                check["threshold"] = m["collapse_threshold"]
+                tqdm.write(f"kd: {collapse_warning(check, f'at step {step}')}", file=sys.stderr)
 
     def status(message: str) -> None:
         for phase in list(bars):  # a new phase: finished progress bars go away
@@ -383,6 +421,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     if not from_env().main:  # under torchrun, rank 0 alone reports
         return 0
     _print_run_summary(result.metrics)
+    _print_alarms(result.metrics)
     if result.saved == "delta":
         print(
             f"kd: student saved to {result.out} as a delta (kd loads it as a model; `kd export "
@@ -391,6 +430,35 @@ def cmd_distill(args: argparse.Namespace) -> int:
     else:
         print(f"kd: student saved to {result.out} (SentenceTransformer('{result.out}') loads it)")
     return 0
+
+
+def _print_alarms(metrics: dict) -> None:
+    """After a run: each measure's verdict against the untrained student (stdout), and a
+    warning line on stderr when the student collapsed or got worse on any measure."""
+    found = metrics.get("verdicts") or {}
+    if found:
+        lines = format_verdicts(found).splitlines()
+        for line in lines:
+            if line.startswith("WARNING"):
+                print(f"kd: {line}", file=sys.stderr)
+            else:
+                print(line)
+    collapse = metrics.get("collapse") or {}
+    final = collapse.get("final") or {}
+    if final.get("alarm"):
+        print(f"kd: {collapse_warning(final, 'after training')}", file=sys.stderr)
+    elif collapse.get("alarm"):
+        steps = [
+            r["step"]
+            for r in collapse.get("by_step", [])
+            if r["unrelated_cosine"] > (collapse.get("threshold") or 1.0)
+        ]
+        value = final.get("unrelated_cosine")
+        now = f"; the final student's unrelated cosine is {value:.3f}" if value is not None else ""
+        print(
+            f"kd: WARNING: the collapse alarm rang during training (steps {steps}){now}",
+            file=sys.stderr,
+        )
 
 
 def _print_run_summary(metrics: dict) -> None:
@@ -488,6 +556,64 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print("  cross: sentence1 in English embedded by the teacher, sentence2 in x by the model")
         print("  mean: over the languages other than English")
         print(format_sts_table(sts))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from kd.evaluate.report import build_results, write_report
+    from kd.models.encoder import (
+        DEFAULT_TEACHER,
+        Encoder,
+        pick_device,
+        prepare_torch,
+        resolve_model,
+    )
+
+    if args.max_pairs < 0:
+        raise ValueError(f"--max-pairs must be 0 (all) or positive, got {args.max_pairs}")
+    out = Path(args.out)
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise ValueError(f"--out {out}: name an .html file (its JSON goes beside it)")
+    if not out.parent.is_dir():
+        raise ValueError(f"--out {out}: the folder {out.parent} does not exist")
+    langs = parse_langs(args.langs or ",".join(DEV_LANGS))
+    sets = tatoeba_sets(args.tatoeba, langs, args.max_pairs)
+    if not sets:
+        raise ValueError(f"{args.tatoeba}: no Tatoeba pairs for {', '.join(langs)}")
+    sts_sets = read_sts(args.sts, args.langs, max_rows=args.max_pairs) if args.sts else {}
+    run_cfg = {}
+    cfg_path = Path(resolve_model(args.model)) / "kd_config.json"
+    if cfg_path.exists():
+        run_cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    teacher_id = args.teacher or run_cfg.get("teacher", DEFAULT_TEACHER)
+    baseline_id = args.baseline or run_cfg.get("student")
+    if not baseline_id:
+        raise ValueError(
+            f"{args.model}: no kd_config.json names the student it started from; give --baseline"
+        )
+    device = pick_device(args.device)
+    prepare_torch(device)
+    started = time.perf_counter()
+    teacher = Encoder.load(teacher_id, device)
+    ids = {"teacher": teacher_id, "student_untrained": baseline_id, "model": args.model}
+    if args.against:
+        ids["against"] = args.against
+
+    def loader(name: str):
+        def load():
+            print(f"kd: measuring {name}", file=sys.stderr)
+            return cached_encode(Encoder.load(name, device).encode)
+
+        return load
+
+    models = {key: loader(name) for key, name in ids.items() if key != "teacher"}
+    pairs = sorted({len(en) for en, _x in sets.values()})
+    many = f"{pairs[0]}" if len(pairs) == 1 else f"{pairs[0]}-{pairs[-1]}"
+    source = f"{args.tatoeba} ({many} pairs a language)"
+    results = build_results(sets, sts_sets, cached_encode(teacher.encode), models, ids, source)
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    page, data = write_report(results, out)
+    print(f"kd: wrote {page} and {data} in {results['seconds']:.0f} s")
     return 0
 
 
@@ -679,6 +805,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 COMMANDS = {
     "distill": cmd_distill,
     "eval": cmd_eval,
+    "report": cmd_report,
     "embed": cmd_embed,
     "export": cmd_export,
     "models": cmd_models,

@@ -18,12 +18,20 @@ from pathlib import Path
 import gradio as gr
 
 from kd.config import TrainConfig
+from kd.evaluate.collapse import collapse_warning
 from kd.evaluate.watch import WatchSet
 from kd.train.stopping import STOP_GRACE_S, RunStopped
 from webapp import budget, settings
 from webapp.distill_form import form_values, make_config, source_words
 from webapp.model_cache import training_finished, training_started
-from webapp.run_results import STAGES, curve, headline, per_language_bars, results_table
+from webapp.run_results import (
+    STAGES,
+    alarm_note,
+    curve,
+    headline,
+    per_language_bars,
+    results_table,
+)
 from webapp.session import Visitor, user_error, without_server_paths
 from webapp.student_zip import replace_student, zip_student
 from webapp.teacher_space import journey_figure
@@ -335,6 +343,12 @@ def run_distillation(*args, progress=gr.Progress()) -> Iterator[tuple]:  # noqa:
                     f"{record['epoch']:.2f} · {record['items_per_s']:.0f} items/s · "
                     f"ETA {_duration(record['eta_s'])}"
                 )
+                if record.get("unrelated_cosine") is not None:
+                    line += f" · unrelated cosine {record['unrelated_cosine']:.3f}"
+                if record.get("collapse_alarm"):
+                    alarm = {"unrelated_cosine": record["unrelated_cosine"], "alarm": True}
+                    alarm["threshold"] = record["collapse_threshold"]
+                    log_lines.append(f"**{collapse_warning(alarm, f'at step {step}')}**")
                 progress((step, total), desc=line, unit="steps")
                 now = time.monotonic()
                 if "eval" in record or now - last_yield >= 1.0 or step == total:
@@ -376,6 +390,9 @@ def run_distillation(*args, progress=gr.Progress()) -> Iterator[tuple]:  # noqa:
         "this session: the Compare, Aligned-spaces and Search tabs now show it too. "
         + _download_note(result)
     )
+    alarms = alarm_note(metrics)
+    if alarms:
+        status = f"{status}\n\n{alarms}"
     yield (
         status,
         curve(history, accuracy, references),

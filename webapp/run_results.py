@@ -81,3 +81,29 @@ def per_language_bars(metrics: dict):
     if not rows:
         return empty_figure("no held-out pairs were evaluated")
     return accuracy_bars(pd.DataFrame(rows), title="cross-model retrieval on held-out pairs")
+
+
+def alarm_note(metrics: dict) -> str:
+    """The run's collapse alarm and its verdicts against the untrained student, as Markdown
+    (:mod:`kd.evaluate.collapse`): a bold warning first when the student collapsed or got
+    worse on any measure, then one verdict per measure."""
+    from kd.evaluate.collapse import MEASURES, collapse_warning
+
+    lines = []
+    collapse = metrics.get("collapse") or {}
+    final = collapse.get("final") or {}
+    if final.get("alarm"):
+        lines.append(f"**{collapse_warning(final, 'after training')}**")
+    elif collapse.get("alarm"):
+        lines.append(
+            "**WARNING: the collapse alarm rang during training** (unrelated sentences drew "
+            "together); the final student is back under it."
+        )
+    found = metrics.get("verdicts") or {}
+    worse = [MEASURES[k][0] for k, v in found.items() if v["verdict"] == "worse"]
+    if worse:
+        lines.append(f"**WARNING: worse than the untrained student on: {', '.join(worse)}.**")
+    if found:
+        said = ", ".join(f"{MEASURES[k][0]} {v['verdict']}" for k, v in found.items())
+        lines.append(f"Against the untrained student: {said}.")
+    return "\n\n".join(lines)

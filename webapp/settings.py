@@ -124,6 +124,20 @@ MAX_POINTS_BY_METHOD = {"pca": MAX_POINTS, "umap": int(_env_number("KD_MAX_UMAP_
 # in ../shared/data/tatoeba-dev); the built-in ones 35 a sentence.
 DRAW_MAX_CHARS = int(_env_number("KD_DRAW_MAX_CHARS", 80_000))
 
+# The Distill tab's report on the visitor's student (kd.evaluate.report): its cost is at most
+# REPORT_PAIRS Tatoeba dev pairs a language of the run's languages and REPORT_STS_PAIRS STS pairs
+# a language, each encoded by the teacher, the untrained student and the visitor's student
+# (docs/report.md has the measured time). Where the server has no dev folder the page is built
+# from the run's own held-out measurements, which costs no model pass.
+REPORT_PAIRS = int(_env_number("KD_REPORT_PAIRS", 100))
+REPORT_STS_PAIRS = int(_env_number("KD_REPORT_STS_PAIRS", 100))
+REPORT_TATOEBA = Path(
+    os.environ.get("KD_REPORT_TATOEBA", "") or ROOT.parent / "shared" / "data" / "tatoeba-dev"
+)
+REPORT_STS = Path(
+    os.environ.get("KD_REPORT_STS", "") or ROOT.parent / "shared" / "data" / "stsb-multi-dev"
+)
+
 # Server folders a visitor may name: models (besides kd's cache and the visitor's own student)
 # and data (Tatoeba folders), each env var a list separated by os.pathsep (":" on Linux).
 MODEL_DIRS_ENV = "KD_MODEL_DIRS"

@@ -14,6 +14,9 @@ pairs (english_i, translation_i) in one language:
 - ``english_fidelity``: mean cosine between student(en) and teacher(en).
 - ``mse_x100``: mean squared error between teacher(en) and student(translation), per element,
   times 100 (as sentence-transformers' ``MSEEvaluator`` reports it).
+- ``unrelated_cosine``: mean cosine of each English sentence with every *other* English sentence
+  of the set, all embedded by the model. Unrelated sentences: a healthy space keeps them apart;
+  a space collapsing toward one point drives this to 1 (:mod:`kd.evaluate.collapse`).
 
 Teacher vectors of an evaluation set are computed once and reused for every model compared.
 """
@@ -55,6 +58,21 @@ def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float((_unit(a) * _unit(b)).sum(1).mean())
 
 
+def unrelated_cosine(vectors: np.ndarray) -> float:
+    """Mean cosine of every row with every *other* row (the diagonal left out); 0.0 for one row.
+
+    Example:
+        >>> unrelated_cosine(np.array([[1.0, 0.0], [0.0, 1.0]])), unrelated_cosine(np.ones((3, 2)))
+        (0.0, 1.0)
+    """
+    n = len(vectors)
+    if n < 2:
+        return 0.0
+    u = _unit(vectors)
+    total = u.sum(0)  # (d,): sum over i, j of u_i . u_j is |sum u|^2, the diagonal adds n
+    return float(np.clip((total @ total - (u * u).sum()) / (n * n - n), -1.0, 1.0))
+
+
 def mse_x100(target: np.ndarray, pred: np.ndarray) -> float:
     """Mean squared error over all elements, times 100 (sentence-transformers' MSEEvaluator)."""
     return float(((target - pred) ** 2).mean() * 100)
@@ -72,6 +90,7 @@ def pair_metrics(
         (1.0, 1.0, 0.0)
     """
     out = {f"student_{k}": v for k, v in retrieval_accuracy(student_x, student_en).items()}
+    out["unrelated_cosine"] = unrelated_cosine(student_en)
     if teacher_en.shape[1] == student_x.shape[1]:
         out.update({f"cross_{k}": v for k, v in retrieval_accuracy(student_x, teacher_en).items()})
         out["english_fidelity"] = mean_cosine(student_en, teacher_en)

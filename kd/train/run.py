@@ -43,6 +43,7 @@ import torch
 
 from kd.config import TrainConfig
 from kd.data.dataset import Dataset
+from kd.evaluate.collapse import collapse_check, reference_values, verdicts
 from kd.evaluate.metrics import evaluate
 from kd.evaluate.sts import cached_encode, embed_sts, read_sts, sts_report
 from kd.evaluate.watch import watch_set
@@ -274,6 +275,7 @@ def _distill(
         if halt.reason:
             metrics["stop_reason"] = halt.reason
         stopped = evals.after(metrics, end, say) or stopped
+        evals.alarms(metrics, end.history)
         metrics |= {
             "steps": end.step,
             "total_steps": total,
@@ -354,6 +356,7 @@ class _Evaluations:
         self.watch = None
         self.sts_sets = _sts_sets(cfg)
         self.untrained_sts = None
+        self.references: dict[str, float] = {}  # unrelated cosines the collapse alarm uses
 
     def _student(self, name: str = "student") -> dict:
         # Encoder.encode runs in eval mode (no dropout) and restores training mode afterwards.
@@ -385,6 +388,7 @@ class _Evaluations:
             )
             metrics["student_untrained"] = self._student("untrained student")
             self.on_eval("student_untrained", metrics["student_untrained"])
+            self.references = reference_values(metrics)
         # A few held-out translations watched through the run (kd.evaluate.watch): the untrained
         # student's vectors first, where its width is the teacher's.
         self.watch = watch_set(self.eval_sets, guard(self.teacher.encode))
@@ -406,10 +410,21 @@ class _Evaluations:
             label = "linear head (step 0)" if self.cfg.head == "ridge" else "plain head (step 0)"
             self.watch.snapshot(label, self.halt.guard(self.student.encode))
 
+    def collapse(self, per_lang: dict) -> dict:
+        """The collapse alarm's fields of a step record, from one evaluation's metrics
+        (:mod:`kd.evaluate.collapse`): kept in ``history.json`` beside the loss."""
+        check = collapse_check(per_lang["mean"].get("unrelated_cosine"), self.references)
+        return {
+            "unrelated_cosine": check["unrelated_cosine"],
+            "collapse_threshold": check["threshold"],
+            "collapse_alarm": check["alarm"],
+        }
+
     def during(self, step: int) -> dict:
         if not self.eval_sets:
             return {}
-        record = {"eval": self._student()}
+        per_lang = self._student()
+        record = {"eval": per_lang, **self.collapse(per_lang)}
         if self.watch is not None:
             self.watch.snapshot(f"step {step}", self.halt.guard(self.student.encode))
             record["watch"] = self.watch
@@ -437,6 +452,35 @@ class _Evaluations:
             say(str(cut))
             return True
         return False
+
+    def alarms(self, metrics: dict, history: list[dict]) -> None:
+        """The run's alarms into ``metrics``: ``collapse`` (the references, the threshold, the
+        unrelated cosine at each evaluation, the last one's check, whether it ever rang) and
+        ``verdicts`` (each measure of the distilled student against the untrained one)."""
+        if not self.eval_sets:
+            return
+        by_step = [
+            {"step": 0, "unrelated_cosine": v}
+            for v in [metrics.get("student_head", {}).get("mean", {}).get("unrelated_cosine")]
+            if v is not None
+        ]
+        by_step += [
+            {"step": r["step"], "unrelated_cosine": r["unrelated_cosine"]}
+            for r in history
+            if r.get("unrelated_cosine") is not None
+        ]
+        final = metrics.get("student_distilled", {}).get("mean", {}).get("unrelated_cosine")
+        check = collapse_check(final, self.references)
+        rang = [collapse_check(r["unrelated_cosine"], self.references)["alarm"] for r in by_step]
+        ever = check["alarm"] or any(rang)
+        metrics["collapse"] = {
+            "references": self.references,
+            "threshold": check["threshold"],
+            "by_step": by_step,
+            "final": check,
+            "alarm": bool(ever),
+        }
+        metrics["verdicts"] = verdicts(metrics)
 
 
 def _sts_sets(cfg: TrainConfig) -> dict:
