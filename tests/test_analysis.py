@@ -50,8 +50,8 @@ def test_wrong_pairs_are_exactly_those_retrieval_accuracy_counts_wrong():
     rng = np.random.default_rng(0)
     for n, d in ((30, 8), (50, 3)):
         x, en = rng.normal(size=(n, d)), rng.normal(size=(n, d))
-        en[5] = en[4]  # a tie: argmax takes the lower row, so must the inspector
-        x[4] = en[4]
+        en[5] = en[4]  # pairs 4 and 5 tie: argmax takes the lower row, so must the inspector
+        x[4] = x[5] = en[4]
         out = retrieval_errors([f"e{i}" for i in range(n)], [f"x{i}" for i in range(n)], {
             "m": (x, en)
         }, limit=n)  # fmt: skip
@@ -94,11 +94,13 @@ def test_rank_pairs_refuses_mismatched_shapes():
 # ---- language bias, on vectors -----------------------------------------------------------------
 def _two_langs(biased: bool, n: int = 6, seed: int = 0):
     """Pairs in de and fr whose English vectors are random; each translation is its English
-    vector plus, when ``biased``, a large shift shared by its whole language."""
+    vector plus, when ``biased``, a large shift shared by its whole language, along an axis no
+    English vector uses (so each language's own pool still ranks its English sentence first)."""
     rng = np.random.default_rng(seed)
     sets, vectors = {}, {}
     for k, lang in enumerate(("de", "fr")):
         en_v = rng.normal(size=(n, 16))
+        en_v[:, :2] = 0.0  # axes 0 and 1 carry the languages' shifts
         shift = np.zeros(16)
         shift[k] = 30.0 if biased else 0.0
         x_v = en_v + shift + rng.normal(scale=0.01, size=(n, 16))
