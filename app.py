@@ -32,6 +32,8 @@ from kd.langs import DEV_LANGS
 from viz.figures import empty_figure
 from webapp.aligned import aligned_space, tatoeba_box
 from webapp.aligned import limits_note as draw_limits
+from webapp.analyse import SPACE_CHOICES, analyse, pick_row, show_errors
+from webapp.analyse import limits_note as analyse_limits
 from webapp.compare import compare, default_compare_text, refresh_compare
 from webapp.distill import prepare_run, queued_message, request_stop, run_distillation
 from webapp.distill_form import (
@@ -355,6 +357,81 @@ def build_demo() -> gr.Blocks:
                             for key, label in keys[first : first + 2]
                         ]
 
+            with gr.Tab("Analyse", id="analyse"):
+                gr.Markdown(
+                    "Held-out pairs read two ways. **Errors**: the pairs each model retrieves "
+                    "wrongly, what it ranked first instead, and the pairs distillation fixed and "
+                    "broke. **Language bias**: every translation against one pool mixing all "
+                    "languages (Reimers & Gurevych 2020, after LAReQA): is its nearest "
+                    "neighbour its translation, or any sentence in its own language?"
+                )
+                with gr.Row():
+                    an_source = gr.Radio(
+                        [x for x in SOURCES if tatoeba or x != SOURCES[1]],
+                        value=SOURCES[1] if tatoeba else SOURCES[0],
+                        label="pairs",
+                        elem_id="analyse-source",
+                    )
+                    an_dir = gr.Textbox(
+                        tatoeba[0] if tatoeba else "",
+                        label="Tatoeba folder (tatoeba.XXX-eng.XXX files)",
+                        visible=bool(tatoeba),
+                        elem_id="analyse-dir",
+                    )
+                    an_source.change(
+                        tatoeba_box,
+                        an_source,
+                        an_dir,
+                        show_progress="hidden",
+                        api_visibility="private",
+                    )
+                    an_upload = gr.File(
+                        label="or upload a .tsv (en<TAB>xx header)",
+                        file_types=[".tsv", ".txt", ".jsonl"],
+                        type="filepath",
+                    )
+                with gr.Row():
+                    an_langs = gr.Textbox(
+                        "de,fr,es,ru,ja,zh,ar,hi",
+                        label="languages (comma-separated codes)",
+                        elem_id="analyse-langs",
+                    )
+                    an_per_lang = gr.Slider(
+                        2,
+                        500,
+                        value=100,
+                        step=1,
+                        label="pairs per language (the first ones)",
+                        info=f"one analysis: {analyse_limits()}",
+                        elem_id="analyse-per-lang",
+                    )
+                    an_space = gr.Radio(
+                        SPACE_CHOICES, value="cross", label="retrieval for the errors"
+                    )
+                analyse_btn = gr.Button("Analyse", variant="primary", elem_id="analyse-btn")
+                an_summary = gr.Markdown(elem_id="analyse-summary")
+                an_errors = gr.State(None)
+                with gr.Row():
+                    with gr.Column(scale=1):
+                        an_accuracy = gr.Dataframe(
+                            label="retrieval accuracy per language (click a row)",
+                            interactive=False,
+                            elem_id="analyse-accuracy",
+                        )
+                        an_lang = gr.Dropdown([], label="language", elem_id="analyse-lang")
+                    with gr.Column(scale=2):
+                        an_failures = gr.Markdown(elem_id="analyse-errors")
+                an_bias_plot = gr.Plot(
+                    label="language bias: nearest neighbour in one pool mixing every language "
+                    "(diamond: accuracy in the language's own pool)",
+                    elem_id="analyse-bias",
+                )
+                an_bias = gr.Dataframe(
+                    label="language bias per language and model (drop = per-language - mixed)",
+                    interactive=False,
+                    elem_id="analyse-bias-table",
+                )
+
             with gr.Tab("Learn", id="learn"):
                 gr.Markdown(
                     LEARN_FILE.read_text(encoding="utf-8"),
@@ -461,6 +538,26 @@ def build_demo() -> gr.Blocks:
             concurrency_limit=4,
             api_name="search",
         )
+
+        analyse_btn.click(
+            analyse,
+            [
+                an_source,
+                an_dir,
+                an_upload,
+                an_langs,
+                an_per_lang,
+                an_space,
+                teacher,
+                student,
+                visitor,
+            ],
+            [an_summary, an_accuracy, an_lang, an_errors, an_failures, an_bias_plot, an_bias],
+            concurrency_limit=2,
+            api_name="analyse",
+        )
+        an_lang.change(show_errors, [an_errors, an_lang], an_failures, api_visibility="private")
+        an_accuracy.select(pick_row, an_errors, an_lang, api_visibility="private")
 
         timer = gr.Timer(2)
         timer.tick(  # the shared models and this visitor's own, never other visitors' names

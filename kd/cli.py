@@ -33,6 +33,13 @@ from kd.config import (
 )
 from kd.data.dataset import tatoeba_sets
 from kd.evaluate.collapse import collapse_warning, format_verdicts
+from kd.evaluate.bias import (
+    bias_heading,
+    encode_bias_vectors,
+    format_bias_table,
+    language_bias,
+)
+from kd.evaluate.errors import SPACES, encode_error_vectors, format_errors, retrieval_errors
 from kd.evaluate.metrics import evaluate, format_table
 from kd.evaluate.sts import cached_encode, format_sts_table, read_sts, sts_report
 from kd.io import atomic_write_npy
@@ -149,6 +156,29 @@ def build_parser(preset: str = "default") -> argparse.ArgumentParser:
         default="torch",
         help="how every model encodes: torch (default: the models as they are), onnx, int8 "
         "(ONNX Runtime: measure what a fast path keeps), auto (the fastest measured here)",
+    )
+    e.add_argument(
+        "--errors",
+        type=_ints,
+        default=0,
+        metavar="N",
+        help="with --tatoeba: per language and model, list up to N held-out pairs retrieved "
+        "wrongly (the sentence, its English, the top 5 ranked instead, with scores), and the "
+        "pairs distillation fixed and broke (untrained vs distilled student)",
+    )
+    e.add_argument(
+        "--space",
+        choices=SPACES,
+        default="cross",
+        help="for --errors: cross (default: translations by the model against the teacher's "
+        "English, the headline retrieval) or own (both sides by the model)",
+    )
+    e.add_argument(
+        "--bias",
+        action="store_true",
+        help="with --tatoeba: language bias, each translation against one pool mixing every "
+        "language; its nearest neighbour is its translation, a sentence in its own language "
+        "or other, and the accuracy drop from the per-language pools (docs/analysis.md)",
     )
 
     m = sub.add_parser("embed", help="embed one sentence per line into a .npy matrix")
@@ -497,6 +527,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError("nothing to evaluate on; give --tatoeba DIR, --sts DIR or both")
     if args.max_pairs < 0:
         raise ValueError(f"--max-pairs must be 0 (all) or positive, got {args.max_pairs}")
+    if args.errors < 0:
+        raise ValueError(
+            f"--errors must be 0 (none) or the number of pairs to list, got {args.errors}"
+        )
+    if (args.errors or args.bias) and not args.tatoeba:
+        raise ValueError("--errors and --bias work on Tatoeba pairs; give --tatoeba DIR")
     sets = {}
     if args.tatoeba:
         langs = parse_langs(args.langs or ",".join(DEV_LANGS))
@@ -517,10 +553,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     results: dict = {}
     sts = sts_report(sts_sets, teacher_sts, {}) if sts_sets else {}
 
+    error_vecs: dict[str, dict] = {lang: {} for lang in sets}
+    error_notes: list[str] = []
+    bias: dict[str, dict] = {}
+
     def measure(name: str, model) -> None:
-        """Every evaluation of one model while it is loaded (models load one at a time)."""
+        """Every evaluation of one model while it is loaded (models load one at a time); its
+        sentences are embedded once for all of them."""
+        encode = cached_encode(model.encode) if args.errors or args.bias else model.encode
         if sets:
-            results[name] = evaluate(sets, teacher_en, model.encode)
+            results[name] = evaluate(sets, teacher_en, encode)
+        if args.errors:
+            for lang, (en, x) in sets.items():
+                vecs, notes = encode_error_vectors(
+                    en, x, teacher_en[lang], {name: encode}, args.space
+                )
+                error_vecs[lang].update(vecs)
+                error_notes.extend(n for n in notes if n not in error_notes)
+        if args.bias:
+            bias[name] = language_bias(sets, encode_bias_vectors(sets, encode))
         if sts_sets and name != "teacher":
             sts.update(sts_report(sts_sets, teacher_sts, {name: model.encode}))
 
@@ -531,6 +582,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         del base
     model = _fast(load_encoder(args.model, device), args.path)
     measure("student_distilled" if baseline_id else "model", model)
+    errors = {}
+    if args.errors:
+        pair = ("student_untrained", "student_distilled") if baseline_id else (None, None)
+        errors = {
+            lang: retrieval_errors(
+                *sets[lang], vecs, limit=args.errors, before=pair[0], after=pair[1]
+            )
+            for lang, vecs in error_vecs.items()
+        }
     if args.json:
         report = {
             "teacher_id": teacher_id,
@@ -542,10 +602,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
             report["results"] = results
         if sts_sets:
             report["sts"] = sts
-        print(json.dumps(report, indent=2))
+        if errors:
+            report["errors"] = {"space": args.space, "notes": error_notes, "langs": errors}
+        if bias:
+            report["bias"] = bias
+        print(json.dumps(report, indent=2, ensure_ascii=False))
         return 0
     if sets:
         print(format_table(results))
+    if errors:
+        print()
+        print(format_errors(errors, args.space, error_notes))
+    if bias:
+        print()
+        print(bias_heading(bias))
+        print(format_bias_table(bias))
     if sts_sets:
         if sets:
             print()

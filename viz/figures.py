@@ -1114,3 +1114,84 @@ def empty_figure(message: str, *, height: int = 360) -> go.Figure:
         height=height, plot_bgcolor="white", margin={"l": 20, "r": 20, "t": 20, "b": 20}
     )
     return fig
+
+
+# ----------------------------------------------------------------------------- language bias
+
+BIAS_PARTS = {
+    "translation": ("its translation", "#2a9d8f"),
+    "own_language": ("a sentence in its own language", "#e76f51"),
+    "other": ("other", "#b0b0b0"),
+}
+
+
+def language_bias_bars(df: pd.DataFrame, *, title: str | None = None) -> go.Figure:
+    """What each query's nearest neighbour is in one pool mixing every language, as stacked
+    bars per (model, language), with the per-language pool's accuracy beside it as a marker.
+
+    The marker is the baseline the bar must be read against: a green segment as high as the
+    marker means no language bias; the gap between them is the accuracy lost to mixing.
+
+    Args:
+        df: long-form frame, one row per (model, language): ``model``, ``lang``, the shares
+            ``translation``, ``own_language``, ``other`` (each 0..1, summing to 1) and
+            ``per_language_accuracy`` (0..1).
+        title: figure title.
+
+    Returns:
+        Three stacked ``go.Bar`` traces (translation, own language, other), then one marker
+        trace for the per-language accuracy; ``x`` is a two-level axis (model, language).
+
+    Raises:
+        ValueError: missing columns, no rows, shares outside 0..1 or not summing to 1.
+
+    Example:
+        >>> df = pd.DataFrame({"model": ["m"], "lang": ["de"], "translation": [0.5],
+        ...                    "own_language": [0.5], "other": [0.0],
+        ...                    "per_language_accuracy": [0.9]})
+        >>> [t.name for t in language_bias_bars(df).data][-1]
+        'accuracy in its own language pool'
+    """
+    cols = [*BIAS_PARTS, "per_language_accuracy"]
+    _require_columns(df, ["model", "lang", *cols], "df")
+    if len(df) == 0:
+        raise ValueError("df has no rows; pass one row per (model, language)")
+    values = {c: _numeric(df[c], c) for c in cols}
+    for c, v in values.items():
+        if ((v < 0) | (v > 1)).any():
+            raise ValueError(f"{c!r} values must be in 0..1; divide percentages by 100")
+    total = sum(values[c] for c in BIAS_PARTS)
+    if not np.allclose(total, 1.0, atol=1e-6):
+        raise ValueError("translation + own_language + other must be 1 on every row (shares)")
+    x = [df["model"].astype(str).tolist(), df["lang"].astype(str).tolist()]
+    fig = go.Figure()
+    for key, (label, color) in BIAS_PARTS.items():
+        fig.add_trace(
+            go.Bar(
+                x=x,
+                y=values[key],
+                name=f"nearest is {label}",
+                marker_color=color,
+                hovertemplate=f"{html.escape(label)}: %{{y:.1%}}<extra>%{{x}}</extra>",
+            )
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=values["per_language_accuracy"],
+            mode="markers",
+            name="accuracy in its own language pool",
+            marker={"symbol": "diamond", "size": 10, "color": ANCHOR_COLOR},
+            hovertemplate="per-language pool: %{y:.1%}<extra>%{x}</extra>",
+        )
+    )
+    fig.update_layout(
+        barmode="stack",
+        title=title,
+        yaxis={"title": {"text": "share of queries"}, "range": [0, 1.05], "tickformat": ".0%"},
+        legend={"orientation": "h", "y": -0.25},
+        plot_bgcolor="white",
+        height=460,
+    )
+    fig.update_yaxes(showgrid=True, gridcolor="#eee")
+    return fig

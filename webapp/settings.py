@@ -123,6 +123,12 @@ MAX_POINTS_BY_METHOD = {"pca": MAX_POINTS, "umap": int(_env_number("KD_MAX_UMAP_
 # languages took 429 s of CPU). 2,000 Tatoeba sentences are ~65,000 characters (32 a sentence
 # in ../shared/data/tatoeba-dev); the built-in ones 35 a sentence.
 DRAW_MAX_CHARS = int(_env_number("KD_DRAW_MAX_CHARS", 80_000))
+# Analyse's cost (webapp.analyse): the held-out pairs one click reads, all languages together
+# (each model encodes both sides once: 1,000 pairs are 2,000 sentences a model, Draw's PCA cap),
+# and their characters (encoding dominates; the retrieval and the mixed pool are matrix products
+# of at most 1,000 x 2,000).
+ANALYSE_MAX_PAIRS = int(_env_number("KD_ANALYSE_MAX_PAIRS", 1_000))
+ANALYSE_MAX_CHARS = int(_env_number("KD_ANALYSE_MAX_CHARS", 80_000))
 
 # The Distill tab's report on the visitor's student (kd.evaluate.report): its cost is at most
 # REPORT_PAIRS Tatoeba dev pairs a language of the run's languages and REPORT_STS_PAIRS STS pairs
