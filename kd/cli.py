@@ -32,13 +32,13 @@ from kd.config import (
     flag,
 )
 from kd.data.dataset import tatoeba_sets
-from kd.evaluate.collapse import collapse_warning, format_verdicts
 from kd.evaluate.bias import (
     bias_heading,
     encode_bias_vectors,
     format_bias_table,
     language_bias,
 )
+from kd.evaluate.collapse import collapse_warning, format_verdicts
 from kd.evaluate.errors import SPACES, encode_error_vectors, format_errors, retrieval_errors
 from kd.evaluate.metrics import evaluate, format_table
 from kd.evaluate.sts import cached_encode, format_sts_table, read_sts, sts_report
