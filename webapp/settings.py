@@ -106,6 +106,10 @@ MAX_POINTS_BY_METHOD = {"pca": MAX_POINTS, "umap": int(_env_number("KD_MAX_UMAP_
 # languages took 429 s of CPU). 2,000 Tatoeba sentences are ~65,000 characters (32 a sentence
 # in ../shared/data/tatoeba-dev); the built-in ones 35 a sentence.
 DRAW_MAX_CHARS = int(_env_number("KD_DRAW_MAX_CHARS", 80_000))
+# Mine's cost: sentences a list and characters in both lists together, embedded by one model
+# (the margin's nearest-neighbour search over 1,000 x 1,000 vectors is milliseconds beside it).
+MINE_MAX_LINES = int(_env_number("KD_MINE_MAX_LINES", 1_000)) or 1
+MINE_MAX_CHARS = int(_env_number("KD_MINE_MAX_CHARS", 60_000)) or 1
 
 # Server folders a visitor may name: models (besides kd's cache and the visitor's own student)
 # and data (Tatoeba folders), each env var a list separated by os.pathsep (":" on Linux).
