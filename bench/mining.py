@@ -60,7 +60,7 @@ def cap_cost(data: Path) -> None:
     """Wall and CPU seconds of one Mine at the app's cap, the model already loaded."""
     from kd.data.pairs import read_tatoeba
     from webapp import settings
-    from webapp.mining import mine_lists
+    from webapp.mining import EXAMPLE_SRC, EXAMPLE_TGT, mine_lists, miner_threshold
     from webapp.model_cache import get_encoder
     from webapp.session import Visitor
 
@@ -78,15 +78,23 @@ def cap_cost(data: Path) -> None:
     tgt = tgt[::-1]
     get_encoder(str(prebuilt_dir()), public=False)
     wall, cpu = time.perf_counter(), time.process_time()
-    summary, table = mine_lists(
-        "\n".join(src), "\n".join(tgt), None, None, "prebuilt", 1.06, DEFAULT_STUDENT, Visitor()
-    )
+    threshold = miner_threshold("prebuilt")
+    lists = "\n".join(src), "\n".join(tgt), None, None
+    summary, table = mine_lists(*lists, "prebuilt", threshold, DEFAULT_STUDENT, Visitor())
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     right = sum(pair in gold for pair in zip(table["source"], table["target"], strict=True))
     print(
         f"one Mine at the cap: {len(src):,} + {len(tgt):,} sentences, {chars:,} characters: "
-        f"{wall:.1f} s wall, {cpu:.1f} s CPU; {len(table)} pairs mined, {right} right"
+        f"{wall:.1f} s wall, {cpu:.1f} s CPU; {len(table)} pairs mined at {threshold}, "
+        f"{right} right"
     )
+    for which in ("prebuilt", "untrained"):  # the tab's example, as a visitor first sees it
+        threshold = miner_threshold(which, DEFAULT_STUDENT)
+        summary, table = mine_lists(
+            EXAMPLE_SRC, EXAMPLE_TGT, None, None, which, threshold, DEFAULT_STUDENT, Visitor()
+        )
+        print(f"the example, {which} at {threshold}:")
+        print(table.to_string(index=False))
 
 
 def main() -> None:
