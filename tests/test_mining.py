@@ -56,9 +56,9 @@ def _planted(n_pairs=60, n_src_extra=140, n_tgt_extra=240, d=48, noise=0.35, see
 # ---- margin scoring on built vectors ----------------------------------------------------------
 def test_knn_matches_a_full_sort():
     src, tgt, _ = _planted()
-    sims, idx = knn(src, tgt, 5)
+    sims, idx = knn(src, tgt, 20)
     full = src @ tgt.T
-    expected = np.argsort(-full, axis=1)[:, :5]
+    expected = np.argsort(-full, axis=1)[:, :20]
     np.testing.assert_array_equal(idx, expected)
     np.testing.assert_allclose(sims, np.take_along_axis(full, expected, axis=1), rtol=1e-6)
 
