@@ -214,6 +214,7 @@ def test_read_sentences_refuses_bad_files_in_one_line(tmp_path, content, fragmen
 @needs_shared
 def test_the_built_test_plants_tatoeba_pairs_among_distractors():
     from kd.data.pairs import english_key, read_tatoeba
+    from kd.evaluate.mining import _foreign_distractors
 
     tests = build_tests(SHARED_DATA, ["de", "ja"], 50, 100, 150)
     tatoeba = {
@@ -227,9 +228,14 @@ def test_the_built_test_plants_tatoeba_pairs_among_distractors():
         planted_src = {i for i, _ in test.gold}
         en_keys = {english_key(s) for s in test.tgt}
         assert len(en_keys) == 200  # no English sentence twice
+        english_of = dict(
+            (x, key)
+            for key, x in _foreign_distractors(SHARED_DATA / "everyday-parallel", test.lang)
+        )
         for i, x in enumerate(test.src):  # a distractor is no Tatoeba sentence of the language
             if i not in planted_src:
                 assert x not in tatoeba[test.lang]
+                assert english_of[x] not in en_keys  # and its translation is not in the pool
         assert sorted(i for i, _ in test.gold) != list(range(50))  # shuffled
     assert tests[0].tgt != tests[1].tgt  # each language's planted English differs
 
