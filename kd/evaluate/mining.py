@@ -32,8 +32,8 @@ A pair is kept when its margin reaches ``threshold``, whose scale is the model's
 among distractors on both sides (English news sentences; foreign everyday sentences whose
 translations are not in the pool), precision, recall and F1 of the mined pairs, and the
 xSIM-style error rate (how often a planted foreign sentence's best English candidate by margin
-is not its translation; Heffernan et al.'s xSIM, here with distractors on the English side as
-in xSIM++).
+is not its translation: the error rate of LASER's xSIM, with distractors on the English side
+as xSIM++ adds them).
 """
 
 from __future__ import annotations
