@@ -301,10 +301,12 @@ def _expected(model: str, src: list[str], tgt: list[str], threshold: float):
 
 def test_kd_mine_writes_the_pairs_of_the_models_vectors(tmp_path, capsys, tiny_student):
     """Two shuffles of one list with an extra line each: the file holds what mining the model's
-    vectors gives (texts, margins to 4 decimals, best first), and a sentence met on both sides
-    (identical vectors) is among its pairs."""
+    vectors gives (source, target, margin to 4 decimals, best first), and a sentence met on both
+    sides (identical vectors) is among its pairs."""
     src_lines = [*SENTENCES[:8][::-1], SENTENCES[8]]
-    tgt_lines = [*SENTENCES[3:8], SENTENCES[9], *SENTENCES[:3]]
+    # upper case: the tiny model's tokenizer lowers it (the same vectors), the file keeps it (a
+    # source and a target are told apart in the output)
+    tgt_lines = [s.upper() for s in [*SENTENCES[3:8], SENTENCES[9], *SENTENCES[:3]]]
     src, tgt = tmp_path / "src.txt", tmp_path / "tgt.txt"
     src.write_text("\n".join(src_lines) + "\n\n", encoding="utf-8")  # a blank line: skipped
     tgt.write_text("\n".join(tgt_lines) + "\n", encoding="utf-8")
@@ -315,7 +317,7 @@ def test_kd_mine_writes_the_pairs_of_the_models_vectors(tmp_path, capsys, tiny_s
     expected = _expected(tiny_student, src_lines, tgt_lines, 1.0)
     assert [(a, b) for a, b, _ in rows] == [(a, b) for a, b, _ in expected]
     assert [float(m) for _, _, m in rows] == [round(m, 4) for _, _, m in expected]
-    assert any(a == b for a, b, _ in rows)
+    assert any(a.upper() == b for a, b, _ in rows)
     assert f"{len(rows)} pairs" in capsys.readouterr().out
 
 
