@@ -48,6 +48,15 @@ from webapp.distill_form import (
 )
 from webapp.distill_form import limits_note as run_limits
 from webapp.guards import launch_options, tatoeba_folders, trust_no_forwarded_header
+from webapp.mining import (
+    EXAMPLE_SRC,
+    EXAMPLE_TGT,
+    mine_lists,
+    miner_choices,
+    miner_threshold,
+)
+from webapp.mining import RESULT_COLUMNS as MINE_COLUMNS
+from webapp.mining import limits_note as mine_limits
 from webapp.model_cache import server_status, start_background_warm_up, status_tick
 from webapp.prebuilt import prebuilt_dir, prebuilt_note
 from webapp.report import student_report
@@ -430,6 +439,75 @@ def build_demo() -> gr.Blocks:
                     label="language bias per language and model (drop = per-language - mixed)",
                     interactive=False,
                     elem_id="analyse-bias-table",
+                )
+
+            with gr.Tab("Mine", id="mine"):
+                gr.Markdown(
+                    "Two lists that are not aligned, in any languages: which sentence of one "
+                    "translates which of the other? Each pair's **margin** is its cosine over "
+                    "how close each side already is to its nearest neighbours in the other list "
+                    "(Artetxe & Schwenk, 2019); pairs above the least margin are kept, best first, "
+                    f"each sentence used once (`kd mine` does the same). One Mine: {mine_limits()}."
+                )
+                with gr.Row():
+                    with gr.Column():
+                        mine_src = gr.Textbox(
+                            EXAMPLE_SRC, lines=8, label="source list, one sentence a line"
+                        )
+                        mine_src_file = gr.File(
+                            label="or upload it (.txt, UTF-8)", file_types=[".txt"], type="filepath"
+                        )
+                    with gr.Column():
+                        mine_tgt = gr.Textbox(
+                            EXAMPLE_TGT, lines=8, label="target list, one sentence a line"
+                        )
+                        mine_tgt_file = gr.File(
+                            label="or upload it (.txt, UTF-8)", file_types=[".txt"], type="filepath"
+                        )
+                with gr.Row():
+                    miners = miner_choices()
+                    mine_model = gr.Radio(miners, value=miners[0][1], label="model that embeds")
+                    mine_threshold = gr.Slider(
+                        1.0,
+                        1.5,
+                        value=miner_threshold(miners[0][1], DEFAULT_STUDENT),
+                        step=0.005,
+                        label="least margin",
+                        info="set to the model's own (each model's margins have their own "
+                        "scale; docs/mining.md)",
+                    )
+                    mine_model.change(
+                        miner_threshold,
+                        [mine_model, student],
+                        mine_threshold,
+                        show_progress="hidden",
+                        api_visibility="private",
+                    )
+                mine_btn = gr.Button("Mine", variant="primary", elem_id="mine-btn")
+                mine_notes = gr.Markdown(elem_id="mine-notes")
+                mined = gr.Dataframe(
+                    label="mined pairs, best margin first",
+                    headers=MINE_COLUMNS,
+                    column_widths=["8%", "10%", "41%", "41%"],
+                    interactive=False,
+                    wrap=True,
+                    elem_id="mined",
+                )
+                mine_btn.click(
+                    mine_lists,
+                    [
+                        mine_src,
+                        mine_tgt,
+                        mine_src_file,
+                        mine_tgt_file,
+                        mine_model,
+                        mine_threshold,
+                        student,
+                        visitor,
+                    ],
+                    [mine_notes, mined],
+                    concurrency_limit=2,
+                    api_name="mine",
                 )
 
             with gr.Tab("Learn", id="learn"):

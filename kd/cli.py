@@ -1,4 +1,5 @@
-"""The ``kd`` command line: distill, eval, report, embed, export, models, plot, index, search.
+"""The ``kd`` command line: distill, eval, report, embed, export, models, plot, index, search,
+mine.
 
 Every user mistake ends in one line on stderr (``kd: error: ...``) and exit status 2; never a
 traceback. Long jobs show tqdm progress bars.
@@ -41,6 +42,14 @@ from kd.evaluate.bias import (
 from kd.evaluate.collapse import collapse_warning, format_verdicts
 from kd.evaluate.errors import SPACES, encode_error_vectors, format_errors, retrieval_errors
 from kd.evaluate.metrics import evaluate, format_table
+from kd.evaluate.mining import (
+    DEFAULT_K,
+    DEFAULT_STRATEGY,
+    DEFAULT_THRESHOLD,
+    E5_THRESHOLD,
+    PREBUILT_THRESHOLD,
+    STRATEGIES,
+)
 from kd.evaluate.sts import cached_encode, format_sts_table, read_sts, sts_report
 from kd.io import atomic_write_npy
 from kd.langs import DEV_LANGS, normalize_lang, parse_langs
@@ -49,6 +58,9 @@ from kd.search.index import index_rows, model_stamp, read_rows
 from kd.search.store import DEFAULT_CANDIDATES, VectorStore, index_info
 
 log = logging.getLogger("kd")
+
+MINE_MAX_LINES = 100_000
+"""``kd mine``'s default cap on each file: both files are embedded and held in memory."""
 
 
 def _floats(text: str) -> float:
@@ -384,6 +396,49 @@ def build_parser(preset: str = "default") -> argparse.ArgumentParser:
     se.add_argument("--exact", action="store_true", help="score every row (slow, for checking)")
     se.add_argument("--json", action="store_true", help="print JSON instead of a table")
     se.add_argument("--device", choices=DEVICES, default="auto")
+
+    mi = sub.add_parser(
+        "mine",
+        help="find the translation pairs between two unaligned files (margin scoring)",
+        description="Each line of --out is source<TAB>target<TAB>margin, best margin first. The "
+        "margin is a pair's cosine over the mean cosine of each side's k nearest neighbours on "
+        "the other side (Artetxe & Schwenk 2019); docs/mining.md has the measured F1.",
+    )
+    mi.add_argument("src", metavar="SRC.txt", help="UTF-8 file, one sentence a line")
+    mi.add_argument("tgt", metavar="TGT.txt", help="UTF-8 file, one sentence a line")
+    mi.add_argument("--out", required=True, help="the mined pairs, a .tsv file")
+    mi.add_argument(
+        "--model",
+        default=None,
+        help="the model that embeds both files (default: the pre-built student, or "
+        "intfloat/multilingual-e5-small where there is none)",
+    )
+    mi.add_argument(
+        "--threshold",
+        type=_floats,
+        default=None,
+        help=f"least margin kept (default: the model's measured one: {PREBUILT_THRESHOLD} for the "
+        f"pre-built student, {E5_THRESHOLD} for multilingual-e5-small; {DEFAULT_THRESHOLD} for "
+        "any other model)",
+    )
+    mi.add_argument(
+        "-k", type=_ints, default=DEFAULT_K, help=f"neighbours in the margin (default: {DEFAULT_K})"
+    )
+    mi.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        default=DEFAULT_STRATEGY,
+        help="max: both directions' best candidates, best first, each sentence once (default); "
+        "intersection: only mutual best; forward/backward: each line of SRC/TGT its best",
+    )
+    mi.add_argument(
+        "--max-lines",
+        type=_ints,
+        default=MINE_MAX_LINES,
+        help=f"most sentences read from each file (default: {MINE_MAX_LINES:,})",
+    )
+    mi.add_argument("--batch-size", type=_ints, default=64)
+    mi.add_argument("--device", choices=DEVICES, default="auto")
     return p
 
 
@@ -873,6 +928,44 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mine(args: argparse.Namespace) -> int:
+    from kd.evaluate.mining import default_threshold, mine, read_sentences
+    from kd.io import atomic_write_text
+    from kd.models.encoder import DEFAULT_STUDENT, Encoder, pick_device, prepare_torch
+    from kd.models.registry import prebuilt_dir
+
+    if args.k < 1:
+        raise ValueError(f"-k must be at least 1, got {args.k}")
+    if args.max_lines < 1:
+        raise ValueError(f"--max-lines must be at least 1, got {args.max_lines}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    src = read_sentences(args.src, args.max_lines)  # bad files end here, before a model loads
+    tgt = read_sentences(args.tgt, args.max_lines)
+    name = args.model or str(prebuilt_dir() or DEFAULT_STUDENT)
+    threshold = default_threshold(name) if args.threshold is None else args.threshold
+    device = pick_device(args.device)
+    prepare_torch(device)
+    model = Encoder.load(name, device)
+    vectors = []
+    for label, texts in (("source", src), ("target", tgt)):
+        with tqdm(total=len(texts), desc=f"embed {label}", unit="sent") as bar:
+            vectors.append(
+                model.encode(
+                    texts, batch_size=args.batch_size, progress=lambda d, n: bar.update(d - bar.n)
+                )
+            )
+    pairs = mine(*vectors, k=args.k, threshold=threshold, strategy=args.strategy)
+    lines = [f"{src[m.src]}\t{tgt[m.tgt]}\t{m.margin:.4f}\n" for m in pairs]
+    atomic_write_text(args.out, "".join(lines))
+    print(
+        f"kd: {len(pairs):,} pairs with margin >= {threshold} ({args.strategy}, k="
+        f"{args.k}) between {len(src):,} and {len(tgt):,} sentences, embedded by "
+        f"{model.name}; wrote {args.out}"
+    )
+    return 0
+
+
 COMMANDS = {
     "distill": cmd_distill,
     "eval": cmd_eval,
@@ -883,6 +976,7 @@ COMMANDS = {
     "plot": cmd_plot,
     "index": cmd_index,
     "search": cmd_search,
+    "mine": cmd_mine,
 }
 
 

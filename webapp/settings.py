@@ -143,6 +143,10 @@ REPORT_TATOEBA = Path(
 REPORT_STS = Path(
     os.environ.get("KD_REPORT_STS", "") or ROOT.parent / "shared" / "data" / "stsb-multi-dev"
 )
+# Mine's cost: sentences a list and characters in both lists together, embedded by one model
+# (the margin's nearest-neighbour search over 1,000 x 1,000 vectors is milliseconds beside it).
+MINE_MAX_LINES = int(_env_number("KD_MINE_MAX_LINES", 1_000)) or 1
+MINE_MAX_CHARS = int(_env_number("KD_MINE_MAX_CHARS", 60_000)) or 1
 
 # Server folders a visitor may name: models (besides kd's cache and the visitor's own student)
 # and data (Tatoeba folders), each env var a list separated by os.pathsep (":" on Linux).
