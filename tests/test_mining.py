@@ -411,3 +411,19 @@ def test_the_page_states_the_cap():
     note = limits_note()
     assert f"{settings.MINE_MAX_LINES:,} sentences a list" in note
     assert f"{settings.MINE_MAX_CHARS:,} characters" in note
+
+
+def test_held_out_xsim_pools_every_languages_english():
+    """kd report's mining error: a translation must find its own English sentence among every
+    language's English (an English sentence shared by two languages is one target)."""
+    from kd.evaluate.mining import held_out_xsim
+
+    e = np.eye(4, dtype=np.float32)
+    sets = {"de": (["a", "b"], ["A", "B"]), "fr": (["b", "c"], ["B", "C"])}
+    # de's translations land on their English; fr's two land on each other's
+    vectors = {"de": (e[[0, 1]], e[[0, 1]]), "fr": (e[[1, 2]], e[[2, 1]])}
+    found = held_out_xsim(sets, vectors, k=1)
+    assert found["pool"] == 3
+    assert found["per_lang"]["de"]["xsim_error"] == 0.0
+    assert found["per_lang"]["fr"]["xsim_error"] == 1.0
+    assert found["mean"]["xsim_error"] == 0.5

@@ -78,9 +78,14 @@ def test_report_is_one_offline_page_with_its_baselines(
         "retrieval",
         "sts",
         "fidelity",
+        "bias",
+        "mining",
         "collapse",
         "per_language",
     }
+    # each translation is its English sentence's text: found first in the mixed pool too
+    assert doc["bias"]["model"]["mean"]["mixed_accuracy"] == 1.0
+    assert doc["mining"]["model"]["mean"]["xsim_error"] == 0.0
     # the student is the untrained model itself: the same numbers, every verdict "same"
     assert results["model"] == results["student_untrained"]
     found = doc["sections"]["overview"]["verdicts"]["model"]
@@ -107,6 +112,9 @@ def test_a_collapsed_student_raises_the_alarm_and_is_worse(
     assert found["against"]["student_mean_accuracy"]["verdict"] == "same"
     page = out.read_text(encoding="utf-8")
     assert "is <b>collapsing</b>" in page and "worse than the untrained student" in page
+    # one point for every sentence: mining cannot tell the pairs apart
+    assert doc["mining"]["model"]["mean"]["xsim_error"] > 0.5
+    assert doc["mining"]["against"]["mean"]["xsim_error"] == 0.0
 
 
 def test_sections_are_small_functions_that_can_be_left_out():
@@ -131,7 +139,7 @@ def test_sections_are_small_functions_that_can_be_left_out():
         "baseline": 0.9,
         "verdict": "worse",
     }
-    assert len(SECTIONS) == 6
+    assert len(SECTIONS) == 8 and "bias" not in doc["sections"]  # no bias measured
     assert svg_bars(["de"], {"model": [None]}).count("<rect") == 0
 
 

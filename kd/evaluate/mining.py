@@ -289,6 +289,42 @@ def xsim_error(forward: Sequence[Mined], gold_tgt: dict[int, int]) -> float:
     return wrong / len(gold_tgt) if gold_tgt else 0.0
 
 
+def held_out_xsim(
+    sets: dict[str, tuple[list[str], list[str]]],
+    vectors: dict[str, tuple[np.ndarray, np.ndarray]],
+    k: int = DEFAULT_K,
+) -> dict:
+    """xSIM-style mining error on held-out pairs, from vectors already made: each language's
+    translations against one pool of every language's English sentences (the other languages'
+    are the distractors), best target by margin; wrong when that is not its own English
+    sentence (by text, so an English sentence shared by two languages counts once). What
+    ``kd report`` shows beside :func:`mining_benchmark`, whose distractors need more encoding.
+
+    Args:
+        sets: language -> (English sentences, translations), row-aligned.
+        vectors: language -> (English vectors, translation vectors), by one model.
+
+    Returns:
+        ``{"pool": size, "k": k, "per_lang": {lang: {"queries", "xsim_error"}}, "mean": {...}}``.
+    """
+    texts: dict[str, np.ndarray] = {}
+    for lang, (english, _x) in sets.items():
+        for text, vec in zip(english, vectors[lang][0], strict=True):
+            texts.setdefault(text, vec)
+    if not texts:
+        raise ValueError("held-out mining needs pairs in at least one language")
+    pool_text = list(texts)
+    pool = np.stack([texts[t] for t in pool_text])
+    where = {t: i for i, t in enumerate(pool_text)}
+    per_lang = {}
+    for lang, (english, _x) in sets.items():
+        forward, _backward = margin_candidates(vectors[lang][1], pool, k)
+        gold = {i: where[text] for i, text in enumerate(english)}
+        per_lang[lang] = {"queries": len(english), "xsim_error": xsim_error(forward, gold)}
+    mean = float(np.mean([e["xsim_error"] for e in per_lang.values()]))
+    return {"pool": len(pool), "k": k, "per_lang": per_lang, "mean": {"xsim_error": mean}}
+
+
 # ---- the built test --------------------------------------------------------------------------
 @dataclass
 class MiningTest:

@@ -8,7 +8,10 @@ baselines (and a second student with ``--against``):
 - STS within a language and across languages (:mod:`kd.evaluate.sts`);
 - English fidelity (cosine of student(en) with teacher(en)) and MSE;
 - the collapse measure (the mean cosine of unrelated sentences, with the alarm of
-  :mod:`kd.evaluate.collapse`) and each measure's verdict against the untrained student.
+  :mod:`kd.evaluate.collapse`) and each measure's verdict against the untrained student;
+- language bias (:mod:`kd.evaluate.bias`: the same translations against one pool mixing every
+  language) and the mining error (:func:`kd.evaluate.mining.held_out_xsim`: best English
+  sentence by margin among every language's), from the vectors the retrieval already made.
 
 The page is a list of sections (:data:`SECTIONS`), each a small function from the results
 dict to a :class:`Section` (its JSON part and its HTML part), so a new analysis is one function
@@ -22,6 +25,8 @@ The results dict (``build_results``; JSON-ready)::
         "models": {"teacher": id, "student_untrained": id, "model": id, "against": id},
         "pairs": {"source": "...", "n": {lang: pairs}, "results": {model key: {lang: {...}}}},
         "sts": {...} or None,             # kd.evaluate.sts.sts_report, same model keys
+        "bias": {model key: {...}},       # kd.evaluate.bias.language_bias (absent from a run's
+        "mining": {model key: {...}},     # metrics); kd.evaluate.mining.held_out_xsim
         "seconds": 12.3,                  # wall time of the measurements
     }
 
@@ -39,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kd.evaluate.bias import encode_bias_vectors, language_bias
 from kd.evaluate.collapse import (
     COLLAPSE_FRACTION,
     MEASURES,
@@ -48,7 +54,8 @@ from kd.evaluate.collapse import (
     verdicts,
 )
 from kd.evaluate.metrics import evaluate
-from kd.evaluate.sts import sts_report
+from kd.evaluate.mining import held_out_xsim
+from kd.evaluate.sts import cached_encode, sts_report
 from kd.io import atomic_write_bytes, atomic_write_json
 
 Encode = Callable[[list[str]], np.ndarray]
@@ -91,15 +98,20 @@ def build_results(
     if not sets:
         raise ValueError("the report needs held-out pairs (--tatoeba DIR with some language)")
     started = time.perf_counter()
+    teacher = cached_encode(teacher)  # each sentence embedded once for every measure
     teacher_en = {lang: teacher(list(en)) for lang, (en, _x) in sets.items()}
     results = {"teacher": evaluate(sets, teacher_en, teacher)}
     sts = sts_report(sts_sets, teacher, {}) if sts_sets else None
+    own = {"teacher": encode_bias_vectors(sets, teacher)}  # both sides by the model itself
     for key, load in models.items():
-        encode = load()
+        encode = cached_encode(load())
         results[key] = evaluate(sets, teacher_en, encode)
+        own[key] = encode_bias_vectors(sets, encode)
         if sts is not None:
             sts.update(sts_report(sts_sets, teacher, {key: encode}))
         del encode
+    bias = {key: language_bias(sets, vectors) for key, vectors in own.items()}
+    mining = {key: held_out_xsim(sets, vectors) for key, vectors in own.items()}
     return {
         "schema": SCHEMA,
         "models": dict(ids),
@@ -109,6 +121,8 @@ def build_results(
             "results": results,
         },
         "sts": sts,
+        "bias": bias,
+        "mining": mining,
         "seconds": round(time.perf_counter() - started, 1),
     }
 
@@ -448,16 +462,81 @@ def per_language_section(results: dict) -> Section:
     return Section("per_language", "Every number, per language", data, body)
 
 
+def _by_model(results: dict, part: str, metric: str) -> dict[str, dict[str, float]]:
+    """model key -> {language and "mean": ``metric``} from the ``bias`` or ``mining`` part."""
+    found = results.get(part) or {}
+    rows = [*_langs(results), "mean"]
+    return {
+        k: {
+            lang: (found[k]["mean"] if lang == "mean" else found[k]["per_lang"].get(lang, {})).get(
+                metric
+            )
+            for lang in rows
+        }
+        for k in LABELS
+        if k in found
+    }
+
+
+def bias_section(results: dict) -> Section | None:
+    """Language bias: retrieval in one pool mixing every language against each language's own."""
+    if not results.get("bias"):
+        return None  # a report made from a run's metrics.json
+    rows = [*_langs(results), "mean"]
+    drop = _by_model(results, "bias", "drop")
+    own = _by_model(results, "bias", "own_language_share")
+    mixed = _by_model(results, "bias", "mixed_accuracy")
+    table = [
+        [_e(lang), _e(LABELS[k]), _fmt(mixed[k][lang]), _fmt(own[k][lang]), _fmt(drop[k][lang])]
+        for lang in rows
+        for k in drop
+    ]
+    pool = next(iter(results["bias"].values()))["pool"]
+    body = (
+        "<p>Each translation, embedded by the model, looks for its English sentence in one pool "
+        f"of {pool:,} sentences mixing every language and English (both sides by the model "
+        "itself; the paper's test of language bias). <i>Drop</i>: accuracy in the language's "
+        "own pool minus accuracy in the mixed pool. A model that ranks by language before "
+        "meaning finds other sentences of the query's own language first (the "
+        "<i>own language</i> share).</p>"
+        + svg_bars(rows, {k: [drop[k][lang] for lang in rows] for k in drop}, lo=0.0, hi=1.0)
+        + _table(["language", "model", "mixed pool", "own language", "drop"], table)
+    )
+    data = {"drop": drop, "own_language_share": own, "mixed_accuracy": mixed}
+    return Section("bias", "Language bias", data, body)
+
+
+def mining_section(results: dict) -> Section | None:
+    """The xSIM-style mining error on the held-out pairs."""
+    if not results.get("mining"):
+        return None
+    rows = [*_langs(results), "mean"]
+    error = _by_model(results, "mining", "xsim_error")
+    first = next(iter(results["mining"].values()))
+    body = (
+        "<p>Bitext mining as LASER's xSIM scores it: each translation's best English sentence "
+        f"by ratio margin (k = {first['k']}) among all {first['pool']:,} held-out English "
+        "sentences of every language, both sides embedded by the model; the share it gets "
+        "wrong (lower is better). <code>kd mine</code> mines two files this way; "
+        "<code>bench/mining.py</code> measures precision, recall and F1 with planted pairs "
+        "among distractors.</p>"
+        + svg_bars(rows, {k: [error[k][lang] for lang in rows] for k in error}, lo=0.0, hi=1.0)
+    )
+    return Section("mining", "Mining error (xSIM)", {"xsim_error": error}, body)
+
+
 SECTIONS: list[Callable[[dict], Section | None]] = [
     overview_section,
     retrieval_section,
     sts_section,
     fidelity_section,
+    bias_section,
+    mining_section,
     collapse_section,
     per_language_section,
 ]
 """The report's parts in page order; a function returning None leaves its part out (STS when
-no --sts was given). Language bias and mining error join here as two more functions."""
+no --sts was given; bias and mining for a page made from a run's metrics.json)."""
 
 
 # ---- the page ------------------------------------------------------------------------------------
