@@ -84,11 +84,13 @@ def _alarm_cfg(tmp_path, tiny_teacher, tiny_student, **kw):
     return _cfg(tmp_path, tiny_teacher, tiny_student, **(base | kw))
 
 
-def test_a_healthy_tiny_run_raises_no_alarm(tmp_path, tiny_teacher, tiny_student, isolated_cache):
-    # The plain head: the tiny random models are so anisotropic (unrelated cosine 0.93 for the
-    # teacher, 0.87 for the student) that the ridge head's shrinkage toward the mean teacher
-    # vector alone passes the alarm (0.987 at step 0 against 0.964; docs/training.md).
-    cfg = _alarm_cfg(tmp_path, tiny_teacher, tiny_student, head="plain", epochs=5)
+def test_a_healthy_tiny_run_raises_no_alarm(tmp_path, tiny_teacher, isolated_cache):
+    # The teacher distilled into a copy of itself with the ranking term: the student starts with
+    # the teacher's geometry and keeps sentences apart (unrelated cosine 0.93 -> 0.81 here), so
+    # it must not ring the alarm (0.964). The tiny random student is no healthy case: with MSE
+    # alone toward a teacher whose unrelated cosine is already 0.93 it contracts to 0.98-0.996,
+    # with the ridge head it starts at 0.987; both ring the alarm, rightly (docs/training.md).
+    cfg = _alarm_cfg(tmp_path, tiny_teacher, tiny_teacher, head="plain", rank_weight=0.5, epochs=3)
     result = distill(cfg)
     collapse = result.metrics["collapse"]
     assert set(collapse["references"]) == {"teacher", "student_untrained"}
