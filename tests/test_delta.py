@@ -173,3 +173,31 @@ def test_the_default_recipe_delta_is_under_five_percent_of_the_student():
     size = sum(t.numel() * t.element_size() for t in tensors.values())
     share = size / weight_bytes(student)
     assert 0.01 < share <= 0.05, share
+
+
+def test_the_app_builds_a_delta_on_a_copy_of_the_base_it_holds(
+    delta_run, tiny_student, monkeypatch
+):
+    """A student brought back to the app is rebuilt on a copy of its base from the model cache,
+    sharing the cached tokenizer (building one anew held Python's lock and stalled every page),
+    with the vectors of a plain load, and the cached base left as it was."""
+    import kd.models.encoder as encoder_module
+    from webapp import model_cache
+
+    model_cache._load_encoder.cache_clear()
+    base = model_cache.get_encoder(tiny_student, public=False)
+    before = base.encode(SENTS)
+    loads = []
+    real = encoder_module._load_sentence_transformer
+    monkeypatch.setattr(
+        encoder_module,
+        "_load_sentence_transformer",
+        lambda name, device: loads.append(name) or real(name, device),
+    )
+    student = model_cache.get_encoder(str(delta_run.out), public=False)
+    assert loads == []  # nothing read from disk but the delta itself
+    assert student.tokenizer is base.tokenizer and student.transformer is not base.transformer
+    plain = Encoder.load(str(delta_run.out))
+    assert np.abs(student.encode(SENTS) - plain.encode(SENTS)).max() < 1e-6
+    assert np.abs(base.encode(SENTS) - before).max() == 0
+    model_cache._load_encoder.cache_clear()

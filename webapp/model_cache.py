@@ -173,7 +173,22 @@ def _load_encoder(name: str):
     from kd.models.static import load_encoder
 
     quiet_transformers()
-    return load_encoder(name, pick_device("auto"))  # a static folder too (kd.models.static)
+    # a static folder too (kd.models.static); a delta built on a copy of a base held here
+    return load_encoder(name, pick_device("auto"), load_base=_base_model)
+
+
+def _base_model(base: str, device: str):
+    """A delta student's base: a copy of the one the cache holds where it does (a brought-back
+    student is most often built on the default student, loaded at launch), else loaded. The
+    copy shares the cached tokenizer: building it anew held Python's lock long enough to stall
+    every page (the first page took 3.4 s while five sessions brought students back)."""
+    from kd.models.encoder import Encoder
+
+    held = _load_encoder.peek(canonical_model_name(base))
+    held = getattr(held, "encoder", held)  # a model on its ONNX path keeps its PyTorch one
+    if isinstance(held, Encoder) and held.device_name == device:
+        return held.clone()
+    return Encoder.load(base, device)
 
 
 def checked_model(name: str | None, visitor: Visitor | None) -> str:

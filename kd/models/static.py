@@ -137,12 +137,15 @@ class StaticEncoder(nn.Module):
         return out
 
 
-def load_encoder(name: str, device: str = "cpu") -> Encoder | StaticEncoder:
+def load_encoder(
+    name: str, device: str = "cpu", load_base: Callable[[str, str], Encoder] | None = None
+) -> Encoder | StaticEncoder:
     """The one loader of an evaluated or searched model: a :class:`StaticEncoder` for a static
-    folder, an :class:`~kd.models.encoder.Encoder` (a delta included) otherwise."""
+    folder, an :class:`~kd.models.encoder.Encoder` (a delta included, its base from
+    ``load_base`` as :meth:`Encoder.load` says) otherwise."""
     if is_static(name):
         return StaticEncoder.load(name, device)
-    return Encoder.load(name, device)
+    return Encoder.load(name, device, load_base=load_base)
 
 
 # ---- building ----------------------------------------------------------------------------------
