@@ -44,6 +44,48 @@ def limits_note() -> str:
     )
 
 
+def source_pairs(source: str, tatoeba_dir: str | None, upload: str | None, langs: list[str]):
+    """The pairs of ``langs`` in one of the page's sources (:data:`webapp.settings.SOURCES`):
+    kd's built-in sentences, a Tatoeba folder on the server, or a visitor's upload. Draw and
+    Analyse read them here.
+
+    Raises:
+        ValueError: a language the built-in set lacks, a folder or upload that is missing or
+            malformed, an upload with none of ``langs``, an unknown source.
+    """
+    from kd.data.pairs import read_tatoeba, read_tsv
+
+    if source == SOURCES[0]:
+        have = builtin_langs()
+        missing = [lang for lang in langs if lang not in have]
+        if missing:
+            raise ValueError(
+                f"the built-in set has no {', '.join(missing)}; it has {', '.join(have)} "
+                "(or pick another source)"
+            )
+        pairs = [p for lang in langs for p in read_tsv(PAIRS_DIR / f"{lang}.tsv")]
+    elif source == SOURCES[1]:
+        folder = check_data_dir(tatoeba_dir)
+        try:
+            by_lang = read_tatoeba(folder, langs)
+        except ValueError as err:  # name the folder as the visitor typed it
+            raise ValueError(str(err).replace(str(folder), (tatoeba_dir or "").strip())) from None
+        pairs = [p for lang in langs for p in by_lang[lang]]
+    elif source == SOURCES[2]:
+        file = check_upload(upload, "a .tsv file of english<TAB>translation lines")
+        read = read_upload(file, langs)
+        present = sorted({p.lang for p in read if p.other is not None})
+        pairs = [p for p in read if p.lang in langs]
+        if not pairs:
+            raise ValueError(
+                f"{file.name} has no pairs in {', '.join(langs)}; its languages: "
+                f"{', '.join(present) or 'none'}"
+            )
+    else:
+        raise ValueError(f"unknown sentence source {source!r}; pick one of {', '.join(SOURCES)}")
+    return pairs
+
+
 def sentence_set(
     source: str,
     tatoeba_dir: str | None,
@@ -59,7 +101,7 @@ def sentence_set(
             ``method``'s cap (:func:`points_limit`), more characters than
             ``settings.DRAW_MAX_CHARS``.
     """
-    from kd.data.pairs import read_tatoeba, read_tsv, sample_per_lang
+    from kd.data.pairs import sample_per_lang
 
     limit = points_limit(method)
     langs = parse_langs(langs_text or "")
@@ -71,34 +113,7 @@ def sentence_set(
     per_lang = int(per_lang or 0)
     if per_lang < 1:
         raise ValueError("'sentences per language' must be at least 1")
-    if source == SOURCES[0]:
-        have = builtin_langs()
-        missing = [lang for lang in langs if lang not in have]
-        if missing:
-            raise ValueError(
-                f"the built-in set has no {', '.join(missing)}; it has {', '.join(have)} "
-                "(or pick another source)"
-            )
-        pairs = [p for lang in langs for p in read_tsv(PAIRS_DIR / f"{lang}.tsv")]
-    elif source == SOURCES[1]:
-        folder = check_data_dir(tatoeba_dir)
-        try:
-            by_lang = read_tatoeba(folder, langs)
-        except ValueError as err:  # name the folder as the visitor typed it
-            raise ValueError(str(err).replace(str(folder), tatoeba_dir.strip())) from None
-        pairs = [p for lang in langs for p in by_lang[lang]]
-    elif source == SOURCES[2]:
-        file = check_upload(upload, "a .tsv file of english<TAB>translation lines")
-        read = read_upload(file, langs)
-        present = sorted({p.lang for p in read if p.other is not None})
-        pairs = [p for p in read if p.lang in langs]
-        if not pairs:
-            raise ValueError(
-                f"{file.name} has no pairs in {', '.join(langs)}; its languages: "
-                f"{', '.join(present) or 'none'}"
-            )
-    else:
-        raise ValueError(f"unknown sentence source {source!r}; pick one of {', '.join(SOURCES)}")
+    pairs = source_pairs(source, tatoeba_dir, upload, langs)
     pairs = [p for p in sample_per_lang(pairs, per_lang, seed=0) if p.other is not None]
     english = list(dict.fromkeys(p.en for p in pairs))
     ids = {en: i for i, en in enumerate(english)}

@@ -26,12 +26,10 @@ from kd.evaluate.bias import language_bias
 from kd.evaluate.errors import retrieval_errors
 from kd.langs import parse_langs
 from webapp import settings
-from webapp.aligned import builtin_langs
-from webapp.guards import check_data_dir
+from webapp.aligned import source_pairs
 from webapp.model_cache import model_vectors
 from webapp.session import Visitor, markdown_literal, user_error
-from webapp.settings import MAX_LANGS, MODEL_LABELS, PAIRS_DIR, SOURCES
-from webapp.uploads import check_upload, read_upload
+from webapp.settings import MAX_LANGS, MODEL_LABELS, SOURCES
 
 SPACE_CHOICES = [
     ("cross: translations by each model, English by the teacher (the headline)", "cross"),
@@ -58,8 +56,6 @@ def pair_sets(
         ValueError: an unknown language, a missing or malformed source, a language the source
             lacks, more pairs or characters than the cost cap.
     """
-    from kd.data.pairs import read_tatoeba, read_tsv
-
     langs = [lang for lang in parse_langs(langs_text or "") if lang != "en"]
     if not langs:
         raise ValueError("pick at least one language besides English, e.g. de,fr,ja")
@@ -68,31 +64,11 @@ def pair_sets(
     per_lang = int(per_lang or 0)
     if per_lang < 2:
         raise ValueError("'pairs per language' must be at least 2 (retrieval needs a choice)")
-    if source == SOURCES[0]:
-        have = builtin_langs()
-        missing = [lang for lang in langs if lang not in have]
-        if missing:
-            raise ValueError(
-                f"the built-in set has no {', '.join(missing)}; it has {', '.join(have)} "
-                "(or pick another source)"
-            )
-        pairs = [p for lang in langs for p in read_tsv(PAIRS_DIR / f"{lang}.tsv")]
-    elif source == SOURCES[1]:
-        folder = check_data_dir(tatoeba_dir)
-        try:
-            by_lang = read_tatoeba(folder, langs)
-        except ValueError as err:  # name the folder as the visitor typed it
-            raise ValueError(str(err).replace(str(folder), (tatoeba_dir or "").strip())) from None
-        pairs = [p for lang in langs for p in by_lang[lang]]
-    elif source == SOURCES[2]:
-        file = check_upload(upload, "a .tsv file of english<TAB>translation lines")
-        pairs = [p for p in read_upload(file, langs) if p.other is not None]
-    else:
-        raise ValueError(f"unknown sentence source {source!r}; pick one of {', '.join(SOURCES)}")
+    pairs = source_pairs(source, tatoeba_dir, upload, langs)
     sets: dict[str, tuple[list[str], list[str]]] = {}
     for p in pairs:
         en, x = sets.setdefault(p.lang, ([], []))
-        if p.lang in langs and len(en) < per_lang:
+        if p.lang in langs and p.other is not None and len(en) < per_lang:
             en.append(p.en)
             x.append(p.other)
     sets = {lang: sets[lang] for lang in langs if len(sets.get(lang, ([], []))[0]) >= 2}
