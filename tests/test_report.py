@@ -230,3 +230,20 @@ def test_the_app_offers_the_report_of_the_visitors_student(
     doc = json.loads(Path(student_report(visitor)).with_suffix(".json").read_text())
     assert doc["pairs"]["source"] == "the run's own held-out pairs"
     assert doc["pairs"]["results"]["model"] == visitor.metrics["student_distilled"]
+
+
+def test_the_apps_report_keeps_sts_for_the_languages_that_have_it(tmp_path, monkeypatch):
+    """A run in de and fr on a server whose STS set has no fr (as stsb-multi has no ar or tr):
+    the page keeps de's STS instead of dropping STS altogether."""
+    from tests.test_sts import TINY
+    from webapp import report, settings
+
+    folder = _tatoeba(tmp_path)
+    (folder / "tatoeba.fra-eng.fra").write_text("merci\nbonjour\n", encoding="utf-8")
+    (folder / "tatoeba.fra-eng.eng").write_text("thank you\ngood morning\n", encoding="utf-8")
+    sts = write_sts(tmp_path / "sts", {lang: TINY[lang] for lang in ("en", "de")})
+    monkeypatch.setattr(settings, "REPORT_TATOEBA", folder)
+    monkeypatch.setattr(settings, "REPORT_STS", sts)
+    sets, found = report._dev_sets(["de", "fr"])
+    assert set(sets) == {"de", "fr"}
+    assert "de" in found and "fr" not in found

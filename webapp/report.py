@@ -38,13 +38,13 @@ def _dev_sets(langs: list[str]) -> tuple[dict, dict]:
             sets |= tatoeba_sets(settings.REPORT_TATOEBA, [lang], settings.REPORT_PAIRS)
         except ValueError:
             continue  # a language of the run that the dev set lacks
-    wanted = list(sets)
     sts: dict = {}
     if sets and settings.REPORT_STS_PAIRS > 0 and settings.REPORT_STS.is_dir():
-        try:
-            sts = read_sts(settings.REPORT_STS, wanted, max_rows=settings.REPORT_STS_PAIRS)
-        except ValueError:
-            sts = {}  # none of the run's languages: the page goes without STS
+        for lang in sets:
+            try:
+                sts |= read_sts(settings.REPORT_STS, [lang], max_rows=settings.REPORT_STS_PAIRS)
+            except ValueError:
+                continue  # a language the STS set lacks (ar, tr): the rest keep their STS
     return sets, sts
 
 
