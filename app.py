@@ -401,7 +401,7 @@ def build_demo() -> gr.Blocks:
                     )
                 with gr.Row():
                     an_langs = gr.Textbox(
-                        "de,fr,es,ru,ja,zh,ar,hi",
+                        "de,fr,es,ru,ja,zh,ar,tr",  # in the built-in set and Tatoeba's dev set
                         label="languages (comma-separated codes)",
                         elem_id="analyse-langs",
                     )

@@ -333,3 +333,18 @@ def test_the_app_has_an_analyse_tab_after_search_with_its_api():
     assert fn.concurrency_limit == 2  # two analyses at once at most, as Draw
     tabs = [b.label for b in demo.blocks.values() if isinstance(b, gr.Tab)]
     assert tabs.index("Search") < tabs.index("Analyse") < tabs.index("Learn")
+
+
+def test_the_analyse_tab_opens_with_languages_its_sources_have():
+    """The tab's default languages read from the built-in set and (where the server has it)
+    the Tatoeba dev set, so the first click at the defaults analyses instead of refusing."""
+    import app
+    from webapp.analyse import pair_sets
+    from webapp.settings import SOURCES
+
+    demo = app.build_demo()
+    box = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "analyse-langs")
+    assert len(pair_sets(SOURCES[0], None, None, box.value, 2)) == len(box.value.split(","))
+    if TATOEBA_DEV.is_dir():
+        found = pair_sets(SOURCES[1], str(TATOEBA_DEV), None, box.value, 2)
+        assert len(found) == len(box.value.split(","))
