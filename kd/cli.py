@@ -115,6 +115,25 @@ def _add_config_options(s: argparse.ArgumentParser, preset: str) -> None:
             )
 
 
+def _baseline_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags ``kd eval`` and ``kd report`` share: what a model is measured beside, on how
+    many pairs."""
+    parser.add_argument(
+        "--teacher", default=None, help="teacher (default: the one the student learnt from)"
+    )
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        help="untrained student to compare with (default: the one the run started from)",
+    )
+    parser.add_argument(
+        "--max-pairs",
+        type=_ints,
+        default=0,
+        help="use the first N pairs per language, Tatoeba and STS alike (0: all)",
+    )
+
+
 def build_parser(preset: str = "default") -> argparse.ArgumentParser:
     """The parser; ``kd distill``'s defaults are those of the recipe ``preset``."""
     p = argparse.ArgumentParser(
@@ -146,20 +165,7 @@ def build_parser(preset: str = "default") -> argparse.ArgumentParser:
         help="comma-separated languages (default: Tatoeba's 12 dev languages; for --sts, "
         "every language present)",
     )
-    e.add_argument(
-        "--teacher", default=None, help="teacher (default: the one the student learnt from)"
-    )
-    e.add_argument(
-        "--baseline",
-        default=None,
-        help="untrained student to compare with (default: the one the run started from)",
-    )
-    e.add_argument(
-        "--max-pairs",
-        type=_ints,
-        default=0,
-        help="use the first N pairs per language, Tatoeba and STS alike (0: all)",
-    )
+    _baseline_flags(e)
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
     e.add_argument("--device", choices=DEVICES, default="auto")
     e.add_argument(
@@ -318,17 +324,7 @@ def build_parser(preset: str = "default") -> argparse.ArgumentParser:
     r.add_argument(
         "--langs", default=None, help="comma-separated languages (default: the 12 dev languages)"
     )
-    r.add_argument(
-        "--teacher", default=None, help="teacher (default: the one the student learnt from)"
-    )
-    r.add_argument(
-        "--baseline",
-        default=None,
-        help="untrained student (default: the one the run started from)",
-    )
-    r.add_argument(
-        "--max-pairs", type=_ints, default=0, help="first N pairs per language, Tatoeba and STS"
-    )
+    _baseline_flags(r)
     r.add_argument("--device", choices=DEVICES, default="auto")
 
     sub.add_parser("models", help="list the models available offline and where they come from")
