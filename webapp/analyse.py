@@ -19,10 +19,9 @@ from __future__ import annotations
 import time
 
 import gradio as gr
-import numpy as np
 import pandas as pd
 
-from kd.evaluate.bias import language_bias
+from kd.evaluate.bias import bias_texts, language_bias, split_bias_vectors
 from kd.evaluate.errors import retrieval_errors
 from kd.langs import parse_langs
 from webapp import settings
@@ -92,20 +91,6 @@ def pair_sets(
     return sets
 
 
-def _split(vecs: np.ndarray, sets: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """One model's vectors of :func:`_texts` back into language -> (English, translations)."""
-    out, at = {}, 0
-    for lang, (en, _x) in sets.items():
-        n = len(en)
-        out[lang] = (vecs[at : at + n], vecs[at + n : at + 2 * n])
-        at += 2 * n
-    return out
-
-
-def _texts(sets: dict) -> list[str]:
-    return [s for en, x in sets.values() for s in (*en, *x)]
-
-
 def analyse(
     source: str,
     tatoeba_dir: str | None,
@@ -138,8 +123,8 @@ def analyse(
             visitor.uploads.append(str(upload))  # deleted with the visitor's other files
         started = time.perf_counter()
         vectors = {
-            label: _split(v, sets)
-            for label, v in model_vectors(_texts(sets), teacher, student, visitor).items()
+            label: split_bias_vectors(v, sets)
+            for label, v in model_vectors(bias_texts(sets), teacher, student, visitor).items()
         }
         seconds = time.perf_counter() - started
         errors = _errors(sets, vectors, space)
@@ -266,38 +251,39 @@ def pick_row(errors: dict[str, dict] | None, evt: gr.SelectData):
     return gr.update(value=row) if row in langs else gr.update()
 
 
+def _bias_rows(bias: dict[str, dict]):
+    """(model, language, entry) of every language and then the mean, model by model."""
+    for model, result in bias.items():
+        for lang, entry in [*result["per_lang"].items(), ("mean", result["mean"])]:
+            yield model, lang, entry
+
+
 def bias_frame(bias: dict[str, dict]) -> pd.DataFrame:
     """Long form for :func:`viz.figures.language_bias_bars`: one row per (model, language)."""
-    rows = []
-    for model, result in bias.items():
-        for lang, e in [*result["per_lang"].items(), ("mean", result["mean"])]:
-            rows.append(
-                {
-                    "model": model,
-                    "lang": lang,
-                    "translation": e["translation_share"],
-                    "own_language": e["own_language_share"],
-                    "other": e["other_share"],
-                    "per_language_accuracy": e["per_language_accuracy"],
-                }
-            )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(
+        {
+            "model": model,
+            "lang": lang,
+            "translation": e["translation_share"],
+            "own_language": e["own_language_share"],
+            "other": e["other_share"],
+            "per_language_accuracy": e["per_language_accuracy"],
+        }
+        for model, lang, e in _bias_rows(bias)
+    )
 
 
 def bias_table(bias: dict[str, dict]) -> pd.DataFrame:
     """The bias numbers, rounded: one row per (model, language), the mean last."""
-    rows = []
-    for model, result in bias.items():
-        for lang, e in [*result["per_lang"].items(), ("mean", result["mean"])]:
-            rows.append(
-                {
-                    "model": model,
-                    "lang": lang,
-                    "per-language accuracy": round(e["per_language_accuracy"], 3),
-                    "mixed-pool accuracy": round(e["mixed_accuracy"], 3),
-                    "drop": round(e["drop"], 3),
-                    "nearest: own language": round(e["own_language_share"], 3),
-                    "nearest: other": round(e["other_share"], 3),
-                }
-            )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(
+        {
+            "model": model,
+            "lang": lang,
+            "per-language accuracy": round(e["per_language_accuracy"], 3),
+            "mixed-pool accuracy": round(e["mixed_accuracy"], 3),
+            "drop": round(e["drop"], 3),
+            "nearest: own language": round(e["own_language_share"], 3),
+            "nearest: other": round(e["other_share"], 3),
+        }
+        for model, lang, e in _bias_rows(bias)
+    )

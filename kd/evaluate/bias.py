@@ -149,18 +149,29 @@ def language_bias(
     return {"pool": len(pool), "per_lang": per_lang, "mean": mean}
 
 
-def encode_bias_vectors(
-    sets: dict[str, tuple[list[str], list[str]]], encode: Encode
+def bias_texts(sets: dict[str, tuple[list[str], list[str]]]) -> list[str]:
+    """Every sentence of ``sets`` in one list: each language's English, then its translations."""
+    return [s for english, translations in sets.values() for s in (*english, *translations)]
+
+
+def split_bias_vectors(
+    vecs: np.ndarray, sets: dict[str, tuple[list[str], list[str]]]
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """language -> (English vectors, translation vectors) by one model, in one encode call."""
-    texts = [s for english, translations in sets.values() for s in (*english, *translations)]
-    vecs = encode(texts)  # (sum of 2n, d)
+    """One model's vectors of :func:`bias_texts` back into language -> (English vectors,
+    translation vectors)."""
     out, at = {}, 0
     for lang, (english, _translations) in sets.items():
         n = len(english)
         out[lang] = (vecs[at : at + n], vecs[at + n : at + 2 * n])
         at += 2 * n
     return out
+
+
+def encode_bias_vectors(
+    sets: dict[str, tuple[list[str], list[str]]], encode: Encode
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """language -> (English vectors, translation vectors) by one model, in one encode call."""
+    return split_bias_vectors(encode(bias_texts(sets)), sets)
 
 
 def format_bias_table(results: dict[str, dict]) -> str:
