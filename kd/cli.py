@@ -724,7 +724,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     def loader(name: str):
         def load():
             print(f"kd: measuring {name}", file=sys.stderr)
-            return cached_encode(Encoder.load(name, device).encode)
+            return Encoder.load(name, device).encode  # build_results caches its sentences
 
         return load
 
@@ -732,7 +732,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     pairs = sorted({len(en) for en, _x in sets.values()})
     many = f"{pairs[0]}" if len(pairs) == 1 else f"{pairs[0]}-{pairs[-1]}"
     source = f"{args.tatoeba} ({many} pairs a language)"
-    results = build_results(sets, sts_sets, cached_encode(teacher.encode), models, ids, source)
+    results = build_results(sets, sts_sets, teacher.encode, models, ids, source)
     results["seconds"] = round(time.perf_counter() - started, 1)
     page, data = write_report(results, out)
     print(f"kd: wrote {page} and {data} in {results['seconds']:.0f} s")

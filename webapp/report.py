@@ -16,7 +16,7 @@ from pathlib import Path
 
 from kd.data.dataset import tatoeba_sets
 from kd.evaluate.report import build_results, results_from_run, write_report
-from kd.evaluate.sts import cached_encode, read_sts
+from kd.evaluate.sts import read_sts
 from kd.langs import parse_langs
 from webapp import settings
 from webapp.model_cache import get_encoder
@@ -95,4 +95,4 @@ def _measure(visitor: Visitor, config: dict, sets: dict, sts: dict) -> dict:
     ids = {"teacher": teacher_id, "student_untrained": base_id, "model": "your student"}
     n = settings.REPORT_PAIRS
     source = f"Tatoeba dev, at most {n} pairs a language (this server's cap)"
-    return build_results(sets, sts, cached_encode(teacher.encode), models, ids, source)
+    return build_results(sets, sts, teacher.encode, models, ids, source)
