@@ -459,19 +459,19 @@ class _Evaluations:
         ``verdicts`` (each measure of the distilled student against the untrained one)."""
         if not self.eval_sets:
             return
-        by_step = [
-            {"step": 0, "unrelated_cosine": v}
-            for v in [metrics.get("student_head", {}).get("mean", {}).get("unrelated_cosine")]
-            if v is not None
-        ]
-        by_step += [
-            {"step": r["step"], "unrelated_cosine": r["unrelated_cosine"]}
-            for r in history
-            if r.get("unrelated_cosine") is not None
-        ]
+        # Step 0 (the head before training) is checked here; every evaluation during the run
+        # already recorded its verdict in its step record (:meth:`collapse`).
+        head = metrics.get("student_head", {}).get("mean", {}).get("unrelated_cosine")
+        by_step, rang = [], []
+        if head is not None:
+            by_step.append({"step": 0, "unrelated_cosine": head})
+            rang.append(collapse_check(head, self.references)["alarm"])
+        for r in history:
+            if r.get("unrelated_cosine") is not None:
+                by_step.append({"step": r["step"], "unrelated_cosine": r["unrelated_cosine"]})
+                rang.append(bool(r.get("collapse_alarm")))
         final = metrics.get("student_distilled", {}).get("mean", {}).get("unrelated_cosine")
         check = collapse_check(final, self.references)
-        rang = [collapse_check(r["unrelated_cosine"], self.references)["alarm"] for r in by_step]
         ever = check["alarm"] or any(rang)
         metrics["collapse"] = {
             "references": self.references,
