@@ -274,7 +274,15 @@ def build_parser(preset: str = "default") -> argparse.ArgumentParser:
         "--static-rows",
         type=_ints,
         default=st.rows,
-        help=f"with --static: training items to fit on (default: {st.rows})",
+        help="with --static: training items to fit on, translations first (up to two thirds), "
+        f"English sentences filling the rest (default: {st.rows})",
+    )
+    x.add_argument(
+        "--static-pairs",
+        type=_ints,
+        default=st.pairs,
+        help="with --static: translations a language read from the data; 0: every pair of the "
+        "run's --data sources (default: 0)",
     )
     x.add_argument(
         "--static-vocab",
@@ -790,6 +798,7 @@ def _export_static(args: argparse.Namespace, started: float) -> int:
         raise ValueError("--static makes its own folder; it goes without --as, --int8 and --base")
     settings = StaticSettings(
         rows=args.static_rows,
+        pairs=args.static_pairs,
         vocab=args.static_vocab,
         ridge=args.static_ridge,
         iterations=args.static_iterations,

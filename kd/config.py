@@ -482,7 +482,10 @@ STATIC_DTYPES = ("fp32", "fp16")
 class StaticSettings:
     """How ``kd export --static`` makes a static student (:mod:`kd.models.static`).
 
-    ``rows``: training items (English sentences and translations) the token table is fitted on;
+    ``rows``: training items the token table is fitted on: the translations first (up to two
+    thirds of them), English sentences filling the rest; ``pairs``: translations a language the
+    fit reads from the data (0: every pair of the run's ``--data`` sources; the run's own
+    ``max_pairs`` when it read the default source);
     ``vocab``: ``seen`` keeps the tokens of those items plus every one-character token (the
     tokenizer still splits any text), ``all`` keeps the whole vocabulary (e5: 250,002 rows);
     ``ridge``: how strongly a token's vector stays at its start (the source model's vector of
@@ -491,6 +494,7 @@ class StaticSettings:
     """
 
     rows: int = 30000
+    pairs: int = 0
     vocab: str = "seen"
     ridge: float = 0.01
     iterations: int = 60
@@ -499,6 +503,8 @@ class StaticSettings:
     def __post_init__(self) -> None:
         if not isinstance(self.rows, int) or self.rows < 1:
             raise ValueError(f"--static-rows must be a whole number of at least 1, got {self.rows}")
+        if not isinstance(self.pairs, int) or self.pairs < 0:
+            raise ValueError(f"--static-pairs must be a whole number from 0, got {self.pairs}")
         if self.vocab not in STATIC_VOCABS:
             raise ValueError(f"--static-vocab must be one of {', '.join(STATIC_VOCABS)}")
         if not (isinstance(self.ridge, int | float) and math.isfinite(self.ridge)) or not (

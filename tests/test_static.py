@@ -16,7 +16,15 @@ from kd.cli import main
 from kd.config import StaticSettings, TrainConfig
 from kd.models.encoder import Encoder
 from kd.models.registry import is_static
-from kd.models.static import MANIFEST, StaticEncoder, build_static, cut_tokenizer, load_encoder
+from kd.models.static import (
+    MANIFEST,
+    StaticEncoder,
+    _run_config,
+    _sample,
+    build_static,
+    cut_tokenizer,
+    load_encoder,
+)
 from tests.conftest import WORDS
 
 EN = WORDS[:17]
@@ -99,6 +107,47 @@ def test_the_fit_brings_translations_nearer_the_teacher(built, run, tiny_teacher
     assert held["fitted"] > held["start"], held
 
 
+def test_the_fit_takes_translations_first_and_english_fills_the_rest():
+    """A run's data is mostly English: the fit's sample must still be mostly translations, the
+    kind that places a language's tokens in the teacher's space."""
+    langs = ["en"] * 900 + ["fr"] * 100
+    texts = [f"t{i}" for i in range(1000)]
+    target = np.arange(1000)
+    got, tgt, english = _sample(texts, target, langs, 120, seed=0)
+    assert len(got) == 120 and int((~english).sum()) == 80 and int(english.sum()) == 40
+    assert [langs[int(t)] == "en" for t in tgt] == english.tolist()
+    # Too few translations: English fills up to rows; too few of both: everything, once.
+    _, _, english = _sample(texts, target, langs, 600, seed=0)
+    assert int((~english).sum()) == 100 and int(english.sum()) == 500
+    got, _, _ = _sample(texts, target, langs, 5000, seed=0)
+    assert sorted(got) == sorted(texts)
+    # The draw is random within each kind, fixed by the seed.
+    assert _sample(texts, target, langs, 120, 0)[0] == _sample(texts, target, langs, 120, 0)[0]
+    assert _sample(texts, target, langs, 120, 0)[0] != _sample(texts, target, langs, 120, 1)[0]
+
+
+def test_the_fit_reads_every_pair_of_the_runs_data(run, tmp_path):
+    """--static-pairs 0 reads all of the run's --data pairs (the run itself may have sampled
+    fewer); a number caps them; a run on the default source keeps its own count."""
+    cfg, _ = _run_config(str(run), None, None, None, tmp_path / "o", 0)
+    assert cfg.max_pairs == 0 and cfg.data
+    cfg, _ = _run_config(str(run), None, None, None, tmp_path / "o", 40)
+    assert cfg.max_pairs == 40
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    conf = TrainConfig(out=str(plain), teacher="t", student="s", max_pairs=300, data=[])
+    (plain / "kd_config.json").write_text(json.dumps(conf.to_dict()), encoding="utf-8")
+    cfg, _ = _run_config(str(plain), None, None, None, tmp_path / "o", 0)
+    assert cfg.max_pairs == 300
+
+
+def test_the_fit_records_what_it_was_fitted_on(built):
+    _, fitted = built
+    fit = json.loads((fitted / MANIFEST).read_text())["fit"]
+    assert fit["translations"] > 0 and fit["shared_part_norm"] > 0
+    assert "translations" in fit["heldout_cosine"]
+
+
 def test_the_vocabulary_keeps_the_seen_tokens_and_their_split(built, tiny_student):
     _, fitted = built
     manifest = json.loads((fitted / MANIFEST).read_text())
@@ -176,6 +225,7 @@ def test_cli_export_static_then_search_a_teacher_index(run, tiny_teacher, tmp_pa
 def test_cli_static_mistakes_are_one_line(run, tmp_path, capsys):
     bad = [
         ["--static-rows", "0"],
+        ["--static-pairs", "-1"],
         ["--static-ridge", "-1"],
         ["--as", "onnx"],
     ]

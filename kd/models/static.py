@@ -12,9 +12,13 @@ student) and the data that model was distilled on, in two steps:
 1. the start, model2vec's idea: each kept token alone (between the tokenizer's special tokens)
    goes through the source model; its sentence vector, already in the teacher's space when the
    source is a distilled student, is the token's vector;
+   minus the part every token shares (their mean, weighted by how often the training items use
+   each token), which would otherwise pull every sentence towards one direction;
 2. the fit, tokenlearn's idea: the table is fitted so that the mean of a training sentence's token
    vectors comes close to the teacher's vector of that sentence (of its English side, for a
-   translation), a ridge regression towards the start, solved by conjugate gradients.
+   translation), a ridge regression towards the start, solved by conjugate gradients. The
+   translations come first among the items fitted on: they are what places a language's tokens
+   in the teacher's space, and a run's data is mostly English.
 
 Why not the model2vec package itself: its distillation needs the ``model2vec[distill]`` extra,
 which pins ``transformers<5.4`` (and with it older ``tokenizers`` and ``huggingface_hub``); kd
@@ -182,9 +186,12 @@ def _run_config(
     data: list[str] | None,
     english: list[str] | None,
     out: Path,
+    pairs: int = 0,
 ) -> tuple[TrainConfig, dict]:
     """The data and teacher a static build uses: the source run's ``kd_config.json`` (the same
-    data the student was distilled on), with ``teacher``/``data``/``english`` replacing it."""
+    data the student was distilled on), with ``teacher``/``data``/``english`` replacing it, and
+    ``pairs`` translations a language (0: all that ``--data`` sources hold; a run that read the
+    default source keeps its own number, since 0 there reads none)."""
     raw: dict = {}
     config = Path(model).expanduser() / "kd_config.json"
     if config.is_file():
@@ -209,13 +216,22 @@ def _run_config(
         changes["data"] = list(data)
     if english:
         changes["english"] = list(english)
+    if pairs or changes.get("data", cfg.data):
+        changes["max_pairs"] = pairs
     return replace(cfg, **changes), raw
 
 
-def _sample(texts: list[str], target: np.ndarray, rows: int, seed: int):
-    """``rows`` of the training items, drawn at random (all when there are fewer)."""
-    order = np.random.default_rng(seed).permutation(len(texts))[:rows]
-    return [texts[i] for i in order], target[order]
+def _sample(texts: list[str], target: np.ndarray, langs: list[str], rows: int, seed: int):
+    """``rows`` of the training items, in a random order: the translations first, up to two
+    thirds of ``rows`` (more when there are too few English sentences), English sentences filling
+    the rest; each kind drawn at random. Returns texts, targets and whether each is English."""
+    rng = np.random.default_rng(seed)
+    english = np.array([lang == "en" for lang in langs], dtype=bool)
+    own, other = rng.permutation(np.flatnonzero(english)), rng.permutation(np.flatnonzero(~english))
+    n_other = min(len(other), max(rows - len(own), 2 * rows // 3))
+    n_own = min(len(own), rows - n_other)
+    order = rng.permutation(np.concatenate([other[:n_other], own[:n_own]]))
+    return [texts[i] for i in order], target[order], english[order]
 
 
 def _bare(token: str) -> str:
@@ -385,7 +401,7 @@ def build_static(
     src = Path(model).expanduser()
     if src.exists() and out.exists() and src.resolve() == out.resolve():
         raise ValueError("--out must be a new folder, not the model being exported")
-    cfg, raw = _run_config(model, teacher, data, english, out)
+    cfg, raw = _run_config(model, teacher, data, english, out, settings.pairs)
     device = pick_device(device)
     prepare_torch(device)
     source = Encoder.load(model, device)
@@ -394,8 +410,13 @@ def build_static(
     backend.no_padding()
     backend.no_truncation()
     dataset = read_dataset(cfg)
-    texts, target = _sample(dataset.texts, dataset.target, settings.rows, cfg.seed)
-    say(f"{len(texts):,} training items ({len(set(target.tolist())):,} English targets)")
+    texts, target, is_english = _sample(
+        dataset.texts, dataset.target, dataset.langs, settings.rows, cfg.seed
+    )
+    say(
+        f"{len(texts):,} training items: {int((~is_english).sum()):,} translations, "
+        f"{int(is_english.sum()):,} English ({len(set(target.tolist())):,} English targets)"
+    )
     ids = [e.ids for e in backend.encode_batch(texts, add_special_tokens=False)]
     keep = _kept_ids(backend, ids, settings.vocab, list(source.tokenizer.all_special_ids))
     say(f"token vectors of {len(keep):,} tokens through {model}")
@@ -416,6 +437,11 @@ def build_static(
     held[: max(1, len(ids) // 20)] = True  # the sample is shuffled: its first 5% stay out
     train = used & ~held
     a_train, y_train = a[train], y[train]
+    # The part every token vector shares (the special tokens around each token alone, e5's
+    # anisotropy), weighted by use: left in, it pulls every sentence towards one direction.
+    uses = np.asarray(a_train.sum(axis=0)).ravel()
+    shared = (uses[:, None] * start).sum(0) / max(float(uses.sum()), 1e-12)
+    start -= shared
     # The start's scale, matched to the teacher's vectors in one least-squares number: the
     # ridge pulls towards it, so a start too short or long would bias every rare token.
     pred = a_train @ start
@@ -428,6 +454,9 @@ def build_static(
         "ridge": settings.ridge,
         "iterations": settings.iterations,
         "start_scale": scale,
+        "shared_part_norm": float(np.linalg.norm(shared)),
+        "translations": int((~is_english & train).sum()),
+        "english_items": int((is_english & train).sum()),
         "heldout_items": int(test.sum()),
     }
     if test.any():
@@ -435,6 +464,9 @@ def build_static(
             "start": _cosine(a[test] @ start, y[test]),
             "fitted": _cosine(a[test] @ table, y[test]),
         }
+        for kind, mask in (("translations", test & ~is_english), ("english", test & is_english)):
+            if mask.any():
+                fit["heldout_cosine"][kind] = _cosine(a[mask] @ table, y[mask])
     tokenizer = backend if settings.vocab == "all" else cut_tokenizer(backend, keep)
     if tokenizer is None:  # a BPE tokenizer: the whole table, rows as they are
         log.warning("this tokenizer's vocabulary cannot be cut: the static table keeps it all")
