@@ -11,9 +11,9 @@ student) and the data that model was distilled on, in two steps:
 
 1. the start, model2vec's idea: each kept token alone (between the tokenizer's special tokens)
    goes through the source model; its sentence vector, already in the teacher's space when the
-   source is a distilled student, is the token's vector;
-   minus the part every token shares (their mean, weighted by how often the training items use
-   each token), which would otherwise pull every sentence towards one direction;
+   source is a distilled student, is the token's vector, less the part every token shares
+   (their mean, weighted by how often the training items use each token), which would otherwise
+   pull every sentence towards one direction;
 2. the fit, tokenlearn's idea: the table is fitted so that the mean of a training sentence's token
    vectors comes close to the teacher's vector of that sentence (of its English side, for a
    translation), a ridge regression towards the start, solved by conjugate gradients. The
@@ -460,13 +460,15 @@ def build_static(
         "heldout_items": int(test.sum()),
     }
     if test.any():
+        held_y, held_fit = y[test], a[test] @ table  # the held-out items' vectors, once
         fit["heldout_cosine"] = {
-            "start": _cosine(a[test] @ start, y[test]),
-            "fitted": _cosine(a[test] @ table, y[test]),
+            "start": _cosine(a[test] @ start, held_y),
+            "fitted": _cosine(held_fit, held_y),
         }
-        for kind, mask in (("translations", test & ~is_english), ("english", test & is_english)):
+        held_english = is_english[test]
+        for kind, mask in (("translations", ~held_english), ("english", held_english)):
             if mask.any():
-                fit["heldout_cosine"][kind] = _cosine(a[mask] @ table, y[mask])
+                fit["heldout_cosine"][kind] = _cosine(held_fit[mask], held_y[mask])
     tokenizer = backend if settings.vocab == "all" else cut_tokenizer(backend, keep)
     if tokenizer is None:  # a BPE tokenizer: the whole table, rows as they are
         log.warning("this tokenizer's vocabulary cannot be cut: the static table keeps it all")
