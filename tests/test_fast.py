@@ -228,3 +228,27 @@ def test_a_student_queries_its_teachers_index_built_on_a_fast_path():
     other = ModelStamp("run/student", "fedcba9876543210", 32, "teacher", "aaaaaaaaaaaaaaaa")
     with pytest.raises(ValueError, match="another copy"):
         check_query_model(index, other)
+
+
+def test_the_int8_kernel_bench_prints_a_ratio_per_shape_and_its_last_line():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parent.parent / "bench" / "int8_kernels.py"
+    done = subprocess.run(
+        [sys.executable, str(bench), "--tokens", "16", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    rows = [line for line in lines if line.strip().startswith(("384x", "1536x"))]
+    assert len(rows) == 3 and all(line.rstrip().endswith("x") for line in rows)
+    key, value = lines[-1].split("=")
+    assert key == "int8_vs_fp32_gemm" and float(value) > 0
+    refused = subprocess.run(
+        [sys.executable, str(bench), "--tokens", "0"], capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
