@@ -21,7 +21,6 @@ Run: ``python bench/int8_kernels.py [--tokens 1792] [--rounds 20]`` (under a min
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import tempfile
 import time
@@ -36,25 +35,15 @@ SHAPES = ((384, 384), (384, 1536), (1536, 384))
 """(in, out) of e5-small's linear layers: attention projections, feed-forward up and down."""
 
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16")
+"""The instruction sets that decide which int8 kernel ONNX Runtime runs."""
 
 
-def cpu_flags() -> list[str]:
-    """The instruction sets of :data:`FLAGS` this CPU reports."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    have = set(line.split())
-                    return [f for f in FLAGS if f in have]
-    except OSError:
-        pass
-    return []
-
-
-def _graphs(folder: Path, k: int, n: int, rng) -> tuple[str, str]:
+def _graphs(folder: Path, k: int, n: int, rng) -> tuple[Path, Path]:
+    """A one-node fp32 ``MatMul`` graph of a (k, n) weight, and kd's int8 form of it."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from kd.models.onnx_export import quantize_int8
 
     weight = numpy_helper.from_array((rng.standard_normal((k, n)) * 0.05).astype(np.float32), "W")
     graph = helper.make_graph(
@@ -66,19 +55,16 @@ def _graphs(folder: Path, k: int, n: int, rng) -> tuple[str, str]:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    fp32, int8 = str(folder / f"fp32_{k}x{n}.onnx"), str(folder / f"int8_{k}x{n}.onnx")
-    onnx.save(model, fp32)
-    quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8, per_channel=True, reduce_range=True)
-    return fp32, int8
+    fp32, int8 = folder / f"fp32_{k}x{n}.onnx", folder / f"int8_{k}x{n}.onnx"
+    onnx.save(model, str(fp32))
+    return fp32, quantize_int8(fp32, int8)
 
 
-def _best(path: str, x: np.ndarray, rounds: int, threads: int) -> float:
-    import onnxruntime as ort
+def _best(path: Path, x: np.ndarray, rounds: int) -> float:
+    """The best time of ``rounds`` runs of the graph at ``path`` on ``x``, in kd's session."""
+    from kd.models.onnx_export import cpu_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    session = cpu_session(path)
     session.run(None, {"X": x})  # warm-up
     best = float("inf")
     for _ in range(rounds):
@@ -96,8 +82,7 @@ def main() -> int:
     if args.tokens < 1 or args.rounds < 1:
         parser.error("--tokens and --rounds must be at least 1")
 
-    import torch
-
+    from kd.models.encoder import cpu_flags
     from kd.models.fast import cpu_name
     from kd.models.onnx_export import require_onnx
 
@@ -106,9 +91,8 @@ def main() -> int:
     except ValueError as err:
         print(f"int8_kernels: {err}", file=sys.stderr)
         return 2
-    logging.getLogger("root").setLevel(logging.ERROR)  # the quantiser's advice to pre-process
-    threads = torch.get_num_threads()
-    flags = cpu_flags()
+    have = cpu_flags()
+    flags = [f for f in FLAGS if f in have]
     print(f"machine: {cpu_name()}; instruction sets: {', '.join(flags) or 'unknown'}")
     print(f"{args.tokens} rows a product, best of {args.rounds}\n")
     print(f"  {'in x out':<11} {'fp32 GFLOP/s':>13} {'int8 GOP/s':>11} {'int8/fp32':>10}")
@@ -118,7 +102,7 @@ def main() -> int:
         for k, n in SHAPES:
             fp32, int8 = _graphs(Path(tmp), k, n, rng)
             x = rng.standard_normal((args.tokens, k)).astype(np.float32)
-            t32, t8 = _best(fp32, x, args.rounds, threads), _best(int8, x, args.rounds, threads)
+            t32, t8 = _best(fp32, x, args.rounds), _best(int8, x, args.rounds)
             ops = 2 * args.tokens * k * n / 1e9
             ratios.append(t32 / t8)
             print(f"  {f'{k}x{n}':<11} {ops / t32:13.1f} {ops / t8:11.1f} {t32 / t8:9.2f}x")

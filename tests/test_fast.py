@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -231,10 +234,6 @@ def test_a_student_queries_its_teachers_index_built_on_a_fast_path():
 
 
 def test_the_int8_kernel_bench_prints_a_ratio_per_shape_and_its_last_line():
-    import subprocess
-    import sys
-    from pathlib import Path
-
     bench = Path(__file__).resolve().parent.parent / "bench" / "int8_kernels.py"
     done = subprocess.run(
         [sys.executable, str(bench), "--tokens", "16", "--rounds", "1"],

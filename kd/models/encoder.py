@@ -330,6 +330,18 @@ def _check_text(text: str) -> str:
     return text[:MAX_TEXT_CHARS]
 
 
+def cpu_flags() -> set[str]:
+    """The instruction-set flags this CPU reports (``/proc/cpuinfo``; empty where unreadable)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[-1].split())
+    except OSError:
+        pass
+    return set()
+
+
 def cpu_has_fast_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 matrices in hardware (Intel AMX).
 
@@ -337,14 +349,7 @@ def cpu_has_fast_bf16() -> bool:
     project's 2-core Xeon: e5-small encodes 111 -> 244 sentences/s at cosine 0.99999 to fp32).
     Without AMX, bf16 on the CPU is emulated and slower than fp32.
     """
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    return "amx_bf16" in line.split()
-    except OSError:
-        pass
-    return False
+    return "amx_bf16" in cpu_flags()
 
 
 def resolve_precision(precision: str, device: str) -> str:

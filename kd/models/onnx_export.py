@@ -154,6 +154,20 @@ def quantize_int8(src: str | Path, dst: str | Path) -> Path:
     return Path(dst)
 
 
+def cpu_session(path: str | Path, threads: int = 0):
+    """An ONNX Runtime session on the CPU as kd runs its graphs: ``threads`` (0: torch's count)
+    intra-op threads that do not spin between runs (spinning threads burn the cores between
+    batches, which a shared 2-core server needs), quiet logging."""
+    require_onnx()
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 class OnnxEncoder:
     """:class:`kd.models.encoder.Encoder`'s ``encode`` on ONNX Runtime: the same tokenisation,
     length-sorted batches, pooling, head and normalisation; only the transformer runs in the
@@ -161,15 +175,7 @@ class OnnxEncoder:
     cached from one form are never read as another's."""
 
     def __init__(self, encoder: Encoder, path: str | Path, form: str, threads: int = 0) -> None:
-        require_onnx()
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        # Spinning threads burn the cores between batches, which a shared 2-core server needs.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(path, threads)
         self.encoder, self.form, self.path = encoder, form, Path(path)
         self.name, self.dim, self.prefix = encoder.name, encoder.dim, encoder.prefix
         self.max_seq_length = encoder.max_seq_length
